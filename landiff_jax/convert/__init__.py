@@ -1,0 +1,30 @@
+"""Conversion of the released PyTorch checkpoints: safe file reading and the key-table engine."""
+
+from landiff_jax.convert.io import CheckpointError, read_latest, read_safetensors, read_torch
+from landiff_jax.convert.table import (
+    CONV,
+    IDENTITY,
+    LINEAR,
+    ConversionError,
+    ConversionReport,
+    Rule,
+    Transform,
+    convert,
+    layer_keys,
+)
+
+__all__ = [
+    "CONV",
+    "IDENTITY",
+    "LINEAR",
+    "CheckpointError",
+    "ConversionError",
+    "ConversionReport",
+    "Rule",
+    "Transform",
+    "convert",
+    "layer_keys",
+    "read_latest",
+    "read_safetensors",
+    "read_torch",
+]

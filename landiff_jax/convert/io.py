@@ -1,0 +1,96 @@
+"""Reading checkpoint files into {key: numpy array}, with errors that name the file.
+
+Only this module imports torch, and only when a .pt file is read.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+class CheckpointError(Exception):
+    """A checkpoint file or directory is missing, unreadable or not of the expected layout."""
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise CheckpointError(f"{what} not found: {path}")
+    return path
+
+
+def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
+    """A .safetensors file, or an HF directory holding `model.safetensors` or a sharded
+    `model.safetensors.index.json` (every shard it names must exist)."""
+    from safetensors.numpy import load_file
+
+    path = Path(path)
+    if path.is_dir():
+        index = path / "model.safetensors.index.json"
+        if index.exists():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            missing = [s for s in shards if not (path / s).exists()]
+            if missing:
+                raise CheckpointError(f"{index} names missing shard(s): {', '.join(str(path / m) for m in missing)}")
+            out: dict[str, np.ndarray] = {}
+            for shard in shards:
+                out.update(read_safetensors(path / shard))
+            return out
+        path = path / "model.safetensors"
+    _require(path, "safetensors file")
+    try:
+        return _load_safetensors_upcasting_bf16(path, load_file)
+    except Exception as e:  # corrupt header / truncated file
+        raise CheckpointError(f"cannot read safetensors file {path}: {e}") from e
+
+
+def _load_safetensors_upcasting_bf16(path: Path, load_file) -> dict[str, np.ndarray]:
+    """numpy has no bfloat16; such tensors are read through ml_dtypes (shipped with jax)."""
+    try:
+        return load_file(str(path))
+    except (TypeError, ValueError):
+        from safetensors import safe_open
+
+        out = {}
+        with safe_open(str(path), framework="flax") as f:
+            for k in f.keys():
+                out[k] = np.asarray(f.get_tensor(k))
+        return out
+
+
+def read_torch(path: str | Path, top_key: str | None = None) -> dict[str, np.ndarray]:
+    """A torch.save'd state dict (`torch.load(weights_only=True)`), optionally nested under
+    `top_key` (e.g. 'module', 'state_dict'); bf16 tensors are upcast to float32."""
+    path = _require(Path(path), "torch checkpoint")
+    try:
+        import torch
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise CheckpointError(f"reading {path} needs torch: pip install 'landiff-jax[torch]'") from e
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"cannot read torch checkpoint {path}: {e}") from e
+    if top_key is not None:
+        if not isinstance(obj, dict) or top_key not in obj:
+            found = list(obj.keys()) if isinstance(obj, dict) else type(obj).__name__
+            raise CheckpointError(f"{path}: expected a dict with key '{top_key}', found {found}")
+        obj = obj[top_key]
+    out = {}
+    for k, v in obj.items():
+        if not hasattr(v, "numpy"):
+            continue
+        v = v.detach()
+        out[k] = (v.float() if v.dtype == torch.bfloat16 else v).numpy()
+    return out
+
+
+def read_latest(directory: str | Path, filename: str = "mp_rank_00_model_states.pt") -> Path:
+    """sat's layout: `<dir>/latest` holds a step name; the weights are `<dir>/<step>/<filename>`."""
+    directory = Path(directory)
+    tracker = _require(directory / "latest", "checkpoint tracker file")
+    step = tracker.read_text().strip()
+    if not step:
+        raise CheckpointError(f"{tracker} is empty")
+    return _require(directory / step / filename, "checkpoint file")

@@ -1,0 +1,23 @@
+"""Building blocks shared by every LanDiff model."""
+
+from landiff_jax.nn.attention import attention_implementation, dot_product_attention
+from landiff_jax.nn.dense import dense, scan_layers
+from landiff_jax.nn.embeddings import timestep_embedding
+from landiff_jax.nn.mlp import GatedMlp, Mlp
+from landiff_jax.nn.norms import LayerNorm, RMSNorm
+from landiff_jax.nn.rope import apply_rope, rope_1d_angles, rope_3d_angles
+
+__all__ = [
+    "GatedMlp",
+    "LayerNorm",
+    "Mlp",
+    "RMSNorm",
+    "apply_rope",
+    "attention_implementation",
+    "dense",
+    "dot_product_attention",
+    "rope_1d_angles",
+    "rope_3d_angles",
+    "scan_layers",
+    "timestep_embedding",
+]
