@@ -1,0 +1,44 @@
+"""Timing helpers shared by every benchmark in tools/bench/ (one JSON line of figures each).
+
+Usage inside a stage script:
+    from common import time_jitted, peak_memory_gb, emit
+    compile_s, ms = time_jitted(fn, *args, repeats=5)
+    emit({"stage": "vae", "ms_per_call": ms, "compile_s": compile_s, **peak_memory_gb()})
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import time
+
+import jax
+
+
+def time_jitted(fn, *args, repeats: int = 5, warmup: int = 1):
+    """(compile seconds, median ms per call after compile) of a jitted `fn(*args)`."""
+    start = time.perf_counter()
+    compiled = fn.lower(*args).compile() if hasattr(fn, "lower") else fn
+    compile_s = time.perf_counter() - start
+    for _ in range(warmup):
+        jax.block_until_ready(compiled(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        times.append((time.perf_counter() - start) * 1e3)
+    times.sort()
+    return compile_s, times[len(times) // 2]
+
+
+def peak_memory_gb() -> dict:
+    """Peak bytes in use on device 0 (GPU/TPU), if the backend reports it."""
+    stats = jax.devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return {"peak_memory_gb": round(peak / 2**30, 3)} if peak is not None else {}
+
+
+def emit(figures: dict) -> None:
+    figures = {"date": datetime.date.today().isoformat(), "device": jax.devices()[0].device_kind,
+               "n_devices": jax.device_count(), **figures}
+    print(json.dumps(figures), flush=True)
