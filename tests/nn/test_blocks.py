@@ -1,0 +1,93 @@
+"""Shared building blocks: formulas, and RoPE tables against the original's stored tables."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from landiff_jax import nn as lnn
+from landiff_jax.nn.mlp import gelu_tanh
+
+
+def test_attention_matches_masked_softmax():
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((2, 5, 3, 8)).astype(np.float32) for _ in range(3))
+    mask = rng.random((2, 1, 5, 5)) > 0.3
+    mask[..., 0] = True  # every query sees at least one key
+    out = lnn.dot_product_attention(q, k, v, mask=mask)
+    scores = np.einsum("bshd,bthd->bhst", q, k) / math.sqrt(8)
+    scores = np.where(mask, scores, -np.inf)
+    p = np.exp(scores - scores.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    np.testing.assert_allclose(out, np.einsum("bhst,bthd->bshd", p, v), atol=1e-5)
+
+
+def test_attention_implementation_choice():
+    assert lnn.attention_implementation(jnp.bfloat16, backend="gpu") == "cudnn"
+    assert lnn.attention_implementation(jnp.float32, backend="gpu") == "xla"
+    assert lnn.attention_implementation(jnp.bfloat16, backend="cpu") == "xla"
+
+
+def _init_apply(module, x):
+    params = module.init(jax.random.key(0), x)
+    return params, module.apply(params, x)
+
+
+def test_rmsnorm_and_layernorm_formulas():
+    x = np.random.default_rng(1).standard_normal((3, 7)).astype(np.float32) * 3 + 1
+    _, y = _init_apply(lnn.RMSNorm(eps=1e-5), x)
+    np.testing.assert_allclose(y, x / np.sqrt((x**2).mean(-1, keepdims=True) + 1e-5), rtol=1e-5)
+    _, y = _init_apply(lnn.LayerNorm(eps=1e-6), x)
+    ref = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-6)
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_gated_mlp_formula():
+    x = np.random.default_rng(2).standard_normal((2, 4)).astype(np.float32)
+    params, y = _init_apply(lnn.GatedMlp(hidden=6), x)
+    p = jax.tree.map(np.asarray, jax.tree.map(lambda b: getattr(b, "value", b), params["params"],
+                                              is_leaf=lambda b: hasattr(b, "value")))
+    ref = (gelu_tanh(x @ p["gate"]["kernel"]) * (x @ p["up"]["kernel"])) @ p["down"]["kernel"]
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_timestep_embedding_is_cos_then_sin():
+    t = np.array([0.0, 3.0, 999.0])
+    emb = np.asarray(lnn.timestep_embedding(t, 8))
+    freqs = np.exp(-math.log(10000) * np.arange(4) / 4)
+    np.testing.assert_allclose(emb, np.concatenate([np.cos(t[:, None] * freqs), np.sin(t[:, None] * freqs)], -1), rtol=1e-5, atol=1e-6)
+    assert lnn.timestep_embedding(t, 7).shape == (3, 7)
+
+
+def test_apply_rope_rotates_interleaved_pairs():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 4, 2, 6)).astype(np.float32)
+    angles = rng.standard_normal((4, 3)).astype(np.float32)
+    out = np.asarray(lnn.apply_rope(x, angles))
+    xc = x[..., 0::2] + 1j * x[..., 1::2]
+    rc = xc * np.exp(1j * angles)[None, :, None, :]
+    np.testing.assert_allclose(out[..., 0::2], rc.real, atol=1e-5)
+    np.testing.assert_allclose(out[..., 1::2], rc.imag, atol=1e-5)
+
+
+def _as_cis(angles):
+    return np.stack([np.cos(angles), np.sin(angles)], -1)
+
+
+def test_rope_1d_matches_original_table(fixtures_dir):
+    """The LM case stores the original's complex 1D table for positions 0..S-1."""
+    case = fixtures_dir / "lm" / "one_group_cfg6p5"
+    table = np.load(case / "io.npz")["rope_freqs_cis"]  # [S, d/2, 2]
+    s, half = table.shape[:2]
+    ours = _as_cis(np.asarray(lnn.rope_1d_angles(np.arange(s), 2 * half, 10000.0)))
+    np.testing.assert_allclose(ours, table, atol=2e-6)
+
+
+@pytest.mark.parametrize("case", ["full_group_b2", "partial_group_t2"])
+def test_rope_3d_matches_original_table(fixtures_dir, case):
+    z = np.load(fixtures_dir / "tokenizer" / case / "io.npz")
+    table, index = z["rope_freqs_cis"], z["rope_index"]  # [S, d/2, 2], [S, 3]
+    angles = lnn.rope_3d_angles(index[:, 0], index[:, 1], index[:, 2], 2 * table.shape[1])
+    np.testing.assert_allclose(_as_cis(np.asarray(angles)), table, atol=2e-6)
