@@ -51,4 +51,5 @@ def read_mp4(path: str | Path) -> np.ndarray:
     """Decode an mp4 back to uint8 [f H W 3] (used to check written files)."""
     import imageio.v2 as imageio
 
-    return np.stack(list(imageio.get_reader(str(path), format="FFMPEG")))
+    with imageio.get_reader(str(path), format="FFMPEG") as reader:
+        return np.stack([frame for frame in reader])  # list(reader) trips on its infinite len()
