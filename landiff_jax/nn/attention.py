@@ -20,11 +20,13 @@ def attention_implementation(dtype, backend: str | None = None) -> str:
     return "xla"
 
 
-def dot_product_attention(q, k, v, *, mask=None, scale=None, implementation=None):
-    """softmax(q·kᵀ·scale + mask) v.
+def dot_product_attention(q, k, v, *, mask=None, bias=None, scale=None, implementation=None):
+    """softmax(q·kᵀ·scale + bias + mask) v.
 
     q: [b s h d], k and v: [b t h d] (k/v may have fewer heads for grouped attention).
     mask: boolean, broadcastable to [b h s t], True where a query may attend a key.
+    bias: optional additive float logits bias, 4-D, broadcastable to [b h s t] (e.g. T5's
+    relative position bias); added after scaling, before the mask.
     scale: defaults to 1/sqrt(d).
     implementation: None picks `attention_implementation(q.dtype)`; 'cudnn' raises on
     unsupported inputs instead of silently falling back.
@@ -32,4 +34,4 @@ def dot_product_attention(q, k, v, *, mask=None, scale=None, implementation=None
     impl = implementation or attention_implementation(q.dtype)
     if mask is not None:
         mask = jnp.asarray(mask, dtype=bool)
-    return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, implementation=impl)
+    return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=scale, implementation=impl)
