@@ -1,0 +1,94 @@
+"""Converter for CogVideoX's `3d-vae.pt` (`torch.load(...)["state_dict"]`, keys `encoder.*` /
+`decoder.*`). Keys starting with `loss` (LPIPS and discriminator weights in the released file)
+are ignored, as the original loader does, and counted in the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from landiff_jax.convert import CONV, IDENTITY, Rule, convert, read_torch
+from landiff_jax.convert.table import ConversionReport
+from landiff_jax.vae.config import VAEConfig
+from landiff_jax.vae.model import abstract_params
+
+IGNORED_PREFIXES = ("loss",)
+
+
+def _conv(ours: str, theirs: str) -> list[Rule]:
+    """A Conv2d/Conv3d: ours/{kernel,bias} <- theirs.{weight,bias}."""
+    return [Rule(f"{ours}/kernel", f"{theirs}.weight", CONV), Rule(f"{ours}/bias", f"{theirs}.bias", IDENTITY)]
+
+
+def _causal_conv(ours: str, theirs: str) -> list[Rule]:
+    return _conv(f"{ours}/conv", f"{theirs}.conv")
+
+
+def _group_norm(ours: str, theirs: str) -> list[Rule]:
+    return [Rule(f"{ours}/scale", f"{theirs}.weight"), Rule(f"{ours}/bias", f"{theirs}.bias")]
+
+
+def _spatial_norm(ours: str, theirs: str) -> list[Rule]:
+    return (_group_norm(f"{ours}/norm_layer", f"{theirs}.norm_layer")
+            + _causal_conv(f"{ours}/conv_y", f"{theirs}.conv_y")
+            + _causal_conv(f"{ours}/conv_b", f"{theirs}.conv_b"))
+
+
+def _res_block(ours: str, theirs: str, width_in: int, width_out: int, decoder: bool) -> list[Rule]:
+    norm = _spatial_norm if decoder else _group_norm
+    rules = (norm(f"{ours}/norm1", f"{theirs}.norm1") + _causal_conv(f"{ours}/conv1", f"{theirs}.conv1")
+             + norm(f"{ours}/norm2", f"{theirs}.norm2") + _causal_conv(f"{ours}/conv2", f"{theirs}.conv2"))
+    if width_in != width_out:
+        rules += _conv(f"{ours}/nin_shortcut", f"{theirs}.nin_shortcut")
+    return rules
+
+
+def rules(cfg: VAEConfig) -> list[Rule]:
+    """The whole table: our param path ('encoder/down_0_block_0/conv1/conv/kernel') <- torch key."""
+    out: list[Rule] = []
+    # encoder
+    e = "encoder"
+    out += _causal_conv(f"{e}/conv_in", f"{e}.conv_in")
+    width = cfg.ch
+    for i, mult in enumerate(cfg.ch_mult):
+        for j in range(cfg.num_res_blocks):
+            out += _res_block(f"{e}/down_{i}_block_{j}", f"{e}.down.{i}.block.{j}", width, cfg.ch * mult, False)
+            width = cfg.ch * mult
+        if i != cfg.num_levels - 1:
+            out += _conv(f"{e}/down_{i}_downsample/conv", f"{e}.down.{i}.downsample.conv")
+    for name in ("block_1", "block_2"):
+        out += _res_block(f"{e}/mid_{name}", f"{e}.mid.{name}", width, width, False)
+    out += _group_norm(f"{e}/norm_out", f"{e}.norm_out")
+    out += _causal_conv(f"{e}/conv_out", f"{e}.conv_out")
+    # decoder
+    d = "decoder"
+    width = cfg.ch * cfg.ch_mult[-1]
+    out += _causal_conv(f"{d}/conv_in", f"{d}.conv_in")
+    for name in ("block_1", "block_2"):
+        out += _res_block(f"{d}/mid_{name}", f"{d}.mid.{name}", width, width, True)
+    for i in reversed(range(cfg.num_levels)):
+        for j in range(cfg.num_res_blocks + 1):
+            out += _res_block(f"{d}/up_{i}_block_{j}", f"{d}.up.{i}.block.{j}", width, cfg.ch * cfg.ch_mult[i], True)
+            width = cfg.ch * cfg.ch_mult[i]
+        if i != 0:
+            out += _conv(f"{d}/up_{i}_upsample/conv", f"{d}.up.{i}.upsample.conv")
+    out += _spatial_norm(f"{d}/norm_out", f"{d}.norm_out")
+    out += _causal_conv(f"{d}/conv_out", f"{d}.conv_out")
+    return out
+
+
+def convert_state_dict(state_dict, cfg: VAEConfig, *, source: str = "3d-vae.pt") -> tuple[dict, ConversionReport]:
+    """{torch key: array} -> ({'encoder': ..., 'decoder': ...} as numpy, report). Raises
+    ConversionError naming every missing, unexpected or misshaped key."""
+    return convert(rules(cfg), state_dict, abstract_params(cfg), ignore_prefixes=IGNORED_PREFIXES, source=source)
+
+
+def load_vae(path: str | Path, cfg: VAEConfig | None = None) -> tuple[dict, VAEConfig, ConversionReport]:
+    """Read and convert a `3d-vae.pt`; params are placed on the default device in
+    cfg.param_dtype. `cfg` defaults to the released size."""
+    cfg = cfg or VAEConfig.full()
+    state_dict = read_torch(path, "state_dict")
+    params, report = convert_state_dict(state_dict, cfg, source=str(path))
+    return jax.tree.map(lambda a: jax.device_put(np.asarray(a)), params), cfg, report

@@ -1,0 +1,79 @@
+"""Parity of the VAE against fixture cases (`component: vae`).
+
+The case's checkpoint goes through `load_vae`, the model is built from meta.json's config,
+and every array the model produces is compared: the posterior (from the stored [0, 1] video
+through `from_unit`), the sampled latent with the stored noise injected, both decode paths
+(fed the stored latents: the decode stage's input) and the post-processed frames. Fixtures
+are NCTHW; they are converted to channels-last at this boundary only.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+
+import numpy as np
+
+from landiff_jax.parity import Check, Tolerance, compare, load_case, tolerance_for
+from landiff_jax.vae import api
+from landiff_jax.vae.config import VAEConfig
+from landiff_jax.vae.convert import load_vae
+
+
+def to_channels_last(a: np.ndarray) -> np.ndarray:
+    """NCTHW -> NTHWC."""
+    return np.moveaxis(a, 1, -1)
+
+
+def to_channels_first(a) -> np.ndarray:
+    return np.moveaxis(np.asarray(a), -1, 1)
+
+
+def tolerance(meta: dict, name: str) -> Tolerance:
+    """meta['tolerance'], honouring `per_array_hint` ({'a/b_*': {atol, rtol}})."""
+    tol = meta.get("tolerance", {})
+    for patterns, hint in tol.get("per_array_hint", {}).items():
+        if any(fnmatch.fnmatch(name, p) for p in patterns.split("/")):
+            return Tolerance(hint.get("atol", 1e-4), hint.get("rtol", 1e-4))
+    return tolerance_for(tol, name)
+
+
+def run(case_dir: Path, meta: dict) -> list[Check]:
+    _, arrays = load_case(case_dir)
+    cfg = VAEConfig.from_original(meta["config"])
+    params, _, report = load_vae(case_dir / meta["checkpoint"]["file"], cfg)
+    checks = [Check("ignored loss.* keys", report.ignored["loss"] == len(meta["checkpoint"].get("ignored_keys", [])),
+                    0.0, 0.0, report.summary())]
+
+    def check(name, actual):
+        if name in arrays:
+            checks.append(compare(name, to_channels_first(actual), arrays[name], tolerance(meta, name)))
+
+    def decode_both(latent_name, full_name, chunked_name, **kw):
+        latent = to_channels_last(arrays[latent_name])
+        full = api.decode_full(params, cfg, latent)
+        chunked = api.decode_latents(params, cfg, latent, **kw)
+        check(full_name, full)
+        check(chunked_name, chunked)
+        return full, chunked
+
+    if "video_in_01" in arrays:
+        video = api.from_unit(to_channels_last(arrays["video_in_01"]))
+        check("video_in", video)
+        moments = api.moments(params, cfg, video)
+        mean, logvar = api.split_moments(cfg, moments)
+        check("moments", moments)
+        check("mean", mean)
+        check("logvar", logvar)
+        check("latent_engine", api.sample_latents(cfg, mean, logvar, noise=to_channels_last(arrays["noise"])))
+        check("latent_mode", api.encode_mode(params, cfg, video))
+
+    check("latent_decoder_input", api.to_decoder_space(cfg, to_channels_last(arrays["latent_engine"])))
+    full, chunked = decode_both("latent_engine", "decoded_full", "decoded_chunked")
+    check("video_out_01", api.to_unit(chunked))
+    check("video_out_full_01", api.to_unit(full))
+    if "latent_mode" in arrays:
+        decode_both("latent_mode", "decoded_mode_full", "decoded_mode_chunked")
+    if "latent_engine_evenT" in arrays:
+        decode_both("latent_engine_evenT", "decoded_full_evenT", "decoded_chunked_evenT", drop_last_even_frame=True)
+    return checks
