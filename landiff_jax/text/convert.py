@@ -62,11 +62,16 @@ def _one_embedding(state_dict: Mapping[str, np.ndarray], source: str) -> dict[st
     return state
 
 
-def convert_t5(state_dict: Mapping[str, np.ndarray], cfg: T5Config, *, source: str = "T5 checkpoint"):
-    """HF T5 state dict → params (numpy, cast to cfg.param_dtype). Raises ConversionError naming
-    every missing, unexpected or misshaped key."""
+def convert_t5(state_dict: Mapping[str, np.ndarray], cfg: T5Config, *, source: str = "T5 checkpoint",
+               abstract_params=None):
+    """HF T5 state dict → params (numpy, cast to the target dtype). Raises ConversionError naming
+    every missing, unexpected or misshaped key.
+
+    abstract_params: the target shapes/dtypes; default `abstract_t5_params(cfg)`.
+    """
     state = _one_embedding(state_dict, source)
-    params, _ = convert(t5_rules(cfg), state, abstract_t5_params(cfg), ignore_prefixes=IGNORED_PREFIXES, source=source)
+    target = abstract_t5_params(cfg) if abstract_params is None else abstract_params
+    params, _ = convert(t5_rules(cfg), state, target, ignore_prefixes=IGNORED_PREFIXES, source=source)
     return params
 
 
