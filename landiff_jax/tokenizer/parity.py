@@ -1,0 +1,100 @@
+"""Parity of the tokenizer (`tokenizer` cases) and of Theia feature extraction (`theia` cases).
+
+The model is built from meta.json's config, the case's checkpoint is converted with
+`convert_tokenizer`, codes and decoded features come from the user-facing `api.encode` /
+`api.decode` (batched), and the intermediates from the `trace_*` methods of the same modules.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from landiff_jax.convert import read_safetensors
+from landiff_jax.parity import Check, compare, load_case, tolerance_for
+from landiff_jax.tokenizer import api, masks
+from landiff_jax.tokenizer.config import TokenizerConfig
+from landiff_jax.tokenizer.convert import convert_tokenizer
+from landiff_jax.tokenizer.model import VideoVQ
+
+
+def _channels_last(x):  # [b t c h w] -> [b t h w c]
+    return np.moveaxis(np.asarray(x), 2, -1)
+
+
+def _channels_first(x):  # [b t h w c] -> [b t c h w]
+    return np.moveaxis(np.asarray(x), -1, 2)
+
+
+def _as_original_latent(x):  # [b n c] -> [b c 1 n] (TiTok's fake 2D layout)
+    return np.asarray(x).transpose(0, 2, 1)[:, :, None, :]
+
+
+def _load(case_dir: Path, meta: dict):
+    config = TokenizerConfig.from_original(meta["config"])
+    params, _ = convert_tokenizer(read_safetensors(case_dir / meta["checkpoint"]["file"]), config,
+                                  source=str(case_dir))
+    return config, params
+
+
+def _checker(meta: dict, expected: dict):
+    checks: list[Check] = []
+
+    def check(name: str, actual):
+        checks.append(compare(name, actual, expected[name], tolerance_for(meta.get("tolerance", {}), name)))
+
+    return checks, check
+
+
+def run_tokenizer(case_dir: Path, meta: dict) -> list[Check]:
+    _, arrays = load_case(case_dir)
+    config, params = _load(case_dir, meta)
+    checks, check = _checker(meta, arrays)
+    features = _channels_last(arrays["features"])
+    num_frames = arrays["decoded"].shape[1]
+    model, tracer = VideoVQ(config), VideoVQ(config, trace=True)
+
+    check("indices", api.encode(model, params, features))
+    enc = tracer.apply({"params": params}, features, method=VideoVQ.trace_encode)
+    for name in ("enc_ln_pre_out", "enc_layer_outputs", "vq_projected_in", "vq_distances", "quantized"):
+        check(name, enc[name])
+    check("encoder_out", _as_original_latent(enc["encoder_out"]))
+
+    codes = arrays["indices"]  # the stored input of index_to_feature
+    check("decoded", _channels_first(api.decode(model, params, codes, num_frames)))
+    dec = tracer.apply({"params": params}, codes, num_frames, method=VideoVQ.trace_decode)
+    check("latent_from_indices", _as_original_latent(dec["latent_from_indices"]))
+    for name in ("dec_embed_out", "dec_ln_pre_out", "dec_layer_outputs"):
+        check(name, dec[name])
+
+    check("mask_encoder", masks.encoder_mask(config, num_frames))
+    check("mask_decoder", masks.decoder_mask(config, num_frames))
+    check("rope_index", np.asarray(masks.rope_positions(config, num_frames)))
+    angles = np.asarray(masks.rope_angles(config, num_frames))
+    check("rope_freqs_cis", np.stack([np.cos(angles), np.sin(angles)], axis=-1))
+    return checks
+
+
+def run_theia(case_dir: Path, meta: dict) -> list[Check]:
+    _, arrays = load_case(case_dir)
+    config, params = _load(case_dir, meta)
+    checks, check = _checker(meta, arrays)
+    video = _channels_last(arrays["video"])  # uint8 [b t H W 3]
+    trace = VideoVQ(config).apply({"params": params}, video, method=VideoVQ.trace_video)
+    check("pixel_values", np.moveaxis(np.asarray(trace["pixel_values"]), -1, 1))
+    check("vit_pos_embed_interpolated", np.asarray(trace["pos_embed"])[None])
+    check("vit_embeddings_out", trace["embeddings"])
+    check("vit_last_hidden_state", trace["last_hidden_state"])
+    check("features", _channels_first(trace["features"]))
+    check("indices_from_video", api.encode(VideoVQ(config), params, video))
+    return checks
+
+
+def run(case_dir: Path, meta: dict) -> list[Check]:
+    component = meta.get("component", Path(case_dir).parent.name)
+    if component == "theia":
+        return run_theia(Path(case_dir), meta)
+    if component == "tokenizer":
+        return run_tokenizer(Path(case_dir), meta)
+    raise ValueError(f"landiff_jax.tokenizer.parity cannot run component '{component}'")
