@@ -10,14 +10,17 @@ are NCTHW; they are converted to channels-last at this boundary only.
 from __future__ import annotations
 
 import fnmatch
+import re
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from landiff_jax.parity import Check, Tolerance, compare, load_case, tolerance_for
 from landiff_jax.vae import api
 from landiff_jax.vae.config import VAEConfig
 from landiff_jax.vae.convert import load_vae
+from landiff_jax.vae.model import Decoder, Encoder
 
 
 def to_channels_last(a: np.ndarray) -> np.ndarray:
@@ -36,6 +39,38 @@ def tolerance(meta: dict, name: str) -> Tolerance:
         if any(fnmatch.fnmatch(name, p) for p in patterns.split("/")):
             return Tolerance(hint.get("atol", 1e-4), hint.get("rtol", 1e-4))
     return tolerance_for(tol, name)
+
+
+def module_outputs(module, params, x) -> dict:
+    """Every direct submodule's output of one call ({name: array}), first element of tuples."""
+    _, state = jax.jit(lambda p, x: module.apply({"params": p}, x, capture_intermediates=True,
+                                                 mutable=["intermediates"]))(params, x)
+    out = {}
+    for name, value in state["intermediates"].items():
+        if name != "__call__":
+            y = value["__call__"][0]
+            out[name] = y[0] if isinstance(y, tuple) else y
+    return out
+
+
+def intermediate_name(fixture_name: str) -> tuple[str, str]:
+    """'enc.down0.block1' -> ('encoder', 'down_0_block_1'); 'dec.mid.block_2' -> ('decoder', 'mid_block_2')."""
+    part, rest = fixture_name.split(".", 1)
+    rest = re.sub(r"(down|up|block)(\d)", r"\1_\2", rest).replace(".", "_")
+    return {"enc": "encoder", "dec": "decoder"}[part], rest
+
+
+def check_intermediates(case_dir: Path, meta: dict, cfg: VAEConfig, params, video, latent) -> list[Check]:
+    """Stage-boundary outputs of the single-call encode and decode (intermediates.npz)."""
+    with np.load(case_dir / "intermediates.npz") as z:
+        expected = {k: z[k] for k in z.files}
+    ours = {"encoder": module_outputs(Encoder(cfg), params["encoder"], video),
+            "decoder": module_outputs(Decoder(cfg), params["decoder"], api.to_decoder_space(cfg, latent))}
+    checks = []
+    for name, value in expected.items():
+        part, module = intermediate_name(name)
+        checks.append(compare(name, to_channels_first(ours[part][module]), value, tolerance(meta, "decoded_full")))
+    return checks
 
 
 def run(case_dir: Path, meta: dict) -> list[Check]:
@@ -67,6 +102,9 @@ def run(case_dir: Path, meta: dict) -> list[Check]:
         check("logvar", logvar)
         check("latent_engine", api.sample_latents(cfg, mean, logvar, noise=to_channels_last(arrays["noise"])))
         check("latent_mode", api.encode_mode(params, cfg, video))
+
+        if (case_dir / "intermediates.npz").exists():
+            checks += check_intermediates(case_dir, meta, cfg, params, video, to_channels_last(arrays["latent_engine"]))
 
     check("latent_decoder_input", api.to_decoder_space(cfg, to_channels_last(arrays["latent_engine"])))
     full, chunked = decode_both("latent_engine", "decoded_full", "decoded_chunked")
