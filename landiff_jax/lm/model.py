@@ -1,0 +1,192 @@
+"""The semantic LM: a GPT of LLaMA blocks over codes and special tokens, conditioned by a
+prefix of micro-conditions and T5 text features.
+
+Every transformer call goes through one explicit KV cache, `(k, v)` each
+[layers, rows, cache_len, heads, head_dim], written at slot `index` and attended up to the
+query's own slot. Prefill (the whole prefix), single-token decode and the uncached forward
+(a prefill of the whole sequence into a fresh cache) are the same call with different `x`.
+
+Rows of one batch share slot numbers; a row whose prompt is shorter is *left-padded*: its
+`pad` first slots are masked out as keys and its RoPE positions are `slot - pad`, so a row
+computes what it would compute alone.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from landiff_jax.lm.config import LMConfig
+from landiff_jax.nn import (
+    GatedMlp,
+    LayerNorm,
+    Mlp,
+    RMSNorm,
+    apply_rope,
+    dense,
+    dot_product_attention,
+    rope_1d_angles,
+    scan_layers,
+    timestep_embedding,
+)
+from landiff_jax.nn.mlp import gelu_tanh
+
+
+def _partitioned(init, axes):
+    return nn.with_logical_partitioning(init, axes)
+
+
+class TextCond(nn.Module):
+    """T5 features -> MLP (fc1 -> GELU(tanh) -> fc2) rows; the null embedding for unconditional rows."""
+
+    cfg: LMConfig
+
+    @nn.compact
+    def __call__(self, text_hidden):
+        """text_hidden [b n t] -> (cond [b n d], null [d])."""
+        cfg = self.cfg
+        null = self.param("null_text_embedding", _partitioned(nn.initializers.normal(cfg.hidden**-0.5), ("embed",)),
+                          (cfg.hidden,), cfg.param_dtype)
+        mlp = Mlp(cfg.hidden, cfg.hidden, act=gelu_tanh, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name="mlp")
+        return mlp(text_hidden.astype(cfg.dtype)), null.astype(cfg.dtype)
+
+
+class MicroConditioner(nn.Module):
+    """One prefix row per micro-condition key (sorted): sincos -> Linear -> SiLU -> Linear."""
+
+    cfg: LMConfig
+
+    @nn.compact
+    def __call__(self, values):
+        """values [b m] in `cfg.micro_keys` order -> [b m d]."""
+        cfg = self.cfg
+        rows = []
+        for i, key in enumerate(cfg.micro_keys):
+            emb = timestep_embedding(values[:, i], cfg.micro_freq_dim)
+            mlp = Mlp(cfg.micro_hidden, cfg.hidden, act=nn.silu, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name=key)
+            rows.append(mlp(emb.astype(cfg.dtype)))
+        return jnp.stack(rows, axis=1)
+
+
+class LlamaBlock(nn.Module):
+    """x + wo(attn(rope(wqkv(norm0 x)))), then + w2(gelu(w1 ·) · w3 ·) of norm1; cache updated in place."""
+
+    cfg: LMConfig
+
+    @nn.compact
+    def __call__(self, carry, layer, angles, mask, index):
+        # x [b s d]; cache_k/v [L b T h k]; angles [b s k/2]; mask [b 1 s T]
+        x, cache_k, cache_v = carry
+        cfg = self.cfg
+        kw = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype)
+        init = nn.initializers.lecun_normal()
+        h = RMSNorm(cfg.norm_eps, name="norm0", **kw)(x)
+        qkv = nn.DenseGeneral((3, cfg.num_heads, cfg.head_dim), use_bias=False, name="wqkv",
+                              kernel_init=_partitioned(init, ("embed", None, "heads", "kv")), **kw)(h)
+        q, k, v = apply_rope(qkv[:, :, 0], angles), apply_rope(qkv[:, :, 1], angles), qkv[:, :, 2]
+        at = (layer, 0, index, 0, 0)
+        cache_k = jax.lax.dynamic_update_slice(cache_k, k[None].astype(cache_k.dtype), at)
+        cache_v = jax.lax.dynamic_update_slice(cache_v, v[None].astype(cache_v.dtype), at)
+        attn = dot_product_attention(q, cache_k[layer].astype(q.dtype), cache_v[layer].astype(q.dtype),
+                                     mask=mask, implementation="xla")
+        x = x + nn.DenseGeneral(cfg.hidden, axis=(-2, -1), use_bias=False, name="wo",
+                                kernel_init=_partitioned(init, ("heads", "kv", "embed")), **kw)(attn)
+        mlp = GatedMlp(cfg.mlp_dim, act=gelu_tanh, use_bias=False, name="mlp", **kw)
+        x = x + mlp(RMSNorm(cfg.norm_eps, name="norm1", **kw)(x))
+        return (x, cache_k, cache_v), None
+
+
+def init_cache(cfg: LMConfig, rows: int, length: int):
+    """An empty KV cache: (k, v), each [layers, rows, length, heads, head_dim] in cfg.dtype."""
+    shape = (cfg.num_layers, rows, length, cfg.num_heads, cfg.head_dim)
+    return jnp.zeros(shape, cfg.dtype), jnp.zeros(shape, cfg.dtype)
+
+
+def attention_inputs(cfg: LMConfig, index, length: int, pads, cache_len: int):
+    """RoPE angles [b s k/2] and mask [b 1 s T] for `length` queries written from slot `index`."""
+    slots = index + jnp.arange(length)
+    angles = rope_1d_angles(slots[None, :] - pads[:, None], cfg.head_dim, cfg.rope_theta)
+    keys = jnp.arange(cache_len)
+    mask = (keys[None, None, :] <= slots[None, :, None]) & (keys[None, None, :] >= pads[:, None, None])
+    return angles, mask[:, None]
+
+
+class SemanticLM(nn.Module):
+    cfg: LMConfig
+
+    def setup(self):
+        cfg = self.cfg
+        self.token_embed = nn.Embed(cfg.vocab_size, cfg.hidden, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                                    embedding_init=_partitioned(nn.initializers.normal(0.02), ("vocab", "embed")))
+        self.text_cond = TextCond(cfg)
+        self.micro_cond = MicroConditioner(cfg)
+        self.blocks = scan_layers(LlamaBlock, cfg.num_layers, in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
+                                  cfg=cfg)
+        self.final_norm = LayerNorm(cfg.final_norm_eps, param_dtype=cfg.param_dtype)
+        # logits in float32, as the original (its head runs on x.float())
+        self.head = dense(cfg.vocab_size, ("embed", "vocab"), use_bias=False, param_dtype=cfg.param_dtype)
+
+    def embed(self, tokens):
+        return self.token_embed(tokens)
+
+    def prefix(self, text_hidden, text_mask, micro, video_tokens, guidance: bool):
+        """Features of the prefix [BOS][micro × m][text × n][video_tokens], left-padded.
+
+        text_hidden [b n t], text_mask [b n] (left padding), micro [b m], video_tokens [b v]
+        (START_OF_IFrame, plus a ground-truth first frame if given). With guidance the
+        unconditional rows (null text embedding, same pads) follow the conditional ones.
+        Returns (features [r p d], pads [r]) with r = 2b or b and p = 1 + m + n + v.
+        """
+        b, n = text_mask.shape
+        cond, null = self.text_cond(text_hidden)
+        bos = jnp.broadcast_to(self.embed(jnp.asarray(self.cfg.codebook_size + 1)), (b, 1, self.cfg.hidden))
+        head = jnp.concatenate([bos, self.micro_cond(micro)], axis=1)
+        tail = self.embed(video_tokens)
+        texts = [cond, jnp.broadcast_to(null, cond.shape)] if guidance else [cond]
+        rows = jnp.concatenate([jnp.concatenate([head, t, tail], axis=1) for t in texts], axis=0)
+        pads = jnp.tile(n - jnp.sum(text_mask, axis=1, dtype=jnp.int32), len(texts))
+        # move each row's padding text rows in front of BOS: slot t reads source row src[t]
+        m1, slot = head.shape[1], jnp.arange(rows.shape[1])[None, :]
+        src = jnp.where(slot < pads[:, None], slot + m1, jnp.where(slot < pads[:, None] + m1, slot - pads[:, None], slot))
+        return jnp.take_along_axis(rows, src[:, :, None], axis=1), pads
+
+    def forward(self, x, cache, index, pads, last_only: bool = True):
+        """x [r s d] written at slots index..index+s-1 -> (float32 logits [r V] of the last query
+        (or [r s V]), updated cache)."""
+        cache_k, cache_v = cache
+        angles, mask = attention_inputs(self.cfg, index, x.shape[1], pads, cache_k.shape[2])
+        layers = jnp.arange(self.cfg.num_layers)
+        (x, cache_k, cache_v), _ = self.blocks((x.astype(self.cfg.dtype), cache_k, cache_v), layers, angles, mask, index)
+        if last_only:
+            x = x[:, -1]
+        return self.head(self.final_norm(x).astype(jnp.float32)), (cache_k, cache_v)
+
+    def __call__(self, text_hidden, text_mask, micro, tokens, guidance: bool = False):
+        """Uncached full forward: logits [r, prefix + s, V] of the prefix (ending with
+        START_OF_IFrame) followed by `tokens` [b s]."""
+        soi = jnp.full((text_mask.shape[0], 1), self.cfg.codebook_size + 2, jnp.int32)
+        x, pads = self.prefix(text_hidden, text_mask, micro, soi, guidance)
+        steps = jnp.tile(self.embed(tokens), (x.shape[0] // tokens.shape[0], 1, 1))
+        x = jnp.concatenate([x, steps], axis=1)
+        logits, _ = self.forward(x, init_cache(self.cfg, x.shape[0], x.shape[1]), 0, pads, last_only=False)
+        return logits
+
+
+def init_params(cfg: LMConfig, rng):
+    """Random parameters (plain pytree) of a model of cfg, built where jit places them."""
+    def init(key):
+        n, m = 2, len(cfg.micro_keys)
+        args = (jnp.zeros((1, n, cfg.text_dim), cfg.dtype), jnp.ones((1, n), bool), jnp.zeros((1, m)),
+                jnp.zeros((1, 1), jnp.int32))
+        return nn.meta.unbox(SemanticLM(cfg).init(key, *args)["params"])
+
+    return jax.jit(init)(rng)
+
+
+def abstract_params(cfg: LMConfig):
+    """jax.eval_shape of init (boxed: carries the logical axis names)."""
+    n, m = 2, len(cfg.micro_keys)
+    args = (jax.ShapeDtypeStruct((1, n, cfg.text_dim), cfg.dtype), jax.ShapeDtypeStruct((1, n), bool),
+            jax.ShapeDtypeStruct((1, m), jnp.float32), jax.ShapeDtypeStruct((1, 1), jnp.int32))
+    return jax.eval_shape(SemanticLM(cfg).init, jax.random.key(0), *args)["params"]

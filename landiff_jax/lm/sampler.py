@@ -1,0 +1,220 @@
+"""Guided sampling of semantic tokens: one jitted function.
+
+Prefill of the whole prefix (conditional and, with guidance, unconditional rows in one batch),
+then a `lax.fori_loop` over positions with a preallocated KV cache. Per step: guided logits
+`u + g·(c − u)` in float32, divided by the temperature; at constrained steps a softmax
+restricted to the allowed special tokens, elsewhere optional top-k / top-p; a greedy argmax
+or a categorical draw from the row's own key; structural positions overwritten by their
+token. Several prompts per call; rows never interact (each row has its own padding, RoPE
+positions and key).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from landiff_jax.lm import layout as L
+from landiff_jax.lm.config import LMConfig
+from landiff_jax.lm.model import SemanticLM, init_cache
+
+
+@flax.struct.dataclass
+class SampleOptions:
+    """Numbers are traced (changing them does not recompile); the switches are static."""
+
+    guidance_scale: Any = 0.0
+    temperature: Any = 1.0
+    top_p: Any = 1.0
+    top_k: int | None = flax.struct.field(pytree_node=False, default=None)
+    use_top_p: bool = flax.struct.field(pytree_node=False, default=False)
+    greedy: bool = flax.struct.field(pytree_node=False, default=False)
+    guidance: bool = flax.struct.field(pytree_node=False, default=False)
+
+    @classmethod
+    def create(cls, guidance_scale: float = 0.0, temperature: float = 1.0, top_k: int | None = None,
+               top_p: float | None = None, greedy: bool = False) -> "SampleOptions":
+        """Guidance is on when guidance_scale > 0 and != 1, as in the original."""
+        if top_k is not None and top_p is not None:
+            raise ValueError("top_k and top_p cannot be used together")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        if top_p is not None and not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        return cls(float(guidance_scale), float(temperature), float(1.0 if top_p is None else top_p), top_k,
+                   top_p is not None, bool(greedy), bool(guidance_scale > 0 and guidance_scale != 1))
+
+
+@flax.struct.dataclass
+class SampleOutput:
+    codes: jax.Array  # [b N] int32, tokenizer layout (I-frame codes, then P-frame codes), clamped to the codebook
+    tokens: jax.Array  # [b S] int32, the token of every sampled position (structural tokens forced)
+    draws: jax.Array  # [b S] int32, the draw of every step before structural tokens are forced
+    logits: jax.Array | None = None  # [S r V] float32 per step, conditional rows then unconditional (trace)
+    guided: jax.Array | None = None  # [S b V] float32 guided logits per step (trace)
+
+
+def guide(logits, options: SampleOptions, batch: int):
+    """[r V] -> [b V]: u + g·(c − u) with guidance, else the logits."""
+    logits = logits.astype(jnp.float32)
+    if not options.guidance:
+        return logits
+    cond, uncond = logits[:batch], logits[batch:]
+    return uncond + options.guidance_scale * (cond - uncond)
+
+
+def _top_k(x, k: int):
+    kth = jax.lax.top_k(x, k)[0][..., -1:]
+    return jnp.where(x < kth, -jnp.inf, x)
+
+
+def _top_p(x, p):
+    """Keep the most likely tokens until their mass reaches p (the one crossing p is kept)."""
+    order = jnp.argsort(-x, axis=-1)
+    probs = jnp.take_along_axis(jax.nn.softmax(x, axis=-1), order, axis=-1)
+    mass_before = jnp.cumsum(probs, axis=-1) - probs
+    drop_sorted = jnp.concatenate([jnp.zeros_like(probs[..., :1], bool), (mass_before >= p)[..., 1:]], axis=-1)
+    drop = jnp.take_along_axis(drop_sorted, jnp.argsort(order, axis=-1), axis=-1)
+    return jnp.where(drop, -jnp.inf, x)
+
+
+def step_logits(guided, allow, options: SampleOptions, vocab: L.Vocab):
+    """The logits a step draws from: guided / temperature, restricted to the allowed special
+    tokens at a constrained step (allow [3]: START_OF_IFrame, START_OF_PFrame, EOS), else
+    filtered by top-k / top-p."""
+    x = guided / options.temperature
+    ids = jnp.arange(vocab.size)
+    special = jnp.zeros_like(ids, bool)
+    for col, kind in enumerate((L.SOI, L.SOP, L.EOS)):
+        special |= (ids == vocab[kind]) & allow[col]
+    free = x
+    if not options.greedy and options.top_k is not None:
+        free = _top_k(x, options.top_k)
+    if not options.greedy and options.use_top_p:
+        free = _top_p(x, options.top_p)
+    return jnp.where(jnp.any(allow), jnp.where(special, x, -jnp.inf), free)
+
+
+def _sample(params, text_hidden, text_mask, micro, rng, options: SampleOptions, first_frame_codes, *,
+            cfg: LMConfig, num_frames: int, trace: bool, fori_loop: Callable = jax.lax.fori_loop) -> SampleOutput:
+    layout = L.frame_layout(cfg.codebook_size, cfg.iframe_tokens, cfg.pframe_tokens, cfg.segment_length, num_frames,
+                            gt_first_frame=first_frame_codes is not None)
+    model = SemanticLM(cfg)
+
+    def call(method, *args, **kw):
+        return model.apply({"params": params}, *args, method=method, **kw)
+
+    batch, steps = text_mask.shape[0], layout.steps
+    video_tokens = jnp.broadcast_to(jnp.asarray(layout.prefix_video_tokens, jnp.int32), (batch, layout.first_step))
+    if first_frame_codes is not None:  # the I-frame slots of the prefix take the given codes
+        slots = np.flatnonzero(np.asarray(layout.prefix_video_tokens) == -1)
+        video_tokens = video_tokens.at[:, slots].set(first_frame_codes.astype(jnp.int32))
+    x, pads = call(SemanticLM.prefix, text_hidden, text_mask, micro, video_tokens, options.guidance)
+    rows, prefix = x.shape[:2]
+    # the final draw (EOS) is never fed back
+    logits, cache = call(SemanticLM.forward, x, init_cache(cfg, rows, prefix + steps - 1), 0, pads)
+
+    forced, allow = jnp.asarray(layout.forced), jnp.asarray(layout.allow)
+
+    def choose(step, logits):
+        guided = guide(logits, options, batch)
+        x = step_logits(guided, allow[step], options, layout.vocab)
+        if options.greedy:
+            draw = jnp.argmax(x, axis=-1)
+        else:
+            keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(rng, step)
+            draw = jax.vmap(jax.random.categorical)(keys, x)
+        draw = draw.astype(jnp.int32)
+        return guided, draw, jnp.where(forced[step] >= 0, forced[step], draw)
+
+    def record(out, step, logits, guided, draw, fed):
+        put = lambda a, v, axis: jax.lax.dynamic_update_index_in_dim(a, v, step, axis)
+        out = dict(out, tokens=put(out["tokens"], fed, 1), draws=put(out["draws"], draw, 1))
+        if trace:
+            out.update(logits=put(out["logits"], logits, 0), guided=put(out["guided"], guided, 0))
+        return out
+
+    def body(step, state):
+        cache, logits, out = state
+        guided, draw, fed = choose(step, logits)
+        out = record(out, step, logits, guided, draw, fed)
+        x = jnp.tile(call(SemanticLM.embed, fed[:, None]), (rows // batch, 1, 1))
+        logits, cache = call(SemanticLM.forward, x, cache, prefix + step, pads)
+        return cache, logits, out
+
+    out = dict(tokens=jnp.zeros((batch, steps), jnp.int32), draws=jnp.zeros((batch, steps), jnp.int32))
+    if trace:
+        out.update(logits=jnp.zeros((steps, rows, cfg.vocab_size), jnp.float32),
+                   guided=jnp.zeros((steps, batch, cfg.vocab_size), jnp.float32))
+    _, logits, out = fori_loop(0, steps - 1, body, (cache, logits, out))
+    out = record(out, steps - 1, logits, *choose(steps - 1, logits))
+
+    codes = jnp.clip(out["tokens"][:, layout.code_steps], 0, cfg.codebook_size - 1)
+    if first_frame_codes is not None:
+        codes = jnp.concatenate([first_frame_codes.astype(jnp.int32), codes], axis=1)
+    return SampleOutput(codes=codes, **out)
+
+
+_sample_jit = jax.jit(_sample, static_argnames=("cfg", "num_frames", "trace", "fori_loop"))
+
+
+def micro_values(cfg: LMConfig, frames, motion_score, batch: int) -> np.ndarray:
+    """[b m] float32 micro-condition values in cfg.micro_keys order."""
+    given = {"frames": frames, "motion_score": motion_score}
+    missing = [k for k in cfg.micro_keys if k not in given]
+    if missing:
+        raise ValueError(f"no value for micro-condition(s) {missing}")
+    cols = [np.broadcast_to(np.asarray(given[k], np.float32), (batch,)) for k in cfg.micro_keys]
+    return np.stack(cols, axis=1)
+
+
+def _check_text(cfg: LMConfig, text_hidden, text_mask) -> np.ndarray:
+    mask = np.asarray(text_mask).astype(bool)
+    if mask.ndim != 2 or tuple(text_hidden.shape) != mask.shape + (cfg.text_dim,):
+        raise ValueError(f"text_hidden {tuple(text_hidden.shape)} / text_mask {mask.shape}: expected [b n {cfg.text_dim}] / [b n]")
+    counts = mask.sum(axis=1)
+    if (counts == 0).any():
+        raise ValueError(f"empty prompt(s) at rows {np.flatnonzero(counts == 0).tolist()}: the text condition needs a token")
+    left_padded = mask == (np.arange(mask.shape[1])[None, :] >= (mask.shape[1] - counts)[:, None])
+    if not left_padded.all():
+        raise ValueError("text_mask must be left-padded (padding first, as the LM-side T5 tokenizer pads)")
+    return mask
+
+
+def sample(params, cfg: LMConfig, text_hidden, text_mask, *, num_frames: int, motion_score, options: SampleOptions,
+           rng=None, frames=None, first_frame_codes=None, trace: bool = False) -> SampleOutput:
+    """Sample the semantic tokens of b prompts in one compiled call.
+
+    text_hidden [b n t] / text_mask [b n]: LM-side T5 output, left-padded (`encode_for_lm`).
+    num_frames: semantic frames T (static; 13 for 49 video frames). motion_score: [b] or scalar.
+    frames: the `frames` micro-condition (default num_frames, as the original's inference does).
+    rng: one PRNG key per prompt ([b] keys; unused when greedy), so rows draw independently of
+    how prompts are batched. first_frame_codes [b, iframe_tokens]: a ground-truth I-frame
+    that the prefix then contains (the original's `use_gt_first_frame`).
+    trace: also return per-step logits (cond/uncond) and guided logits.
+    """
+    num_frames = L.check_num_frames(num_frames)
+    mask = _check_text(cfg, text_hidden, text_mask)
+    batch, n = mask.shape
+    layout = L.frame_layout(cfg.codebook_size, cfg.iframe_tokens, cfg.pframe_tokens, cfg.segment_length, num_frames,
+                            gt_first_frame=first_frame_codes is not None)
+    full_len = len(L.prefix_kinds(n, len(cfg.micro_keys))) + len(layout.kinds)
+    if full_len > cfg.max_len:
+        raise ValueError(f"{num_frames} frames with {n} text tokens need {full_len} positions > max_len {cfg.max_len}")
+    if not options.greedy and (rng is None or np.shape(rng)[:1] != (batch,)):
+        raise ValueError(f"sampling needs one PRNG key per prompt (rng with leading size {batch})")
+    if first_frame_codes is not None:
+        codes = np.asarray(first_frame_codes)
+        if codes.shape != (batch, cfg.iframe_tokens) or codes.min() < 0 or codes.max() >= cfg.codebook_size:
+            raise ValueError(f"first_frame_codes must be [{batch}, {cfg.iframe_tokens}] codes in [0, {cfg.codebook_size})")
+        first_frame_codes = jnp.asarray(codes, jnp.int32)
+    micro = micro_values(cfg, num_frames if frames is None else frames, motion_score, batch)
+    return _sample_jit(params, jnp.asarray(text_hidden), jnp.asarray(mask), jnp.asarray(micro), rng, options,
+                       first_frame_codes, cfg=cfg, num_frames=num_frames, trace=trace)
