@@ -1,0 +1,160 @@
+"""The guided DPM++(2M) SDE sampler (VPSDEDPMPP2MSampler + DynamicCFG) as ONE jitted `lax.scan`.
+
+Every per-step constant (sqrt(ā), timestep, CFG scale, update coefficients) is computed on the
+host (`schedule.step_schedule`) and scanned over as arrays. Each step runs the control DiT once
+on the doubled batch [uncond; cond], combines the two x0 predictions with the step's CFG scale and
+applies the update. Noise comes from an explicit key, or from injected arrays in the original's
+draw order (`init_noise`, and `step_noise` holding every `randn_like` call, discarded ones
+included). Latents are channels-last [b t H W c], float32.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from landiff_jax.diffusion.config import DiTConfig, SamplerConfig
+from landiff_jax.diffusion.denoiser import denoise, video_scalings
+from landiff_jax.diffusion.dit import ControlDiT
+from landiff_jax.diffusion.schedule import (
+    StepSchedule,
+    denoiser_sigma_table,
+    num_noise_draws,
+    step_schedule,
+    used_noise_draws,
+)
+
+
+class StepInputs(NamedTuple):
+    """What step i reads (leading axis = steps when stacked)."""
+
+    index: jnp.ndarray  # int32
+    alpha: jnp.ndarray  # sqrt(ā) of this step (the denoiser's sigma)
+    timestep: jnp.ndarray  # the network's noise input
+    cfg_scale: jnp.ndarray
+    mult1: jnp.ndarray
+    mult2: jnp.ndarray
+    w_cur: jnp.ndarray
+    w_old: jnp.ndarray
+    noise_mult: jnp.ndarray
+    noise: jnp.ndarray | None  # [b t H W c] injected ε, or None to draw from the key
+
+
+class Carry(NamedTuple):
+    x: jnp.ndarray  # [b t H W c] float32
+    old_denoised: jnp.ndarray  # previous step's guided x0 (zeros before step 0)
+
+
+def step_inputs(schedule: StepSchedule, noise=None) -> StepInputs:
+    f32 = lambda a: jnp.asarray(np.asarray(a, np.float32))
+    return StepInputs(
+        index=jnp.arange(schedule.num_steps, dtype=jnp.int32),
+        alpha=f32(schedule.step_alpha),
+        timestep=f32(schedule.step_timestep),
+        cfg_scale=f32(schedule.cfg_scale),  # computed in float64, applied in float32 as the original
+        mult1=f32(schedule.mult1), mult2=f32(schedule.mult2), w_cur=f32(schedule.w_cur),
+        w_old=f32(schedule.w_old), noise_mult=f32(schedule.noise_mult),
+        noise=noise,
+    )
+
+
+def guided_step(cfg: DiTConfig, params, context_pair, semantic_feature, sigma_table, key, carry: Carry,
+                step: StepInputs):
+    """One sampler step → (new carry, (x_in, x_out, denoised, pair_denoised))."""
+    x = carry.x
+    b = x.shape[0]
+    model = ControlDiT(cfg)
+    network = lambda x_in, c_noise: model.apply({"params": params}, x_in, c_noise, context_pair, semantic_feature)
+    pair = jnp.concatenate([x, x])  # [uncond; cond]
+    scalings = video_scalings(jnp.full((2 * b,), step.alpha), jnp.full((2 * b,), step.timestep), sigma_table)
+    pair_denoised = denoise(network, pair, scalings)
+    uncond, cond = pair_denoised[:b], pair_denoised[b:]
+    denoised = uncond + step.cfg_scale * (cond - uncond)
+    noise = step.noise
+    if noise is None:
+        noise = jax.random.normal(jax.random.fold_in(key, step.index), x.shape, jnp.float32)
+    denoised_d = step.w_cur * denoised - step.w_old * carry.old_denoised
+    x_out = step.mult1 * x - step.mult2 * denoised_d + step.noise_mult * noise
+    return Carry(x_out, denoised), (x, x_out, denoised, pair_denoised)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "trajectory"))
+def _sample_loop(cfg: DiTConfig, params, steps: StepInputs, x_init, context, uncond_context, semantic_feature,
+                 sigma_table, key, trajectory: bool = False):
+    context_pair = jnp.concatenate([uncond_context, context])
+    body = functools.partial(guided_step, cfg, params, context_pair, semantic_feature, sigma_table, key)
+    if not trajectory:
+        body_ = body
+        body = lambda carry, step: (body_(carry, step)[0], None)
+    carry, per_step = jax.lax.scan(body, Carry(x_init, jnp.zeros_like(x_init)), steps)
+    return carry.x, per_step
+
+
+def initial_latent(shape, *, key=None, init_noise=None, prefix=None):
+    """x_T: `init_noise` or a standard normal draw from `key` (not scaled), with the first
+    `prefix.shape[1]` frames replaced by `prefix` (the original's `prefix` argument)."""
+    if init_noise is None:
+        if key is None:
+            raise ValueError("give either key or init_noise")
+        init_noise = jax.random.normal(key, shape, jnp.float32)
+    x = jnp.asarray(init_noise, jnp.float32)
+    if x.shape != tuple(shape):
+        raise ValueError(f"init_noise has shape {x.shape}, expected {tuple(shape)}")
+    if prefix is not None:
+        prefix = jnp.asarray(prefix, jnp.float32)
+        if prefix.shape[0] != shape[0] or prefix.shape[2:] != tuple(shape[2:]) or prefix.shape[1] > shape[1]:
+            raise ValueError(f"prefix must be [{shape[0]}, ≤{shape[1]}, {', '.join(map(str, shape[2:]))}], "
+                             f"got {prefix.shape}")
+        x = x.at[:, : prefix.shape[1]].set(prefix)
+    return x
+
+
+def injected_step_noise(step_noise, num_steps: int, shape):
+    """The original's draw stream [1 + 2(n−2), b, t, H, W, c] → the ε each step uses [n, ...] (zeros
+    at the last step, which draws none)."""
+    step_noise = jnp.asarray(step_noise, jnp.float32)
+    want = (num_noise_draws(num_steps), *shape)
+    if step_noise.shape != want:
+        raise ValueError(f"step_noise has shape {step_noise.shape}, expected {want} (draws in call order)")
+    used = step_noise[used_noise_draws(num_steps)]
+    return jnp.concatenate([used, jnp.zeros((1, *shape), jnp.float32)])
+
+
+def sample(cfg: DiTConfig, sampler_cfg: SamplerConfig, params, context, uncond_context, semantic_feature, *,
+           key=None, init_noise=None, step_noise=None, prefix=None, trajectory: bool = False):
+    """Run the whole guided sampling loop (one jitted scan).
+
+    params: the ControlDiT params ('dit' of the converted tree). context / uncond_context:
+    [b, text_length, text_hidden] (the original's uc is zeros). semantic_feature: [1 or b, t, H, W,
+    c] from the semantic conditioner. Noise: `key` (init and per-step draws), or `init_noise`
+    [b t H W c] and `step_noise` (the original's draw stream, see `injected_step_noise`).
+    Returns samples [b t H W c] float32, and with `trajectory` a dict of per-step arrays
+    (step_x_in, step_x_out, step_denoised, step_pair_denoised, each [n, ...]).
+    """
+    context = jnp.asarray(context)
+    b = context.shape[0]
+    if uncond_context.shape != context.shape:
+        raise ValueError(f"uncond_context has shape {uncond_context.shape}, context {context.shape}")
+    shape = (b, semantic_feature.shape[1], cfg.latent_height, cfg.latent_width, cfg.in_channels)
+    init_key = step_key = None
+    if key is not None:
+        init_key, step_key = jax.random.split(key)
+    x_init = initial_latent(shape, key=init_key, init_noise=init_noise, prefix=prefix)
+    schedule = step_schedule(sampler_cfg)
+    noise = None
+    if step_noise is not None:
+        noise = injected_step_noise(step_noise, sampler_cfg.num_steps, shape)
+    elif step_key is None:
+        raise ValueError("give either key or step_noise")
+    table = jnp.asarray(denoiser_sigma_table(sampler_cfg.denoiser_num_idx, sampler_cfg.denoiser_shift_scale))
+    samples, per_step = _sample_loop(
+        cfg, params, step_inputs(schedule, noise), x_init, context, jnp.asarray(uncond_context),
+        jnp.asarray(semantic_feature), table, step_key, trajectory=trajectory)
+    if not trajectory:
+        return samples
+    names = ("step_x_in", "step_x_out", "step_denoised", "step_pair_denoised")
+    return samples, dict(zip(names, per_step))
