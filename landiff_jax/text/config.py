@@ -24,6 +24,8 @@ class T5Config:
     layer_norm_epsilon: float = 1e-6
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    # None: the attention dispatcher's choice (cuDNN for bf16 on GPU, XLA otherwise)
+    attention_implementation: str | None = None
 
     @property
     def inner_dim(self) -> int:

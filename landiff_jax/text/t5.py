@@ -63,7 +63,7 @@ class T5SelfAttention(nn.Module):
             dense(cfg.inner_dim, ("embed", "heads"), name=name, **kw)(x).reshape(b, s, cfg.num_heads, cfg.d_kv)
             for name in ("q", "k", "v")
         )
-        out = dot_product_attention(q, k, v, bias=bias, mask=mask, scale=1.0)
+        out = dot_product_attention(q, k, v, bias=bias, mask=mask, scale=1.0, implementation=cfg.attention_implementation)
         return dense(cfg.d_model, ("heads", "embed"), name="o", **kw)(out.reshape(b, s, cfg.inner_dim))
 
 
