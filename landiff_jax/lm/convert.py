@@ -46,9 +46,13 @@ def lm_rules(cfg: LMConfig) -> list[Rule]:
     return rules
 
 
-def convert_lm(state_dict: Mapping[str, np.ndarray], cfg: LMConfig, *, source: str = "LM checkpoint"):
-    """state dict of llm/model.safetensors -> (params, report); raises ConversionError naming every bad key."""
-    return convert(lm_rules(cfg), state_dict, abstract_params(cfg), source=source)
+def convert_lm(state_dict: Mapping[str, np.ndarray], cfg: LMConfig, *, source: str = "LM checkpoint", target=None):
+    """state dict of llm/model.safetensors -> (params, report); raises ConversionError naming every bad key.
+
+    target: the parameters' shapes/dtypes, default `abstract_params(cfg)`.
+    """
+    target = abstract_params(cfg) if target is None else target
+    return convert(lm_rules(cfg), state_dict, target, source=source)
 
 
 def load_lm(path: str | Path, cfg: LMConfig):

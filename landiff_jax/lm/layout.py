@@ -61,9 +61,11 @@ def video_kinds(num_frames: int, iframe_tokens: int, pframe_tokens: int, segment
     return tuple(kinds + [EOS])
 
 
-def num_codes(num_frames: int, iframe_tokens: int, pframe_tokens: int) -> int:
-    """Codes of a clip in the tokenizer's layout: I + (T-1)·P."""
-    return iframe_tokens + (check_num_frames(num_frames) - 1) * pframe_tokens
+def num_codes(num_frames: int, iframe_tokens: int, pframe_tokens: int, segment_length: int) -> int:
+    """Codes of a clip: per group of f frames I + (f-1)·P (I + (T-1)·P for one group)."""
+    num_frames = check_num_frames(num_frames)
+    groups = -(-num_frames // segment_length)
+    return groups * iframe_tokens + (num_frames - groups) * pframe_tokens
 
 
 @dataclasses.dataclass(frozen=True)
