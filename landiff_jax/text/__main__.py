@@ -69,8 +69,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         tokenizer = ByteTokenizer()
         print("tokenizer: no --t5-dir given, so byte-level ids stand in for T5's sentencepiece ids")
-    if tokenizer.vocab_size > cfg.vocab_size:
-        raise SystemExit(f"tokenizer has {tokenizer.vocab_size} ids but the model's vocab is {cfg.vocab_size}")
 
     if args.side == "lm":
         hidden, mask = encode_for_lm(tokenizer, params, cfg, prompts)

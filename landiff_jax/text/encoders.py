@@ -26,14 +26,21 @@ def encode_ids(params, input_ids, attention_mask, cfg: T5Config):
     return T5Encoder(cfg).apply({"params": params}, input_ids, attention_mask)
 
 
+def _check_vocab(tokenizer: T5TextTokenizer, cfg: T5Config) -> None:
+    if tokenizer.vocab_size > cfg.vocab_size:
+        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but the T5 model only {cfg.vocab_size}")
+
+
 def encode_for_lm(tokenizer: T5TextTokenizer, params, cfg: T5Config, texts: Sequence[str]):
     """→ (hidden [b n d], mask [b n] bool, False = padding); left-padded to the longest prompt."""
+    _check_vocab(tokenizer, cfg)
     ids, mask = tokenizer.encode_lm(texts)
     return encode_ids(params, ids, mask, cfg), mask.astype(bool)
 
 
 def encode_for_diffusion(tokenizer: T5TextTokenizer, params, cfg: T5Config, texts: Sequence[str], text_length: int):
     """→ hidden [b text_length d]; right-padded, truncated, padding attended (no mask)."""
+    _check_vocab(tokenizer, cfg)
     return encode_ids(params, tokenizer.encode_diffusion(texts, text_length), None, cfg)
 
 

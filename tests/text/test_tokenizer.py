@@ -82,3 +82,11 @@ def test_non_legacy_refused(tmp_path, t5_dir):
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"legacy": False}))
     with pytest.raises(ValueError, match="legacy=false"):
         T5TextTokenizer(tmp_path)
+
+
+def test_vocab_larger_than_model_refused(tokenizer):
+    from landiff_jax.text.config import T5Config
+    from landiff_jax.text.encoders import encode_for_lm
+
+    with pytest.raises(ValueError, match="324 ids"):
+        encode_for_lm(tokenizer, {}, T5Config.tiny(vocab_size=100), ["a fox"])
