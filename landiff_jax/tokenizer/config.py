@@ -239,7 +239,7 @@ class TokenizerConfig:
         fields.setdefault("rope_max_height", image_size[0])
         fields.setdefault("rope_max_width", image_size[1])
         fields.setdefault("theia", dataclasses.replace(full.theia, output_shape=image_size))
-        return dataclasses.replace(full, **fields, **kw)
+        return dataclasses.replace(full, **{**fields, **kw})
 
 
 _OVERRIDE_FIELDS = {

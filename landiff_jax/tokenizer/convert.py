@@ -153,14 +153,15 @@ def has_theia(state_dict: Mapping[str, np.ndarray], prefix: str = "") -> bool:
 
 
 def convert_tokenizer(state_dict: Mapping[str, np.ndarray], config: TokenizerConfig, prefix: str = "",
-                      *, theia: bool | None = None, source: str = "tokenizer checkpoint"):
+                      *, theia: bool | None = None, abstract=None, source: str = "tokenizer checkpoint"):
     """(params, report) from a VideoVQ state dict. `theia=None` converts Theia's backbone when its
-    keys are present (decoding needs none; `encode_video` needs it)."""
+    keys are present (decoding needs none; `encode_video` needs it). `abstract` replaces
+    `abstract_params(config, theia=theia)` (e.g. zero-size stand-ins in coverage tests)."""
     theia = has_theia(state_dict, prefix) if theia is None else theia
     return convert(
         tokenizer_rules(config, prefix, theia=theia),
         state_dict,
-        abstract_params(config, theia=theia),
+        abstract_params(config, theia=theia) if abstract is None else abstract,
         ignore_prefixes=tokenizer_ignore_prefixes(prefix, theia=theia),
         source=source,
     )

@@ -3,11 +3,15 @@
 The sequence of a clip of T frames is [visual tokens (t, h, w raster), latent tokens], with
 V = T·F visual tokens (F per frame) followed by I I-frame queries and (T−1)·P P-frame queries.
 Masks are boolean [S, S] (True = query row may attend key column), built from iotas so that
-inside a jitted function they cost nothing to store.
+inside a jitted function they cost nothing to store. Each function is jitted with the config
+and frame count static (one small compilation per clip length when called eagerly).
 """
 
 from __future__ import annotations
 
+import functools
+
+import jax
 import jax.numpy as jnp
 
 from landiff_jax.nn import rope_3d_angles
@@ -29,6 +33,10 @@ def _query_frame(q, F, I, P, V):
     return jnp.where(q < V, q // F, jnp.where(q < V + I, 0, (q - V - I) // P + 1))
 
 
+_static = functools.partial(jax.jit, static_argnums=(0, 1))
+
+
+@_static
 def encoder_mask(config: TokenizerConfig, num_frames: int):
     """[S, S] bool. Visual queries see visual frames ≤ their own; I-queries see frame 0 and the
     I-queries k ≤ q; P-queries of frame f see visual frames ≤ f and every latent token k ≤ q."""
@@ -45,6 +53,7 @@ def encoder_mask(config: TokenizerConfig, num_frames: int):
     )
 
 
+@_static
 def decoder_mask(config: TokenizerConfig, num_frames: int):
     """[S, S] bool. Tokens of frame f (visual or latent; I-queries are frame 0) see visual frames
     ≤ f and the latent tokens of frames ≤ f (k < V + I + f·P), bidirectionally within a frame."""
@@ -55,6 +64,7 @@ def decoder_mask(config: TokenizerConfig, num_frames: int):
     return visible_frames | visible_latents
 
 
+@_static
 def rope_positions(config: TokenizerConfig, num_frames: int):
     """[S, 3] int32 (t, h, w): visual tokens at their grid position, latent token i at (i, i, i)."""
     config.check_num_frames(num_frames)
@@ -65,6 +75,7 @@ def rope_positions(config: TokenizerConfig, num_frames: int):
     return jnp.concatenate([visual, latent], axis=0).astype(jnp.int32)
 
 
+@_static
 def rope_angles(config: TokenizerConfig, num_frames: int):
     """[S, head_dim/2] float32 rotation angles of the sequence's 3D RoPE."""
     pos = rope_positions(config, num_frames)

@@ -7,8 +7,10 @@ The model is built from meta.json's config, the case's checkpoint is converted w
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from landiff_jax.convert import read_safetensors
@@ -38,6 +40,10 @@ def _load(case_dir: Path, meta: dict):
     return config, params
 
 
+def _jit_method(model: VideoVQ, method, static_argnums=()):
+    return jax.jit(functools.partial(model.apply, method=method), static_argnums=static_argnums)
+
+
 def _checker(meta: dict, expected: dict):
     checks: list[Check] = []
 
@@ -56,14 +62,14 @@ def run_tokenizer(case_dir: Path, meta: dict) -> list[Check]:
     model, tracer = VideoVQ(config), VideoVQ(config, trace=True)
 
     check("indices", api.encode(model, params, features))
-    enc = tracer.apply({"params": params}, features, method=VideoVQ.trace_encode)
+    enc = _jit_method(tracer, VideoVQ.trace_encode)({"params": params}, features)
     for name in ("enc_ln_pre_out", "enc_layer_outputs", "vq_projected_in", "vq_distances", "quantized"):
         check(name, enc[name])
     check("encoder_out", _as_original_latent(enc["encoder_out"]))
 
     codes = arrays["indices"]  # the stored input of index_to_feature
     check("decoded", _channels_first(api.decode(model, params, codes, num_frames)))
-    dec = tracer.apply({"params": params}, codes, num_frames, method=VideoVQ.trace_decode)
+    dec = _jit_method(tracer, VideoVQ.trace_decode, static_argnums=2)({"params": params}, codes, num_frames)
     check("latent_from_indices", _as_original_latent(dec["latent_from_indices"]))
     for name in ("dec_embed_out", "dec_ln_pre_out", "dec_layer_outputs"):
         check(name, dec[name])
@@ -81,7 +87,7 @@ def run_theia(case_dir: Path, meta: dict) -> list[Check]:
     config, params = _load(case_dir, meta)
     checks, check = _checker(meta, arrays)
     video = _channels_last(arrays["video"])  # uint8 [b t H W 3]
-    trace = VideoVQ(config).apply({"params": params}, video, method=VideoVQ.trace_video)
+    trace = _jit_method(VideoVQ(config), VideoVQ.trace_video)({"params": params}, video)
     check("pixel_values", np.moveaxis(np.asarray(trace["pixel_values"]), -1, 1))
     check("vit_pos_embed_interpolated", np.asarray(trace["pos_embed"])[None])
     check("vit_embeddings_out", trace["embeddings"])
