@@ -211,8 +211,10 @@ def _check_pos_embeddings(state_dict: Mapping[str, np.ndarray], cfg: DiTConfig) 
 
 
 def convert_diffusion(base: Mapping[str, np.ndarray], diffusion: Mapping[str, np.ndarray], cfg: DiTConfig,
-                      tokenizer_cfg: TokenizerConfig, *, source: str = "diffusion checkpoints"):
-    """(params, DiffusionReport) from the base DiT state dict and the diffusion state dict."""
+                      tokenizer_cfg: TokenizerConfig, *, target=None, source: str = "diffusion checkpoints"):
+    """(params, DiffusionReport) from the base DiT state dict and the diffusion state dict.
+
+    target: the params tree to fill (shapes and dtypes); defaults to `abstract_params`."""
     base_only = [k for k in diffusion if k.startswith(BASE_PREFIX)]
     if base_only:
         raise ConversionError([f"diffusion checkpoint holds base-DiT key '{k}'" for k in base_only[:5]], source)
@@ -225,7 +227,8 @@ def convert_diffusion(base: Mapping[str, np.ndarray], diffusion: Mapping[str, np
     problems = _check_pos_embeddings(state_dict, cfg)
     if problems:
         raise ConversionError(problems, source)
-    params, report = convert(rules, state_dict, abstract_params(cfg, tokenizer_cfg),
+    target = abstract_params(cfg, tokenizer_cfg) if target is None else target
+    params, report = convert(rules, state_dict, target,
                              ignore_prefixes=ignore_prefixes(), source=source)
     return params, DiffusionReport(report, len(from_base))
 
