@@ -1,0 +1,114 @@
+"""Benchmark of the LM's jitted guided sampler (random weights of the released shapes, on device).
+
+usage: python tools/bench/lm.py --preset full --dtype bfloat16 [--frames 13] [--prompts 1]
+       [--text-tokens 64] [--guidance 6.5] [--greedy] [--repeats 3]
+Prints one JSON line: seconds per call (prefill + all sampled positions), ms per sampled
+position, compile seconds, peak device memory, and the fraction of the HBM roofline reached:
+(bytes of the decode weights + the KV cache a step needs) per step / bandwidth, against the
+nominal 3.0 TB/s and against a bandwidth measured here with a large read-only reduction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from common import emit, peak_memory_gb, time_jitted  # noqa: E402
+
+from landiff_jax.lm import layout as L  # noqa: E402
+from landiff_jax.lm.config import LMConfig  # noqa: E402
+from landiff_jax.lm.model import init_params  # noqa: E402
+from landiff_jax.lm.sampler import SampleOptions, _sample, micro_values  # noqa: E402
+
+NOMINAL_BANDWIDTH = 3.0e12  # bytes/s, the issue's H100 figure
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", choices=["tiny", "full"], default="tiny")
+    p.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
+    p.add_argument("--frames", type=int, default=13, help="semantic frames (13 -> 1,244 sampled positions)")
+    p.add_argument("--prompts", type=int, default=1, help="prompts per call (rows = 2x with guidance)")
+    p.add_argument("--text-tokens", type=int, default=64)
+    p.add_argument("--guidance", type=float, default=6.5)
+    p.add_argument("--greedy", action="store_true", help="argmax instead of a categorical draw")
+    p.add_argument("--repeats", type=int, default=3)
+    return p
+
+
+def measured_bandwidth(gib: float = 2.0) -> float | None:
+    """Bytes/s of a large read-only reduction on device 0 (None on CPU: not an HBM figure)."""
+    if jax.default_backend() == "cpu":
+        return None
+    n = int(gib * 2**30) // 2
+    x = jax.jit(lambda k: jax.random.normal(k, (n,), jnp.bfloat16))(jax.random.key(0))
+    _, ms = time_jitted(jax.jit(lambda a: jnp.sum(a, dtype=jnp.float32)), x, repeats=10)
+    del x
+    return n * 2 / (ms / 1e3)
+
+
+def bytes_per_step(cfg: LMConfig, params, rows: int, prefix: int, steps: int) -> dict:
+    """Weights a decode step reads (the blocks, final norm and head; one embedding row) and the
+    KV cache it needs, averaged over steps (valid slots), or reads (the whole preallocated cache)."""
+    per_step = {k: v for k, v in params.items() if k in ("layers", "final_norm", "head")}
+    weights = sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(per_step))
+    weights += cfg.hidden * jnp.dtype(cfg.param_dtype).itemsize
+    slot = 2 * cfg.num_layers * rows * cfg.hidden * jnp.dtype(cfg.dtype).itemsize  # k and v of one slot
+    return {"weights": weights, "kv_needed": slot * (prefix + (steps - 1) / 2),
+            "kv_read": slot * (prefix + steps - 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    dtype = jnp.dtype(args.dtype)
+    cfg = getattr(LMConfig, args.preset)(dtype=dtype, param_dtype=dtype)
+    layout = L.frame_layout(cfg.codebook_size, cfg.iframe_tokens, cfg.pframe_tokens, cfg.segment_length, args.frames)
+    b, n = args.prompts, args.text_tokens
+
+    start = time.perf_counter()
+    params = jax.block_until_ready(init_params(cfg, jax.random.key(0)))  # built on device
+    init_s = time.perf_counter() - start
+    hidden = jax.random.normal(jax.random.key(1), (b, n, cfg.text_dim), dtype)
+    mask = jnp.ones((b, n), bool)
+    micro = jnp.asarray(micro_values(cfg, args.frames, 2.5, b))
+    rng = jax.random.split(jax.random.key(2), b)
+    options = SampleOptions.create(guidance_scale=args.guidance, greedy=args.greedy)
+    fn = jax.jit(functools.partial(_sample, cfg=cfg, num_frames=args.frames, trace=False))
+    compile_s, ms = time_jitted(fn, params, hidden, mask, micro, rng, options, None, repeats=args.repeats)
+
+    steps = layout.steps
+    rows = b * (2 if options.guidance else 1)
+    prefix = 1 + len(cfg.micro_keys) + n + layout.first_step
+    traffic = bytes_per_step(cfg, params, rows, prefix, steps)
+    step_s = ms / 1e3 / steps
+    needed = traffic["weights"] + traffic["kv_needed"]
+    figures = {
+        "stage": "lm_sample", "preset": args.preset, "dtype": args.dtype, "frames": args.frames, "prompts": b,
+        "rows": rows, "text_tokens": n, "guidance": args.guidance, "greedy": args.greedy,
+        "sampled_positions": steps, "total_s": round(ms / 1e3, 4), "ms_per_token": round(ms / steps, 4),
+        "compile_s": round(compile_s, 2), "init_s": round(init_s, 2),
+        "weight_gb_per_step": round(traffic["weights"] / 1e9, 4),
+        "kv_gb_per_step_needed_avg": round(traffic["kv_needed"] / 1e9, 4),
+        "kv_gb_per_step_read": round(traffic["kv_read"] / 1e9, 4),
+        "roofline_ms_per_step_3TBs": round(needed / NOMINAL_BANDWIDTH * 1e3, 4),
+        "roofline_fraction_3TBs": round(needed / NOMINAL_BANDWIDTH / step_s, 4),
+    }
+    bandwidth = measured_bandwidth()
+    if bandwidth:
+        figures |= {"measured_bandwidth_tbs": round(bandwidth / 1e12, 3),
+                    "roofline_fraction_measured": round(needed / bandwidth / step_s, 4)}
+    emit(figures | peak_memory_gb())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
