@@ -101,6 +101,8 @@ class TokenizerConfig:
             )
         if any(s % self.patch_size for s in self.image_size):
             raise ValueError(f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}")
+        if self.grid[0] > self.rope_max_height or self.grid[1] > self.rope_max_width:
+            raise ValueError(f"grid {self.grid} exceeds the 3D RoPE table ({self.rope_max_height}, {self.rope_max_width})")
 
     # ---- derived sizes -------------------------------------------------------------------
     @property
