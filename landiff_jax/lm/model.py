@@ -2,8 +2,9 @@
 prefix of micro-conditions and T5 text features.
 
 Every transformer call goes through one explicit KV cache, `(k, v)` each
-[layers, rows, cache_len, heads, head_dim], written at slot `index` and attended up to the
-query's own slot. Prefill (the whole prefix), single-token decode and the uncached forward
+[layers, rows, heads, cache_len, head_dim] (heads before slots, so that one head's keys are a
+contiguous [slots, head_dim] matrix for the attention dots), written at slot `index` and
+attended up to the query's own slot. Prefill (the whole prefix), single-token decode and the uncached forward
 (a prefill of the whole sequence into a fresh cache) are the same call with different `x`.
 
 Rows of one batch share slot numbers; a row whose prompt is shorter is *left-padded*: its
@@ -76,7 +77,7 @@ class LlamaBlock(nn.Module):
 
     @nn.compact
     def __call__(self, carry, layer, angles, mask, index):
-        # x [b s d]; cache_k/v [L b T h k]; angles [b s k/2]; mask [b 1 s T]
+        # x [b s d]; cache_k/v [L b h T k]; angles [b s k/2]; mask [b 1 s T]
         x, cache_k, cache_v = carry
         cfg = self.cfg
         kw = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype)
@@ -85,11 +86,13 @@ class LlamaBlock(nn.Module):
         qkv = nn.DenseGeneral((3, cfg.num_heads, cfg.head_dim), use_bias=False, name="wqkv",
                               kernel_init=_partitioned(init, ("embed", None, "heads", "kv")), **kw)(h)
         q, k, v = apply_rope(qkv[:, :, 0], angles), apply_rope(qkv[:, :, 1], angles), qkv[:, :, 2]
-        at = (layer, 0, index, 0, 0)
-        cache_k = jax.lax.dynamic_update_slice(cache_k, k[None].astype(cache_k.dtype), at)
-        cache_v = jax.lax.dynamic_update_slice(cache_v, v[None].astype(cache_v.dtype), at)
-        attn = dot_product_attention(q, cache_k[layer].astype(q.dtype), cache_v[layer].astype(q.dtype),
-                                     mask=mask, implementation="xla")
+        at = (layer, 0, 0, index, 0)
+        cache_k = jax.lax.dynamic_update_slice(cache_k, jnp.swapaxes(k, 1, 2)[None].astype(cache_k.dtype), at)
+        cache_v = jax.lax.dynamic_update_slice(cache_v, jnp.swapaxes(v, 1, 2)[None].astype(cache_v.dtype), at)
+        keys, values = (jnp.swapaxes(c[layer], 1, 2).astype(q.dtype) for c in (cache_k, cache_v))
+        # XLA attention: a decode query is one token over a length-masked cache; fused flash
+        # kernels gain nothing there and the same call serves the prefill
+        attn = dot_product_attention(q, keys, values, mask=mask, implementation="xla")
         x = x + nn.DenseGeneral(cfg.hidden, axis=(-2, -1), use_bias=False, name="wo",
                                 kernel_init=_partitioned(init, ("heads", "kv", "embed")), **kw)(attn)
         mlp = GatedMlp(cfg.mlp_dim, act=gelu_tanh, use_bias=False, name="mlp", **kw)
@@ -98,8 +101,8 @@ class LlamaBlock(nn.Module):
 
 
 def init_cache(cfg: LMConfig, rows: int, length: int):
-    """An empty KV cache: (k, v), each [layers, rows, length, heads, head_dim] in cfg.dtype."""
-    shape = (cfg.num_layers, rows, length, cfg.num_heads, cfg.head_dim)
+    """An empty KV cache: (k, v), each [layers, rows, heads, length, head_dim] in cfg.dtype."""
+    shape = (cfg.num_layers, rows, cfg.num_heads, length, cfg.head_dim)
     return jnp.zeros(shape, cfg.dtype), jnp.zeros(shape, cfg.dtype)
 
 
@@ -155,7 +158,7 @@ class SemanticLM(nn.Module):
         """x [r s d] written at slots index..index+s-1 -> (float32 logits [r V] of the last query
         (or [r s V]), updated cache)."""
         cache_k, cache_v = cache
-        angles, mask = attention_inputs(self.cfg, index, x.shape[1], pads, cache_k.shape[2])
+        angles, mask = attention_inputs(self.cfg, index, x.shape[1], pads, cache_k.shape[3])
         layers = jnp.arange(self.cfg.num_layers)
         (x, cache_k, cache_v), _ = self.blocks((x.astype(self.cfg.dtype), cache_k, cache_v), layers, angles, mask, index)
         if last_only:
