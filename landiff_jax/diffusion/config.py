@@ -82,6 +82,7 @@ class DiTConfig:
     qk_norm_eps: float = 1e-6
     final_norm_eps: float = 1e-6
     semantic: SemanticCondConfig = SemanticCondConfig()
+    attention: str | None = None  # dot_product_attention implementation; None: cuDNN for bf16 on GPU
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 

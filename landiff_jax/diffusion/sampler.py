@@ -83,8 +83,10 @@ def guided_step(cfg: DiTConfig, params, context_pair, semantic_feature, sigma_ta
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "trajectory"))
-def _sample_loop(cfg: DiTConfig, params, steps: StepInputs, x_init, context, uncond_context, semantic_feature,
-                 sigma_table, key, trajectory: bool = False):
+def sample_loop(cfg: DiTConfig, params, steps: StepInputs, x_init, context, uncond_context, semantic_feature,
+                sigma_table, key, trajectory: bool = False):
+    """The compiled loop behind `sample`: scan `guided_step` over `steps` (see `step_inputs`) from
+    x_init; key draws the per-step noise when steps.noise is None. → (x, per-step outputs | None)."""
     context_pair = jnp.concatenate([uncond_context, context])
     body = functools.partial(guided_step, cfg, params, context_pair, semantic_feature, sigma_table, key)
     if not trajectory:
@@ -151,7 +153,7 @@ def sample(cfg: DiTConfig, sampler_cfg: SamplerConfig, params, context, uncond_c
     elif step_key is None:
         raise ValueError("give either key or step_noise")
     table = jnp.asarray(denoiser_sigma_table(sampler_cfg.denoiser_num_idx, sampler_cfg.denoiser_shift_scale))
-    samples, per_step = _sample_loop(
+    samples, per_step = sample_loop(
         cfg, params, step_inputs(schedule, noise), x_init, context, jnp.asarray(uncond_context),
         jnp.asarray(semantic_feature), table, step_key, trajectory=trajectory)
     if not trajectory:

@@ -1,0 +1,133 @@
+"""Benchmark of the diffusion stage: one guided sampler step (control DiT on the doubled batch
+[uncond; cond], denoiser, CFG, DPM++ update) and the whole jitted N-step loop.
+
+usage: python tools/bench/dit.py --preset full --dtype bfloat16 [--steps 50] [--batch 1]
+       [--repeats 5] [--loop-repeats 2] [--no-loop] [--attention auto|xla|cudnn]
+Random weights of the released shapes are drawn on the device by one jitted function (nothing
+full-size on the host). Prints one JSON line: ms per guided step after compile, compile
+seconds, the loop's ms per step and total seconds, peak device memory, the analytic TFLOP per
+step (matmuls + attention of every layer, main and control), achieved TFLOP/s and MFU against
+the nominal 800 TFLOP/s and against a bf16 matmul peak measured here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from common import emit, peak_memory_gb, time_jitted  # noqa: E402
+
+from landiff_jax.diffusion.config import DiTConfig, SamplerConfig  # noqa: E402
+from landiff_jax.diffusion.dit import ControlDiT  # noqa: E402
+from landiff_jax.diffusion.sampler import Carry, guided_step, initial_latent, sample_loop, step_inputs  # noqa: E402
+from landiff_jax.diffusion.schedule import denoiser_sigma_table, step_schedule  # noqa: E402
+from landiff_jax.nn import attention_implementation  # noqa: E402
+
+NOMINAL_PEAK = 800e12  # bf16 dense matmul FLOP/s the issue measures on one H100
+
+
+def step_flops(cfg: DiTConfig, rows: int, frames: int) -> float:
+    """FLOPs of one network call on `rows` sequences: per layer 24·d²·s (qkv, out, MLP ×4) and
+    4·s²·d (scores and values), over main + control layers; embeddings/final layer omitted."""
+    s = cfg.text_length + cfg.num_video_tokens(frames)
+    d = cfg.hidden_size
+    per_layer = 2 * s * (3 * d * d + d * d + 2 * cfg.mlp_ratio * d * d) + 4 * s * s * d
+    return rows * (cfg.num_layers + cfg.control_layers) * per_layer
+
+
+def matmul_peak(n: int = 8192) -> float | None:
+    """Measured bf16 matmul FLOP/s on device 0 (None on CPU)."""
+    if jax.default_backend() == "cpu":
+        return None
+    a = jax.jit(lambda k: jax.random.normal(k, (n, n), jnp.bfloat16))(jax.random.key(1))
+    _, ms = time_jitted(jax.jit(lambda x, y: x @ y), a, a, repeats=20)
+    return 2 * n**3 / (ms / 1e3)
+
+
+def random_params(model: nn.Module, key, *args):
+    """Normal(0, 0.02) params of `model` drawn on the device (norm scales near 1)."""
+    abstract = nn.meta.unbox(jax.eval_shape(model.init, key, *args)["params"])
+    leaves, treedef = jax.tree.flatten_with_path(abstract)
+
+    def draw(k):
+        out = []
+        for (path, leaf), kk in zip(leaves, jax.random.split(k, len(leaves))):
+            value = 0.02 * jax.random.normal(kk, leaf.shape, jnp.float32)
+            if str(getattr(path[-1], "key", "")) == "scale":
+                value = value + 1.0
+            out.append(value.astype(leaf.dtype))
+        return jax.tree.unflatten(treedef, out)
+
+    return jax.jit(draw)(key)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", choices=("tiny", "full"), default="tiny")
+    p.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default 50 full, 4 tiny)")
+    p.add_argument("--batch", type=int, default=1, help="prompts per call (the network sees 2× with guidance)")
+    p.add_argument("--frames", type=int, default=None, help="latent frames (default: the config's)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--loop-repeats", type=int, default=2)
+    p.add_argument("--no-loop", action="store_true", help="time the single guided step only")
+    p.add_argument("--attention", choices=("auto", "xla", "cudnn"), default="auto")
+    args = p.parse_args(argv)
+
+    dtype = jnp.dtype(args.dtype)
+    preset = DiTConfig.full if args.preset == "full" else DiTConfig.tiny
+    impl = attention_implementation(dtype) if args.attention == "auto" else args.attention
+    cfg = preset(dtype=dtype, param_dtype=dtype, attention=impl)
+    steps = args.steps or (50 if args.preset == "full" else 4)
+    sampler_cfg = SamplerConfig(num_steps=steps, cfg_num_steps=steps)
+    b, frames = args.batch, args.frames or cfg.latent_frames
+    shape = (b, frames, cfg.latent_height, cfg.latent_width, cfg.in_channels)
+    keys = jax.random.split(jax.random.key(0), 4)
+    context = jax.random.normal(keys[0], (b, cfg.text_length, cfg.text_hidden_size), jnp.float32).astype(dtype)
+    uncond = jnp.zeros_like(context)
+    semantic = (0.1 * jax.random.normal(keys[1], (1, *shape[1:]), jnp.float32)).astype(dtype)
+    x = initial_latent(shape, key=keys[2])
+    params = random_params(ControlDiT(cfg), keys[3], x[:1], jnp.zeros((1,)), context[:1], semantic)
+    n_params = sum(int(v.size) for v in jax.tree.leaves(params))
+
+    schedule = step_schedule(sampler_cfg)
+    xs = step_inputs(schedule)
+    table = jnp.asarray(denoiser_sigma_table(sampler_cfg.denoiser_num_idx, sampler_cfg.denoiser_shift_scale))
+    context_pair = jnp.concatenate([uncond, context])
+    one_step = jax.jit(lambda p_, carry, step: guided_step(cfg, p_, context_pair, semantic, table, keys[2], carry,
+                                                           step)[0].x)
+    step1 = jax.tree.map(lambda a: a[1], xs)  # a middle step (both noise draws' paths, full update)
+    step_compile_s, step_ms = time_jitted(one_step, params, Carry(x, x), step1, repeats=args.repeats)
+
+    flops = step_flops(cfg, 2 * b, frames)
+    peak = matmul_peak()
+    figures = dict(
+        stage="dit", preset=args.preset, dtype=args.dtype, attention=impl, batch=b, network_batch=2 * b,
+        frames=frames, tokens=cfg.text_length + cfg.num_video_tokens(frames),
+        layers=cfg.num_layers + cfg.control_layers, n_params=n_params, steps=steps,
+        step_ms=round(step_ms, 3), step_compile_s=round(step_compile_s, 2),
+        tflop_per_step=round(flops / 1e12, 3), step_tflops=round(flops / step_ms / 1e9, 1),
+        mfu_nominal=round(flops / (step_ms / 1e3) / NOMINAL_PEAK, 4),
+    )
+    if peak:
+        figures.update(matmul_peak_tflops=round(peak / 1e12, 1), mfu_measured=round(flops / (step_ms / 1e3) / peak, 4))
+    if not args.no_loop:
+        loop = jax.jit(lambda p_, x_, k_: sample_loop(cfg, p_, xs, x_, context, uncond, semantic, table, k_)[0])
+        loop_compile_s, loop_ms = time_jitted(loop, params, x, keys[2], repeats=args.loop_repeats)
+        figures.update(loop_ms_per_step=round(loop_ms / steps, 3), loop_total_s=round(loop_ms / 1e3, 3),
+                       loop_compile_s=round(loop_compile_s, 2),
+                       loop_tflops=round(flops * steps / loop_ms / 1e9, 1))
+    emit({**figures, **peak_memory_gb(), "config": {k: str(v) for k, v in dataclasses.asdict(cfg).items()
+                                                    if k not in ("semantic",)}})
+
+
+if __name__ == "__main__":
+    main()
