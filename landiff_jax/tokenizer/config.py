@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any, Mapping
 
 import jax.numpy as jnp
@@ -135,7 +136,7 @@ class TokenizerConfig:
         return num_frames * self.tokens_per_frame + self.num_codes(num_frames)
 
     def check_num_frames(self, num_frames: int) -> None:
-        if not isinstance(num_frames, int) or num_frames < 1:
+        if not isinstance(num_frames, numbers.Integral) or num_frames < 1:
             raise ValueError(f"num_frames must be a positive int, got {num_frames!r}")
         if num_frames > self.rope_max_time:
             raise ValueError(f"num_frames {num_frames} exceeds the 3D RoPE table's max_time {self.rope_max_time}")

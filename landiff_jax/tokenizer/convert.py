@@ -22,7 +22,6 @@ from landiff_jax.convert import (
     IDENTITY,
     LINEAR,
     CheckpointError,
-    ConversionReport,
     Rule,
     Transform,
     convert,

@@ -7,8 +7,6 @@ queries. Both use the frame-group masks and 3D RoPE of `masks.py`.
 
 from __future__ import annotations
 
-from typing import Any
-
 import flax.linen as nn
 import jax.numpy as jnp
 
