@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -42,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=float, default=6.5)
     p.add_argument("--greedy", action="store_true", help="argmax instead of a categorical draw")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--xla-flags", default="", help="appended to XLA_FLAGS before the backend starts "
+                   "(e.g. --xla_gpu_enable_dynamic_slice_fusion=true)")
     return p
 
 
@@ -54,6 +58,23 @@ def measured_bandwidth(gib: float = 2.0) -> float | None:
     _, ms = time_jitted(jax.jit(lambda a: jnp.sum(a, dtype=jnp.float32)), x, repeats=10)
     del x
     return n * 2 / (ms / 1e3)
+
+
+def large_copies(hlo_text: str, min_elements: int = 1 << 20) -> dict:
+    """Copies / slicing fusions that write >= min_elements in the optimized HLO: a weight or KV
+    slab materialized per step shows up here (diagnostic for the lead's GPU runs)."""
+    pattern = re.compile(r"= (\w+)\[([\d,]+)\][^ ]* (copy|fusion)\(")
+    found: dict[str, int] = {}
+    for line in hlo_text.splitlines():
+        match = pattern.search(line)
+        name = line.split("=", 1)[0]
+        if not match or (match[3] == "fusion" and ("update" in name or not re.search(r"slice|copy", name))):
+            continue
+        shape = [int(d) for d in match[2].split(",")]
+        if int(np.prod(shape)) >= min_elements:
+            key = f"{match[1]}[{match[2]}]"
+            found[key] = found.get(key, 0) + 1
+    return found
 
 
 def bytes_per_step(cfg: LMConfig, params, rows: int, prefix: int, steps: int) -> dict:
@@ -69,6 +90,8 @@ def bytes_per_step(cfg: LMConfig, params, rows: int, prefix: int, steps: int) ->
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.xla_flags:  # read when the backend starts, i.e. at the first computation below
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {args.xla_flags}".strip()
     dtype = jnp.dtype(args.dtype)
     cfg = getattr(LMConfig, args.preset)(dtype=dtype, param_dtype=dtype)
     layout = L.frame_layout(cfg.codebook_size, cfg.iframe_tokens, cfg.pframe_tokens, cfg.segment_length, args.frames)
@@ -83,7 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     rng = jax.random.split(jax.random.key(2), b)
     options = SampleOptions.create(guidance_scale=args.guidance, greedy=args.greedy)
     fn = jax.jit(functools.partial(_sample, cfg=cfg, num_frames=args.frames, trace=False))
-    compile_s, ms = time_jitted(fn, params, hidden, mask, micro, rng, options, None, repeats=args.repeats)
+    call_args = (params, hidden, mask, micro, rng, options, None)
+    start = time.perf_counter()
+    compiled = fn.lower(*call_args).compile()
+    compile_s = time.perf_counter() - start
+    _, ms = time_jitted(compiled, *call_args, repeats=args.repeats)
+    copies = large_copies(compiled.as_text())
 
     steps = layout.steps
     rows = b * (2 if options.guidance else 1)
@@ -101,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         "kv_gb_per_step_read": round(traffic["kv_read"] / 1e9, 4),
         "roofline_ms_per_step_3TBs": round(needed / NOMINAL_BANDWIDTH * 1e3, 4),
         "roofline_fraction_3TBs": round(needed / NOMINAL_BANDWIDTH / step_s, 4),
+        "large_copies_in_hlo": copies, "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
     bandwidth = measured_bandwidth()
     if bandwidth:
