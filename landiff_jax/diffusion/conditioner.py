@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from landiff_jax.diffusion.config import DiTConfig, SemanticCondConfig
+from landiff_jax.nn.group_norm import GroupNorm
 from landiff_jax.tokenizer.config import TokenizerConfig
 from landiff_jax.tokenizer.model import VideoVQ
 
@@ -26,13 +27,9 @@ def _conv(features: int, kernel: int, name: str, cfg: SemanticCondConfig, dtype,
     )
 
 
-def _group_norm(name: str, cfg: SemanticCondConfig, dtype, param_dtype) -> nn.GroupNorm:
+def _group_norm(name: str, cfg: SemanticCondConfig, dtype, param_dtype) -> GroupNorm:
     """GroupNorm(32 groups, eps 1e-6) over (h, w, channels-in-group) of each frame."""
-    return nn.GroupNorm(
-        num_groups=cfg.num_groups, epsilon=cfg.norm_eps, name=name, dtype=dtype, param_dtype=param_dtype,
-        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("conv_out",)),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("conv_out",)),
-    )
+    return GroupNorm(cfg.num_groups, cfg.norm_eps, dtype=dtype, param_dtype=param_dtype, name=name)
 
 
 def pixel_shuffle(x, r: int = 2):

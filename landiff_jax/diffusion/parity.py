@@ -37,12 +37,19 @@ def channels_first(a):
 
 
 def _setup(case_dir: Path, meta: dict):
+    """Configs, converted params, the case's arrays, a check list and a `check(name, ours)`."""
+    _, arrays = load_case(case_dir)
     config = meta["config"]
     cfg = DiTConfig.from_original(config)
     tokenizer_cfg = TokenizerConfig.from_build_overrides(config["tokenizer_build_tokenizer_overrides"])
     params, _ = load_diffusion(case_dir / "CogVideoX-2b-sat" / "transformer", case_dir / "diffusion", cfg,
                                tokenizer_cfg)
-    return cfg, tokenizer_cfg, params
+    checks: list[Check] = []
+
+    def check(name, actual):
+        checks.append(compare(name, actual, arrays[name], tolerance_for(meta.get("tolerance", {}), name)))
+
+    return cfg, tokenizer_cfg, SamplerConfig.from_original(config), params, arrays, checks, check
 
 
 def _semantic(cfg, tokenizer_cfg, params, arrays):
@@ -57,23 +64,13 @@ def run(case_dir: Path, meta: dict) -> list[Check]:
         return _run_sampler(case_dir, meta)
 
 
-def _checker(meta: dict, arrays: dict, checks: list[Check]):
-    def check(name, actual):
-        checks.append(compare(name, actual, arrays[name], tolerance_for(meta.get("tolerance", {}), name)))
-    return check
-
-
 def _run_dit(case_dir: Path, meta: dict) -> list[Check]:
-    _, arrays = load_case(case_dir)
-    cfg, tokenizer_cfg, params = _setup(case_dir, meta)
-    sampler_cfg = SamplerConfig.from_original(meta["config"])
-    checks: list[Check] = []
-    check = _checker(meta, arrays, checks)
+    cfg, tokenizer_cfg, sampler_cfg, params, arrays, checks, check = _setup(case_dir, meta)
 
     feature, parts = _semantic(cfg, tokenizer_cfg, params, arrays)
     check("tokenizer_features", channels_first(parts["tokenizer_features"]))
-    up = parts["upsampled_features"]
-    check("upsampled_features", channels_first(up).reshape(-1, *channels_first(up).shape[2:]))
+    up = channels_first(parts["upsampled_features"])  # [1 t c H W]; the original's is [(1 t) c H W]
+    check("upsampled_features", up.reshape(-1, *up.shape[2:]))
     check("semantic_feature", channels_first(feature))
 
     model = ControlDiT(cfg, collect=True)
@@ -103,11 +100,7 @@ def _run_dit(case_dir: Path, meta: dict) -> list[Check]:
 
 
 def _run_sampler(case_dir: Path, meta: dict) -> list[Check]:
-    _, arrays = load_case(case_dir)
-    cfg, tokenizer_cfg, params = _setup(case_dir, meta)
-    sampler_cfg = SamplerConfig.from_original(meta["config"])
-    checks: list[Check] = []
-    check = _checker(meta, arrays, checks)
+    cfg, tokenizer_cfg, sampler_cfg, params, arrays, checks, check = _setup(case_dir, meta)
 
     feature, _ = _semantic(cfg, tokenizer_cfg, params, arrays)
     check("semantic_feature", channels_first(feature))

@@ -134,7 +134,7 @@ def step_schedule(sampler_cfg) -> StepSchedule:
 def used_noise_draws(num_steps: int) -> np.ndarray:
     """Indices into the original's stream of `randn_like` draws (step 0: one; middle steps: two,
     the first discarded; last step: none) of the draw each step uses; [n−1]."""
-    return np.array([0] + [2 * i for i in range(1, num_steps - 1)], np.int64)
+    return np.array(([0] if num_steps > 1 else []) + [2 * i for i in range(1, num_steps - 1)], np.int64)
 
 
 def num_noise_draws(num_steps: int) -> int:

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         frames=frames, tokens=cfg.text_length + cfg.num_video_tokens(frames),
         layers=cfg.num_layers + cfg.control_layers, n_params=n_params, steps=steps,
         step_ms=round(step_ms, 3), step_compile_s=round(step_compile_s, 2),
-        tflop_per_step=round(flops / 1e12, 3), step_tflops=round(flops / step_ms / 1e9, 1),
+        tflop_per_step=float(f"{flops / 1e12:.4g}"), step_tflops=float(f"{flops / step_ms / 1e9:.4g}"),
         mfu_nominal=round(flops / (step_ms / 1e3) / NOMINAL_PEAK, 4),
     )
     if peak:
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         loop_compile_s, loop_ms = time_jitted(loop, params, x, keys[2], repeats=args.loop_repeats)
         figures.update(loop_ms_per_step=round(loop_ms / steps, 3), loop_total_s=round(loop_ms / 1e3, 3),
                        loop_compile_s=round(loop_compile_s, 2),
-                       loop_tflops=round(flops * steps / loop_ms / 1e9, 1))
+                       loop_tflops=float(f"{flops * steps / loop_ms / 1e9:.4g}"))
     emit({**figures, **peak_memory_gb(), "config": {k: str(v) for k, v in dataclasses.asdict(cfg).items()
                                                     if k not in ("semantic",)}})
 
