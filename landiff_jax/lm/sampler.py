@@ -94,10 +94,10 @@ def step_logits(guided, allow, options: SampleOptions, vocab: L.Vocab):
     special = jnp.zeros_like(ids, bool)
     for col, kind in enumerate((L.SOI, L.SOP, L.EOS)):
         special |= (ids == vocab[kind]) & allow[col]
-    free = x
-    if not options.greedy and options.top_k is not None:
+    free = x  # (a greedy draw is unchanged by the filters; they still shape the distribution)
+    if options.top_k is not None:
         free = _top_k(x, options.top_k)
-    if not options.greedy and options.use_top_p:
+    if options.use_top_p:
         free = _top_p(x, options.top_p)
     return jnp.where(jnp.any(allow), jnp.where(special, x, -jnp.inf), free)
 
