@@ -19,7 +19,7 @@ from landiff_jax.tokenizer.config import TokenizerConfig
 from landiff_jax.tokenizer.model import VideoVQ
 
 
-def _conv(features: int, kernel: int, name: str, cfg: SemanticCondConfig, dtype, param_dtype) -> nn.Conv:
+def _conv(features: int, kernel: int, name: str, dtype, param_dtype) -> nn.Conv:
     return nn.Conv(
         features, (kernel, kernel), padding=kernel // 2, name=name, dtype=dtype, param_dtype=param_dtype,
         kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), (None, None, "conv_in", "conv_out")),
@@ -50,9 +50,9 @@ class ResnetBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x):  # [n h w c]
-        kw = dict(cfg=self.cfg, dtype=self.dtype, param_dtype=self.param_dtype)
-        h = _conv(self.out_channels, 3, "conv1", **kw)(nn.silu(_group_norm("norm1", **kw)(x)))
-        h = _conv(self.out_channels, 3, "conv2", **kw)(nn.silu(_group_norm("norm2", **kw)(h)))
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        h = _conv(self.out_channels, 3, "conv1", **kw)(nn.silu(_group_norm("norm1", self.cfg, **kw)(x)))
+        h = _conv(self.out_channels, 3, "conv2", **kw)(nn.silu(_group_norm("norm2", self.cfg, **kw)(h)))
         if x.shape[-1] != self.out_channels:
             x = _conv(self.out_channels, 1, "nin_shortcut", **kw)(x)
         return x + h
@@ -70,19 +70,19 @@ class Upsampler(nn.Module):
     @nn.compact
     def __call__(self, z):  # [n h w z_channels] → [n (h·2^(levels-1)) (w·…) out_dim]
         c = self.cfg
-        kw = dict(cfg=c, dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         levels = len(c.ch_mult)
         channels = c.level_channels(levels - 1)
         h = _conv(channels, 3, "conv_in", **kw)(z)
-        h = ResnetBlock(out_channels=channels, name="mid_block_1", **kw)(h)
-        h = ResnetBlock(out_channels=channels, name="mid_block_2", **kw)(h)
+        h = ResnetBlock(c, channels, name="mid_block_1", **kw)(h)
+        h = ResnetBlock(c, channels, name="mid_block_2", **kw)(h)
         for level in reversed(range(levels)):
             channels = c.level_channels(level)
             for j in range(c.num_res_blocks + 1):
-                h = ResnetBlock(out_channels=channels, name=f"up_{level}_block_{j}", **kw)(h)
+                h = ResnetBlock(c, channels, name=f"up_{level}_block_{j}", **kw)(h)
             if level:
                 h = _conv(channels, 3, f"up_{level}_upsample", **kw)(pixel_shuffle(h))
-        return _conv(c.out_dim, 3, "conv_out", **kw)(nn.silu(_group_norm("norm_out", **kw)(h)))
+        return _conv(c.out_dim, 3, "conv_out", **kw)(nn.silu(_group_norm("norm_out", c, **kw)(h)))
 
 
 class SemanticCond(nn.Module):
@@ -101,7 +101,7 @@ class SemanticCond(nn.Module):
         b, t = features.shape[:2]
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         up = Upsampler(c, name="upsample_model", **kw)(features.reshape(b * t, *features.shape[2:]).astype(self.dtype))
-        out = _conv(c.target_dim, 3, "conv_out", c, **kw)(up)
+        out = _conv(c.target_dim, 3, "conv_out", **kw)(up)
         out = out.reshape(b, t, *out.shape[1:])
         if return_upsampled:
             return out, up.reshape(b, t, *up.shape[1:])
