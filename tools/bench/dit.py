@@ -102,10 +102,11 @@ def main(argv: list[str] | None = None) -> None:
     xs = step_inputs(schedule)
     table = jnp.asarray(denoiser_sigma_table(sampler_cfg.denoiser_num_idx, sampler_cfg.denoiser_shift_scale))
     context_pair = jnp.concatenate([uncond, context])
-    one_step = jax.jit(lambda p_, carry, step: guided_step(cfg, p_, context_pair, semantic, table, keys[2], carry,
-                                                           step)[0].x)
-    step1 = jax.tree.map(lambda a: a[1], xs)  # a middle step (both noise draws' paths, full update)
-    step_compile_s, step_ms = time_jitted(one_step, params, Carry(x, x), step1, repeats=args.repeats)
+    one_step = jax.jit(lambda p_, carry, step, ctx, sem, tab, k_: guided_step(cfg, p_, ctx, sem, tab, k_, carry,
+                                                                            step)[0].x)
+    step1 = jax.tree.map(lambda a: a[1], xs)  # a middle step (full update)
+    step_compile_s, step_ms = time_jitted(one_step, params, Carry(x, x), step1, context_pair, semantic, table, keys[2],
+                                          repeats=args.repeats)
 
     flops = step_flops(cfg, 2 * b, frames)
     peak = matmul_peak()
@@ -120,8 +121,9 @@ def main(argv: list[str] | None = None) -> None:
     if peak:
         figures.update(matmul_peak_tflops=round(peak / 1e12, 1), mfu_measured=round(flops / (step_ms / 1e3) / peak, 4))
     if not args.no_loop:
-        loop = jax.jit(lambda p_, x_, k_: sample_loop(cfg, p_, xs, x_, context, uncond, semantic, table, k_)[0])
-        loop_compile_s, loop_ms = time_jitted(loop, params, x, keys[2], repeats=args.loop_repeats)
+        loop = jax.jit(lambda p_, xs_, x_, *rest: sample_loop(cfg, p_, xs_, x_, *rest)[0])
+        loop_compile_s, loop_ms = time_jitted(loop, params, xs, x, context, uncond, semantic, table, keys[2],
+                                              repeats=args.loop_repeats)
         figures.update(loop_ms_per_step=round(loop_ms / steps, 3), loop_total_s=round(loop_ms / 1e3, 3),
                        loop_compile_s=round(loop_compile_s, 2),
                        loop_tflops=float(f"{flops * steps / loop_ms / 1e9:.4g}"))
