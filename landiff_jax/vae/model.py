@@ -94,3 +94,4 @@ def example_inputs(cfg: VAEConfig) -> tuple[jax.Array, jax.Array]:
 def abstract_params(cfg: VAEConfig) -> dict:
     """Shapes/dtypes (and logical names) of init_params' result, without computing anything."""
     return jax.eval_shape(functools.partial(init_params, cfg), jax.random.key(0))
+

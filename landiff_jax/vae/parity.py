@@ -3,8 +3,9 @@
 The case's checkpoint goes through `load_vae`, the model is built from meta.json's config,
 and every array the model produces is compared: the posterior (from the stored [0, 1] video
 through `from_unit`), the sampled latent with the stored noise injected, both decode paths
-(fed the stored latents: the decode stage's input) and the post-processed frames. Fixtures
-are NCTHW; they are converted to channels-last at this boundary only.
+(fed the stored latents: the decode stage's input), the post-processed frames, and, where
+`intermediates.npz` exists, the stage-boundary outputs of the single-call encode and decode.
+Fixtures are NCTHW; they are converted to channels-last at this boundary only.
 """
 
 from __future__ import annotations
