@@ -28,7 +28,6 @@ import numpy as np
 
 from landiff_jax.convert import (
     CONV,
-    IDENTITY,
     LINEAR,
     ConversionError,
     ConversionReport,
