@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
 from landiff_jax.nn.group_norm import GroupNorm
 from landiff_jax.vae.config import VAEConfig
@@ -59,48 +60,48 @@ class CausalConv3d(nn.Module):
         return y, new_cache
 
 
-def nearest_resize(x, size: tuple[int, int, int]):
-    """torch `interpolate(mode='nearest')` of x [b t h w c] to (t, h, w) for whole-number
-    enlargement factors (the only ones a VAE with power-of-two resampling produces)."""
-    for axis, n in zip((1, 2, 3), size):
-        m = x.shape[axis]
-        if n % m:
-            raise ValueError(f"nearest_resize: size {m} -> {n} on axis {axis} is not a whole-number enlargement")
-        if n != m:
-            x = jnp.repeat(x, n // m, axis=axis)
-    return x
+def enlargement(small: int, large: int) -> int:
+    """The whole-number factor of a nearest enlargement (power-of-two resampling only makes those)."""
+    if large % small:
+        raise ValueError(f"nearest resize {small} -> {large} is not a whole-number enlargement")
+    return large // small
 
 
-def resize_latent_to(zq, shape: tuple[int, ...]):
-    """The decoder's latent zq [b t h w c] resized to a feature map's (t, h, w), as SpatialNorm3D
-    does: for odd t > 1, latent frame 0 covers only feature frame 0 and the rest are resized
-    onto feature frames 1..; otherwise the whole latent is resized."""
-    t, h, w = shape[1:4]
-    if t > 1 and t % 2 == 1:
-        first = nearest_resize(zq[:, :1], (1, h, w))
-        rest = nearest_resize(zq[:, 1:], (t - 1, h, w))
-        return jnp.concatenate([first, rest], axis=1)
-    return nearest_resize(zq, (t, h, w))
+def latent_frame_index(latent_frames: int, frames: int) -> np.ndarray:
+    """Which latent frame torch's nearest resize puts at each of `frames` feature frames, with
+    SpatialNorm3D's rule: for odd frames > 1, latent frame 0 covers only feature frame 0 and
+    the rest are resized onto frames 1..; otherwise the whole latent is resized."""
+    if frames > 1 and frames % 2:
+        return np.concatenate([[0], 1 + np.arange(frames - 1) // enlargement(latent_frames - 1, frames - 1)])
+    return np.arange(frames) // enlargement(latent_frames, frames)
 
 
 class SpatialNorm3D(nn.Module):
     """GroupNorm(f) · conv_y(zq') + conv_b(zq'), zq' = the latent nearest-resized to f.
 
-    conv_y/conv_b are 1×1×1, so they are applied at the latent resolution and their outputs
-    resized (the same numbers, computed once per latent pixel)."""
+    conv_y/conv_b are 1×1×1, so they are applied at the latent resolution; their outputs are
+    picked per feature frame and broadcast over each latent pixel's rh×rw block of f, so no
+    full-resolution copy of them is ever made (the same numbers as resizing first)."""
 
     cfg: VAEConfig
 
     @nn.compact
     def __call__(self, f, zq):
+        # f [b t H W c], zq [b tz h w cz]
         cfg = self.cfg
-        c = f.shape[-1]
+        b, t, H, W, c = f.shape
+        h, w = zq.shape[2:4]
+        rh, rw = enlargement(h, H), enlargement(w, W)
+        frames = latent_frame_index(zq.shape[1], t)
         norm = GroupNorm(cfg.num_groups, cfg.norm_eps, dtype=jnp.float32, param_dtype=cfg.param_dtype,
                          name="norm_layer")(f)
-        y = CausalConv3d(cfg, c, kernel=1, name="conv_y")(zq)[0]
-        b = CausalConv3d(cfg, c, kernel=1, name="conv_b")(zq)[0]
-        y, b = resize_latent_to(y, f.shape), resize_latent_to(b, f.shape)
-        return (norm * y.astype(jnp.float32) + b.astype(jnp.float32)).astype(cfg.dtype)
+
+        def modulation(name):  # [b t h 1 w 1 c]
+            m = CausalConv3d(cfg, c, kernel=1, name=name)(zq)[0]
+            return jnp.take(m, frames, axis=1).astype(jnp.float32)[:, :, :, None, :, None, :]
+
+        y = norm.reshape(b, t, h, rh, w, rw, c) * modulation("conv_y") + modulation("conv_b")
+        return y.reshape(f.shape).astype(cfg.dtype)
 
 
 class ResnetBlock3D(nn.Module):
