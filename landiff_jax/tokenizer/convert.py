@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from landiff_jax.convert import (
@@ -89,25 +90,15 @@ class _Table:
 
 
 def tokenizer_rules(config: TokenizerConfig, prefix: str = "", *, param_prefix: str = "",
-                    theia: bool = False) -> list[Rule]:
+                    theia: bool = False, decode_only: bool = False) -> list[Rule]:
     """The key table of a VideoVQ state dict whose keys start with `prefix`; our parameter paths
-    start with `param_prefix` (e.g. 'semantic/tokenizer/'). Theia's backbone only with `theia`."""
+    start with `param_prefix` (e.g. 'semantic/tokenizer/'). Theia's backbone only with `theia`;
+    with `decode_only`, just what `decode_codes` uses (no encoder, no quantizer.project_in)."""
     t = _Table(prefix, param_prefix)
     n = config.num_layers
-    # encoder
-    t.add("encoder/iframe_queries", "encoder.IFrame_latent_tokens")
-    if config.temporal_size > 1:
-        t.add("encoder/pframe_queries", "encoder.PFrame_latent_tokens")
-    t.add("encoder/patch_embed/proj/kernel", "encoder.patch_embed.weight",
-          patch_transform(config.patch_size, config.image_channels))
-    t.add("encoder/patch_embed/proj/bias", "encoder.patch_embed.bias")
-    t.norm("encoder/trunk/ln_pre", "encoder.ln_pre")
-    t.blocks("encoder/trunk/layers", "encoder.transformer.{i}", n, _TITOK_BLOCK, config.attn_bias)
-    t.norm("encoder/ln_post", "encoder.ln_post")
-    t.dense("encoder/proj_out", "encoder.proj_out")
-    # quantizer
+    if not decode_only:
+        _encoder_rules(t, config)
     if config.has_vq_projection:
-        t.dense("quantizer/project_in", "quantizer.project_in")
         t.dense("quantizer/project_out", "quantizer.project_out")
     t.add("quantizer/codebook", "quantizer._codebook.embed", SQUEEZE_LEADING)
     # decoder
@@ -119,31 +110,57 @@ def tokenizer_rules(config: TokenizerConfig, prefix: str = "", *, param_prefix: 
     t.dense("decoder/ffn/fc1", "decoder.ffn.0")
     t.dense("decoder/ffn/fc2", "decoder.ffn.2")
     if theia:
-        if config.theia is None:
-            raise ValueError("theia=True but the tokenizer config has no Theia extractor")
-        vit = config.theia
-        t.add("feature_extractor/cls_token", THEIA_BACKBONE + "embeddings.cls_token", MASK_TOKEN)
-        t.add("feature_extractor/position_embeddings", THEIA_BACKBONE + "embeddings.position_embeddings",
-              SQUEEZE_LEADING)
-        t.add("feature_extractor/patch_embed/proj/kernel",
-              THEIA_BACKBONE + "embeddings.patch_embeddings.projection.weight", patch_transform(vit.patch_size, 3))
-        t.add("feature_extractor/patch_embed/proj/bias", THEIA_BACKBONE + "embeddings.patch_embeddings.projection.bias")
-        t.blocks("feature_extractor/layers", THEIA_BACKBONE + "encoder.layer.{i}", vit.num_layers, _VIT_BLOCK, True)
-        t.norm("feature_extractor/layernorm", THEIA_BACKBONE + "layernorm")
+        _theia_rules(t, config)
     return t.rules
 
 
-def tokenizer_ignore_prefixes(prefix: str = "", *, theia: bool = False) -> tuple[str, ...]:
+def _encoder_rules(t: _Table, config: TokenizerConfig) -> None:
+    t.add("encoder/iframe_queries", "encoder.IFrame_latent_tokens")
+    if config.temporal_size > 1:
+        t.add("encoder/pframe_queries", "encoder.PFrame_latent_tokens")
+    t.add("encoder/patch_embed/proj/kernel", "encoder.patch_embed.weight",
+          patch_transform(config.patch_size, config.image_channels))
+    t.add("encoder/patch_embed/proj/bias", "encoder.patch_embed.bias")
+    t.norm("encoder/trunk/ln_pre", "encoder.ln_pre")
+    t.blocks("encoder/trunk/layers", "encoder.transformer.{i}", config.num_layers, _TITOK_BLOCK, config.attn_bias)
+    t.norm("encoder/ln_post", "encoder.ln_post")
+    t.dense("encoder/proj_out", "encoder.proj_out")
+    if config.has_vq_projection:
+        t.dense("quantizer/project_in", "quantizer.project_in")
+
+
+def _theia_rules(t: _Table, config: TokenizerConfig) -> None:
+    if config.theia is None:
+        raise ValueError("theia=True but the tokenizer config has no Theia extractor")
+    vit = config.theia
+    t.add("feature_extractor/cls_token", THEIA_BACKBONE + "embeddings.cls_token", MASK_TOKEN)
+    t.add("feature_extractor/position_embeddings", THEIA_BACKBONE + "embeddings.position_embeddings",
+          SQUEEZE_LEADING)
+    t.add("feature_extractor/patch_embed/proj/kernel",
+          THEIA_BACKBONE + "embeddings.patch_embeddings.projection.weight", patch_transform(vit.patch_size, 3))
+    t.add("feature_extractor/patch_embed/proj/bias", THEIA_BACKBONE + "embeddings.patch_embeddings.projection.bias")
+    t.blocks("feature_extractor/layers", THEIA_BACKBONE + "encoder.layer.{i}", vit.num_layers, _VIT_BLOCK, True)
+    t.norm("feature_extractor/layernorm", THEIA_BACKBONE + "layernorm")
+
+
+def tokenizer_ignore_prefixes(prefix: str = "", *, theia: bool = False, decode_only: bool = False) -> tuple[str, ...]:
     """State-dict key prefixes that are in released files but unused here (counted, not converted).
-    Without `theia`, every Theia key is skipped too."""
+    Without `theia`, every Theia key is skipped too; with `decode_only`, the encoder side too."""
     skipped = UNUSED_BUFFERS + ((THEIA_PREFIX + "translator.",) if theia else (THEIA_PREFIX,))
+    if decode_only:
+        skipped += ("encoder.", "quantizer.project_in.")
     return tuple(prefix + p for p in skipped)
 
 
-def abstract_params(config: TokenizerConfig, *, theia: bool = False):
+def abstract_params(config: TokenizerConfig, *, theia: bool = False, decode_only: bool = False):
     """jax.eval_shape of VideoVQ's params (boxed with logical axis names); no memory is used."""
     model = VideoVQ(config)
-    init = lambda: model.init(jax.random.key(0), *init_inputs(config, with_video=theia), method=VideoVQ.initialize)
+    if decode_only:
+        codes = jnp.zeros((1, config.num_codes(1)), jnp.int32)
+        init = lambda: model.init(jax.random.key(0), codes, 1, method=VideoVQ.decode_codes)
+    else:
+        inputs = init_inputs(config, with_video=theia)
+        init = lambda: model.init(jax.random.key(0), *inputs, method=VideoVQ.initialize)
     return jax.eval_shape(init)["params"]
 
 
@@ -152,16 +169,18 @@ def has_theia(state_dict: Mapping[str, np.ndarray], prefix: str = "") -> bool:
 
 
 def convert_tokenizer(state_dict: Mapping[str, np.ndarray], config: TokenizerConfig, prefix: str = "",
-                      *, theia: bool | None = None, abstract=None, source: str = "tokenizer checkpoint"):
+                      *, theia: bool | None = None, decode_only: bool = False, abstract=None,
+                      source: str = "tokenizer checkpoint"):
     """(params, report) from a VideoVQ state dict. `theia=None` converts Theia's backbone when its
-    keys are present (decoding needs none; `encode_video` needs it). `abstract` replaces
-    `abstract_params(config, theia=theia)` (e.g. zero-size stand-ins in coverage tests)."""
-    theia = has_theia(state_dict, prefix) if theia is None else theia
+    keys are present (decoding needs none; `encode_video` needs it); `decode_only` converts just
+    what `decode_codes` uses. `abstract` replaces `abstract_params(...)` (e.g. zero-size stand-ins)."""
+    theia = (has_theia(state_dict, prefix) and not decode_only) if theia is None else theia
+    kinds = dict(theia=theia, decode_only=decode_only)
     return convert(
-        tokenizer_rules(config, prefix, theia=theia),
+        tokenizer_rules(config, prefix, **kinds),
         state_dict,
-        abstract_params(config, theia=theia) if abstract is None else abstract,
-        ignore_prefixes=tokenizer_ignore_prefixes(prefix, theia=theia),
+        abstract_params(config, **kinds) if abstract is None else abstract,
+        ignore_prefixes=tokenizer_ignore_prefixes(prefix, **kinds),
         source=source,
     )
 

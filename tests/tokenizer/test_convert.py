@@ -58,6 +58,9 @@ def test_diffusion_prefix(fixtures_dir):
     config = TokenizerConfig.full()
     _, zero_size = _zero_size(config, False)
     convert.convert_tokenizer(state, config, prefix, abstract=zero_size)
+    decode_only = jax.tree.map(lambda s: _standin(s.shape), nn.meta.unbox(convert.abstract_params(config, decode_only=True)))
+    params, _ = convert.convert_tokenizer(state, config, prefix, decode_only=True, abstract=decode_only)
+    assert set(params) == {"quantizer", "decoder"} and set(params["quantizer"]) == {"codebook", "project_out"}
     rules = convert.tokenizer_rules(config, prefix, param_prefix="semantic/")
     assert all(r.param.startswith("semantic/") and all(k.startswith(prefix) for k in r.key_list) for r in rules)
 

@@ -51,7 +51,7 @@ def test_e2e_tokenizer_decode(fixtures_dir):
 
 
 def test_dit_tokenizer_copy_decodes(fixtures_dir):
-    """The diffusion checkpoint's tokenizer copy, converted under its prefix."""
+    """The diffusion checkpoint's tokenizer copy, converted under its prefix (full and decode-only)."""
     case = _cases(fixtures_dir, "dit")[0]
     meta, arrays = load_case(case)
     config = TokenizerConfig.from_build_overrides(meta["config"]["tokenizer_build_tokenizer_overrides"])
@@ -59,4 +59,7 @@ def test_dit_tokenizer_copy_decodes(fixtures_dir):
     state = read_torch(case / "diffusion" / "1" / "mp_rank_00_model_states.pt", "module")
     state = {k: v for k, v in state.items() if k.startswith(prefix)}
     params, _ = convert_tokenizer(state, config, prefix)
-    _check_decode(VideoVQ(config), params, meta, arrays, "semantic_tokens")
+    decoder_params, report = convert_tokenizer(state, config, prefix, decode_only=True)
+    assert "encoder" not in decoder_params and report.ignored[prefix + "encoder."] > 0
+    for p in (params, decoder_params):
+        _check_decode(VideoVQ(config), p, meta, arrays, "semantic_tokens")
