@@ -89,13 +89,9 @@ def test_bad_latents_raise_before_compute(params, shape, match):
         api.decode_latents(params, CFG, jnp.zeros(shape))
 
 
-@pytest.mark.parametrize("shape, match", [
-    ((1, 6, 16, 16, 3), "1 \\+ 4k"),
-    ((1, 5, 12, 16, 3), "multiples of 8"),
-    ((1, 5, 16, 16, 4), "channels last"),
-])
-def test_bad_video_raises_before_compute(params, shape, match):
-    with pytest.raises(ValueError, match=match):
+@pytest.mark.parametrize("shape", [(1, 5, 16, 16, 4), (5, 16, 16, 3), (1, 0, 16, 16, 3)])
+def test_bad_video_raises_before_compute(params, shape):
+    with pytest.raises(ValueError, match="channels last"):
         api.encode(params, CFG, jnp.zeros(shape), key=jax.random.key(0))
 
 
