@@ -19,15 +19,20 @@ def group_stats(x, num_groups: int, eps: float):
     b, c = x.shape[0], x.shape[-1]
     if c % num_groups:
         raise ValueError(f"group_stats: {c} channels do not split into {num_groups} groups")
-    g = x.astype(jnp.float32).reshape(b, -1, num_groups, c // num_groups)
-    mean = jnp.mean(g, axis=(1, 3), keepdims=True)
-    var = jnp.mean(jnp.square(g - mean), axis=(1, 3), keepdims=True)
+    x32 = x.astype(jnp.float32).reshape(b, -1, c)
+    count = x32.shape[1] * (c // num_groups)
+
+    def group_mean(per_channel_sum):  # [b c] -> [b 1 c]: the mean over the channel's group
+        g = per_channel_sum.reshape(b, num_groups, c // num_groups).sum(-1, keepdims=True) / count
+        return jnp.broadcast_to(g, (b, num_groups, c // num_groups)).reshape(b, 1, c)
+
+    # per-channel sums over every position first (a reduction over the leading axis with the
+    # channels contiguous), then over the channels of each group on the small [b c] result
+    mean = group_mean(jnp.sum(x32, axis=1))
+    var = group_mean(jnp.sum(jnp.square(x32 - mean), axis=1))
     inv = jax.lax.rsqrt(var + eps)
-
-    def per_channel(s):  # [b 1 g 1] -> [b 1 … 1 c]
-        return jnp.repeat(s.reshape(b, num_groups), c // num_groups, axis=-1).reshape(b, *(1,) * (x.ndim - 2), c)
-
-    return per_channel(mean), per_channel(inv)
+    shape = (b, *(1,) * (x.ndim - 2), c)
+    return mean.reshape(shape), inv.reshape(shape)
 
 
 def group_normalize(x, num_groups: int, eps: float):
