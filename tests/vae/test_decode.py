@@ -33,7 +33,7 @@ def params():
 
 @pytest.fixture(scope="module")
 def latents():
-    return jax.random.normal(jax.random.key(1), (1, 7, 2, 3, CFG.z_channels))
+    return jax.random.normal(jax.random.key(1), (2, 7, 2, 3, CFG.z_channels))
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_chunked_decode_equals_python_loop_over_chunks(params, latents, chunked)
         video, cache = step(z[:, 2 * i + 1: 2 * i + 3], cache)
         outputs.append(video)
     expected = np.concatenate(outputs, axis=1)
-    assert chunked.shape == (1, 25, 16, 24, 3)
+    assert chunked.shape == (2, 25, 16, 24, 3)
     np.testing.assert_allclose(chunked, expected, atol=1e-5, rtol=1e-5)
 
 
