@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from landiff_jax.convert.io import CheckpointError
 
@@ -108,3 +111,68 @@ def verify_checksums(root: Path, checksum_file: Path | None = None,
     if bad:
         raise CheckpointError("release verification failed:\n  " + "\n  ".join(bad))
     return checksum_file
+
+
+def convert_release(release: Path, flan_t5: Path, out: Path, spec: dict[str, Any], *, verify: bool = True,
+                    checksum_file: Path | None = None, progress: Callable[[str], None] = print) -> Path:
+    """Convert a released tree (+ the Flan-T5 dir) into one converted checkpoint at `out`.
+
+    Everything is checked before anything heavy: every missing file is listed at once, then the
+    md5 sums (unless `verify` is False). Components are converted and written one at a time into
+    a temporary sibling directory that is renamed to `out` only when all succeeded.
+    """
+    from landiff_jax import checkpoint
+    from landiff_jax.diffusion.convert import load_diffusion
+    from landiff_jax.lm.convert import convert_lm
+    from landiff_jax.text.convert import convert_t5
+    from landiff_jax.tokenizer.convert import convert_tokenizer
+    from landiff_jax.vae.convert import convert_state_dict
+    from landiff_jax.convert.io import read_safetensors, read_torch
+
+    paths = ReleasePaths(Path(release), Path(flan_t5))
+    missing = paths.missing_files()
+    if missing:
+        raise CheckpointError("the release is incomplete; missing:\n  " + "\n  ".join(map(str, missing)))
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"output already exists (remove it first): {out}")
+    if verify:
+        progress(f"verifying md5 sums of {paths.root}")
+        used = verify_checksums(paths.root, checksum_file, progress)
+        progress(f"  all files match {used}")
+    hf_config = lambda d: json.loads((d / "config.json").read_text())
+    spec = {**spec, "t5_lm": hf_config(paths.flan_t5), "t5_dit": hf_config(paths.t5_v1_1)}
+    cfg = checkpoint.config_from_spec(spec)
+
+    with_report = lambda result: (result[0], result[1].summary())
+    steps = [
+        ("t5_lm", lambda: (convert_t5(read_safetensors(paths.flan_t5), cfg.t5_lm, source=str(paths.flan_t5)), None)),
+        ("t5_dit", lambda: (convert_t5(read_safetensors(paths.t5_v1_1), cfg.t5_dit, source=str(paths.t5_v1_1)), None)),
+        ("lm", lambda: with_report(convert_lm(read_safetensors(paths.llm), cfg.lm, source=str(paths.llm)))),
+        ("tokenizer", lambda: with_report(convert_tokenizer(read_safetensors(paths.tokenizer), cfg.tokenizer,
+                                                            source=str(paths.tokenizer)))),
+        ("diffusion", lambda: with_report(load_diffusion(paths.base_dit, paths.diffusion, cfg.dit, cfg.tokenizer))),
+        ("vae", lambda: with_report(convert_state_dict(read_torch(paths.vae, "state_dict"), cfg.vae,
+                                                       source=str(paths.vae)))),
+    ]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for number, (name, build) in enumerate(steps, 1):
+            progress(f"[{number}/{len(steps)}] converting {name}")
+            params, summary = build()
+            if summary:
+                progress(f"  {summary}")
+            checkpoint.save_component(tmp, name, params)
+            del params
+        for component, sub in checkpoint.TEXT_DIRS.items():
+            src = paths.flan_t5 if component == "t5_lm" else paths.t5_v1_1
+            checkpoint.copy_text_tokenizer(src, tmp / "text" / sub)
+        checkpoint.write_spec(tmp, {**spec, "converted_from": str(paths.root.resolve())})
+        tmp.chmod(0o755)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    progress(f"wrote {out}")
+    return out
