@@ -1,11 +1,17 @@
 """The semantic LM: a GPT of LLaMA blocks over codes and special tokens, conditioned by a
 prefix of micro-conditions and T5 text features.
 
-Every transformer call goes through one explicit KV cache, `(k, v)` each
-[layers, rows, heads, cache_len, head_dim] (heads before slots, so that one head's keys are a
+Every transformer call goes through one explicit KV cache: per layer `(k, v)`, each
+[rows, heads, cache_len, head_dim] (heads before slots, so that one head's keys are a
 contiguous [slots, head_dim] matrix for the attention dots), written at slot `index` and
-attended up to the query's own slot. Prefill (the whole prefix), single-token decode and the uncached forward
-(a prefill of the whole sequence into a fresh cache) are the same call with different `x`.
+attended up to the query's own slot. One block function serves both paths:
+- `SemanticLM.forward` (prefill of the whole prefix; the uncached forward is a prefill of the
+  whole sequence into a fresh cache) scans the layers over a stacked cache
+  [layers, rows, heads, cache_len, head_dim];
+- `decode` (one token per row) unrolls the layers over a tuple of per-layer caches, with
+  static slices of the stacked parameters, so that inside the sampler's loop each layer's
+  cache is a loop-carried buffer updated in place (no per-step copy of the stacked cache or
+  of a layer's weights).
 
 Rows of one batch share slot numbers; a row whose prompt is shorter is *left-padded*: its
 `pad` first slots are masked out as keys and its RoPE positions are `slot - pad`, so a row
@@ -71,14 +77,15 @@ class MicroConditioner(nn.Module):
 
 
 class LlamaBlock(nn.Module):
-    """x + wo(attn(rope(wqkv(norm0 x)))), then + w2(gelu(w1 ·) · w3 ·) of norm1; cache updated in place."""
+    """x + wo(attn(rope(wqkv(norm0 x)))), then + w2(gelu(w1 ·) · w3 ·) of norm1; the layer's
+    cache gets this call's keys/values at slot `index`."""
 
     cfg: LMConfig
 
     @nn.compact
-    def __call__(self, carry, layer, angles, mask, index):
-        # x [b s d]; cache_k/v [L b h T k]; angles [b s k/2]; mask [b 1 s T]
-        x, cache_k, cache_v = carry
+    def __call__(self, x, cache, angles, mask, index):
+        # x [b s d]; cache (k, v) each [b h T k]; angles [b s k/2]; mask [b 1 s T]
+        cache_k, cache_v = cache
         cfg = self.cfg
         kw = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype)
         init = nn.initializers.lecun_normal()
@@ -86,10 +93,10 @@ class LlamaBlock(nn.Module):
         qkv = nn.DenseGeneral((3, cfg.num_heads, cfg.head_dim), use_bias=False, name="wqkv",
                               kernel_init=_partitioned(init, ("embed", None, "heads", "kv")), **kw)(h)
         q, k, v = apply_rope(qkv[:, :, 0], angles), apply_rope(qkv[:, :, 1], angles), qkv[:, :, 2]
-        at = (layer, 0, 0, index, 0)
-        cache_k = jax.lax.dynamic_update_slice(cache_k, jnp.swapaxes(k, 1, 2)[None].astype(cache_k.dtype), at)
-        cache_v = jax.lax.dynamic_update_slice(cache_v, jnp.swapaxes(v, 1, 2)[None].astype(cache_v.dtype), at)
-        keys, values = (jnp.swapaxes(c[layer], 1, 2).astype(q.dtype) for c in (cache_k, cache_v))
+        at = (0, 0, index, 0)
+        cache_k = jax.lax.dynamic_update_slice(cache_k, jnp.swapaxes(k, 1, 2).astype(cache_k.dtype), at)
+        cache_v = jax.lax.dynamic_update_slice(cache_v, jnp.swapaxes(v, 1, 2).astype(cache_v.dtype), at)
+        keys, values = (jnp.swapaxes(c, 1, 2).astype(q.dtype) for c in (cache_k, cache_v))
         # XLA attention: a decode query is one token over a length-masked cache; fused flash
         # kernels gain nothing there and the same call serves the prefill
         attn = dot_product_attention(q, keys, values, mask=mask, implementation="xla")
@@ -97,13 +104,19 @@ class LlamaBlock(nn.Module):
                                 kernel_init=_partitioned(init, ("heads", "kv", "embed")), **kw)(attn)
         mlp = GatedMlp(cfg.mlp_dim, act=gelu_tanh, use_bias=False, name="mlp", **kw)
         x = x + mlp(RMSNorm(cfg.norm_eps, name="norm1", **kw)(x))
-        return (x, cache_k, cache_v), None
+        return x, (cache_k, cache_v)
 
 
 def init_cache(cfg: LMConfig, rows: int, length: int):
-    """An empty KV cache: (k, v), each [layers, rows, heads, length, head_dim] in cfg.dtype."""
+    """An empty stacked KV cache: (k, v), each [layers, rows, heads, length, head_dim] in cfg.dtype."""
     shape = (cfg.num_layers, rows, cfg.num_heads, length, cfg.head_dim)
     return jnp.zeros(shape, cfg.dtype), jnp.zeros(shape, cfg.dtype)
+
+
+def split_cache(cache):
+    """Stacked (k, v) [layers, ...] -> the tuple of per-layer (k, v) that `decode` carries."""
+    cache_k, cache_v = cache
+    return tuple((cache_k[i], cache_v[i]) for i in range(cache_k.shape[0]))
 
 
 def attention_inputs(cfg: LMConfig, index, length: int, pads, cache_len: int):
@@ -125,7 +138,7 @@ class SemanticLM(nn.Module):
         self.text_cond = TextCond(cfg)
         self.micro_cond = MicroConditioner(cfg)
         self.blocks = scan_layers(LlamaBlock, cfg.num_layers, in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
-                                  cfg=cfg)
+                                  cfg=cfg)  # params under "layers"
         self.final_norm = LayerNorm(cfg.final_norm_eps, param_dtype=cfg.param_dtype)
         # logits in float32, as the original (its head runs on x.float())
         self.head = dense(cfg.vocab_size, ("embed", "vocab"), use_bias=False, param_dtype=cfg.param_dtype)
@@ -154,16 +167,16 @@ class SemanticLM(nn.Module):
         src = jnp.where(slot < pads[:, None], slot + m1, jnp.where(slot < pads[:, None] + m1, slot - pads[:, None], slot))
         return jnp.take_along_axis(rows, src[:, :, None], axis=1), pads
 
+    def logits(self, x):
+        """Final norm and head: x [... d] -> float32 logits [... V] (the original's head runs on x.float())."""
+        return self.head(self.final_norm(x).astype(jnp.float32))
+
     def forward(self, x, cache, index, pads, last_only: bool = True):
-        """x [r s d] written at slots index..index+s-1 -> (float32 logits [r V] of the last query
-        (or [r s V]), updated cache)."""
-        cache_k, cache_v = cache
-        angles, mask = attention_inputs(self.cfg, index, x.shape[1], pads, cache_k.shape[3])
-        layers = jnp.arange(self.cfg.num_layers)
-        (x, cache_k, cache_v), _ = self.blocks((x.astype(self.cfg.dtype), cache_k, cache_v), layers, angles, mask, index)
-        if last_only:
-            x = x[:, -1]
-        return self.head(self.final_norm(x).astype(jnp.float32)), (cache_k, cache_v)
+        """x [r s d] written at slots index..index+s-1 of the stacked cache -> (float32 logits
+        [r V] of the last query (or [r s V]), updated stacked cache)."""
+        angles, mask = attention_inputs(self.cfg, index, x.shape[1], pads, cache[0].shape[3])
+        x, cache = self.blocks(x.astype(self.cfg.dtype), cache, angles, mask, index)
+        return self.logits(x[:, -1] if last_only else x), cache
 
     def __call__(self, text_hidden, text_mask, micro, tokens, guidance: bool = False):
         """Uncached full forward: logits [r, prefix + s, V] of the prefix (ending with
@@ -174,6 +187,24 @@ class SemanticLM(nn.Module):
         x = jnp.concatenate([x, steps], axis=1)
         logits, _ = self.forward(x, init_cache(self.cfg, x.shape[0], x.shape[1]), 0, pads, last_only=False)
         return logits
+
+
+def decode(cfg: LMConfig, params, tokens, caches, index, pads):
+    """One cached step: tokens [r] written at slot `index` -> (float32 logits [r V], caches).
+
+    caches: the tuple of per-layer (k, v) of `split_cache`. The layers are unrolled: layer i
+    runs the same `LlamaBlock` on static slices `p[i]` of the stacked parameters and on its own
+    cache buffer, so a loop carrying `caches` updates them in place.
+    """
+    model, block = SemanticLM(cfg), LlamaBlock(cfg)
+    x = model.apply({"params": params}, tokens[:, None], method=SemanticLM.embed).astype(cfg.dtype)
+    angles, mask = attention_inputs(cfg, index, 1, pads, caches[0][0].shape[2])
+    updated = []
+    for i, cache in enumerate(caches):
+        layer = jax.tree.map(lambda p: p[i], params["layers"])
+        x, cache = block.apply({"params": layer}, x, cache, angles, mask, index)
+        updated.append(cache)
+    return model.apply({"params": params}, x[:, -1], method=SemanticLM.logits), tuple(updated)
 
 
 def init_params(cfg: LMConfig, rng):

@@ -1,7 +1,8 @@
 """Guided sampling of semantic tokens: one jitted function.
 
 Prefill of the whole prefix (conditional and, with guidance, unconditional rows in one batch),
-then a `lax.fori_loop` over positions with a preallocated KV cache. Per step: guided logits
+then a `lax.fori_loop` over positions with a preallocated KV cache (one buffer per layer,
+carried by the loop and updated in place; see `model.decode`). Per step: guided logits
 `u + g·(c − u)` in float32, divided by the temperature; at constrained steps a softmax
 restricted to the allowed special tokens, elsewhere optional top-k / top-p; a greedy argmax
 or a categorical draw from the row's own key; structural positions overwritten by their
@@ -21,7 +22,7 @@ import numpy as np
 
 from landiff_jax.lm import layout as L
 from landiff_jax.lm.config import LMConfig
-from landiff_jax.lm.model import SemanticLM, init_cache
+from landiff_jax.lm.model import SemanticLM, decode, init_cache, split_cache
 
 
 @flax.struct.dataclass
@@ -120,6 +121,7 @@ def _sample(params, text_hidden, text_mask, micro, rng, options: SampleOptions, 
     rows, prefix = x.shape[:2]
     # the final draw (EOS) is never fed back
     logits, cache = call(SemanticLM.forward, x, init_cache(cfg, rows, prefix + steps - 1), 0, pads)
+    caches = split_cache(cache)
 
     forced, allow = jnp.asarray(layout.forced), jnp.asarray(layout.allow)
 
@@ -142,18 +144,17 @@ def _sample(params, text_hidden, text_mask, micro, rng, options: SampleOptions, 
         return out
 
     def body(step, state):
-        cache, logits, out = state
+        caches, logits, out = state
         guided, draw, fed = choose(step, logits)
         out = record(out, step, logits, guided, draw, fed)
-        x = jnp.tile(call(SemanticLM.embed, fed[:, None]), (rows // batch, 1, 1))
-        logits, cache = call(SemanticLM.forward, x, cache, prefix + step, pads)
-        return cache, logits, out
+        logits, caches = decode(cfg, params, jnp.tile(fed, rows // batch), caches, prefix + step, pads)
+        return caches, logits, out
 
     out = dict(tokens=jnp.zeros((batch, steps), jnp.int32), draws=jnp.zeros((batch, steps), jnp.int32))
     if trace:
         out.update(logits=jnp.zeros((steps, rows, cfg.vocab_size), jnp.float32),
                    guided=jnp.zeros((steps, batch, cfg.vocab_size), jnp.float32))
-    _, logits, out = fori_loop(0, steps - 1, body, (cache, logits, out))
+    _, logits, out = fori_loop(0, steps - 1, body, (caches, logits, out))
     out = record(out, steps - 1, logits, *choose(steps - 1, logits))
 
     codes = jnp.clip(out["tokens"][:, layout.code_steps], 0, cfg.codebook_size - 1)
