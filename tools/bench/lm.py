@@ -1,11 +1,14 @@
 """Benchmark of the LM's jitted guided sampler (random weights of the released shapes, on device).
 
 usage: python tools/bench/lm.py --preset full --dtype bfloat16 [--frames 13] [--prompts 1]
-       [--text-tokens 64] [--guidance 6.5] [--greedy] [--repeats 3]
+       [--text-tokens 64] [--guidance 6.5] [--greedy] [--repeats 3] [--hlo-out FILE] [--matmul-floor]
 Prints one JSON line: seconds per call (prefill + all sampled positions), ms per sampled
 position, compile seconds, peak device memory, and the fraction of the HBM roofline reached:
 (bytes of the decode weights + the KV cache a step needs) per step / bandwidth, against the
 nominal 3.0 TB/s and against a bandwidth measured here with a large read-only reduction.
+--matmul-floor also times a loop of only the blocks' weight matmuls (same shapes, same unrolled
+layers, nothing else): the floor XLA's matmuls reach on this device, to tell matmul efficiency
+from per-step overhead.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--xla-flags", default="", help="appended to XLA_FLAGS before the backend starts "
                    "(e.g. --xla_gpu_enable_dynamic_slice_fusion=true)")
+    p.add_argument("--hlo-out", default="", help="write the optimized HLO of the sampler to this file")
+    p.add_argument("--matmul-floor", action="store_true", help="also time a loop of only the weight matmuls")
     return p
 
 
@@ -75,6 +80,29 @@ def large_copies(hlo_text: str, min_elements: int = 1 << 20) -> dict:
             key = f"{match[1]}[{match[2]}]"
             found[key] = found.get(key, 0) + 1
     return found
+
+
+def matmul_floor_ms(cfg: LMConfig, params, rows: int, steps: int = 200) -> float:
+    """ms per step of a loop doing only the decode step's weight matmuls ([rows, hidden] activations
+    through each layer's wqkv, wo, gate, up, down), layers unrolled over static slices."""
+    layers = params["layers"]
+    d = cfg.hidden
+    mats = (layers["wqkv"]["kernel"].reshape(cfg.num_layers, d, -1), layers["wo"]["kernel"].reshape(cfg.num_layers, -1, d),
+            layers["mlp"]["gate"]["kernel"], layers["mlp"]["up"]["kernel"], layers["mlp"]["down"]["kernel"])
+
+    def run(mats, x):
+        wqkv, wo, gate, up, down = mats
+
+        def body(_, x):
+            for i in range(cfg.num_layers):
+                x = x + jnp.dot(jnp.dot(x, wqkv[i])[:, :d], wo[i])
+                x = x + jnp.dot(jnp.dot(x, gate[i]) * jnp.dot(x, up[i]), down[i])
+            return x * 1e-3
+        return jax.lax.fori_loop(0, steps, body, x)
+
+    x = jax.random.normal(jax.random.key(3), (rows, d), cfg.dtype)
+    _, ms = time_jitted(jax.jit(run), mats, x, repeats=3)
+    return ms / steps
 
 
 def bytes_per_step(cfg: LMConfig, params, rows: int, prefix: int, steps: int) -> dict:
@@ -111,7 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     compiled = fn.lower(*call_args).compile()
     compile_s = time.perf_counter() - start
     _, ms = time_jitted(compiled, *call_args, repeats=args.repeats)
-    copies = large_copies(compiled.as_text())
+    hlo = compiled.as_text()
+    copies = large_copies(hlo)
+    if args.hlo_out:
+        Path(args.hlo_out).write_text(hlo)
 
     steps = layout.steps
     rows = b * (2 if options.guidance else 1)
@@ -131,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         "roofline_fraction_3TBs": round(needed / NOMINAL_BANDWIDTH / step_s, 4),
         "large_copies_in_hlo": copies, "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
+    if args.matmul_floor:
+        floor = matmul_floor_ms(cfg, params, rows)
+        figures |= {"matmul_floor_ms_per_step": round(floor, 4),
+                    "matmul_floor_tbs": round(traffic["weights"] / floor / 1e9, 3)}
     bandwidth = measured_bandwidth()
     if bandwidth:
         figures |= {"measured_bandwidth_tbs": round(bandwidth / 1e12, 3),
