@@ -87,7 +87,8 @@ class LanDiffConfig:
     def tiny(cls) -> "LanDiffConfig":
         """A few-MB system for tests and the CPU demo: 9 frames of 64×96 from 3 semantic frames."""
         tokenizer = TokenizerConfig.tiny()
-        dit = DiTConfig.tiny(semantic=dataclasses.replace(DiTConfig.tiny().semantic, z_channels=tokenizer.output_channels))
+        dit = DiTConfig.tiny(text_length=96,  # room for byte-level prompts in the random-weight demo
+                             semantic=dataclasses.replace(DiTConfig.tiny().semantic, z_channels=tokenizer.output_channels))
         return cls(T5Config.tiny(), T5Config.tiny(), tokenizer, LMConfig.tiny(), dit,
                    SamplerConfig(num_steps=4, cfg_num_steps=4), VAEConfig.tiny()).check()
 

@@ -24,6 +24,21 @@ def atomic_path(path: Path):
     return Path(tmp)
 
 
+def write_npy(path: str | Path, array) -> Path:
+    """np.save to `path` atomically (parent created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, np.asarray(array))
+        tmp.chmod(0o644)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def write_mp4(path: str | Path, frames, fps: int = 8) -> Path:
     """Write [f H W 3] frames to `path` (parent created); nothing is left behind on failure."""
     import imageio.v2 as imageio

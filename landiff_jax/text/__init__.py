@@ -5,9 +5,10 @@ from landiff_jax.text.config import T5Config
 from landiff_jax.text.convert import load_t5, t5_rules
 from landiff_jax.text.encoders import encode_for_diffusion, encode_for_lm, encode_ids, unpadded
 from landiff_jax.text.t5 import T5Encoder
-from landiff_jax.text.tokenizer import T5TextTokenizer, TruncationWarning
+from landiff_jax.text.tokenizer import ByteTokenizer, T5TextTokenizer, TruncationWarning
 
 __all__ = [
+    "ByteTokenizer",
     "T5Config",
     "T5Encoder",
     "T5TextTokenizer",

@@ -22,19 +22,7 @@ from landiff_jax.text.config import T5Config
 from landiff_jax.text.convert import load_t5
 from landiff_jax.text.encoders import encode_for_diffusion, encode_for_lm
 from landiff_jax.text.t5 import T5Encoder
-from landiff_jax.text.tokenizer import T5TextTokenizer
-
-
-class ByteTokenizer(T5TextTokenizer):
-    """Stand-in when no spiece.model is given: UTF-8 byte + 3 per token, `</s>` = 1, pad 0.
-    Same padding and truncation as the T5 tokenizer; NOT T5's vocabulary."""
-
-    def __init__(self):  # no sentencepiece model to load
-        self.eos_id = 1
-        self.vocab_size = 256 + 3
-
-    def ids(self, text: str) -> list[int]:
-        return [b + 3 for b in text.encode("utf-8")]
+from landiff_jax.text.tokenizer import ByteTokenizer, T5TextTokenizer
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -106,6 +106,18 @@ class T5TextTokenizer:
         return ids
 
 
+class ByteTokenizer(T5TextTokenizer):
+    """Stand-in when no spiece.model is given: UTF-8 byte + 3 per token, `</s>` = 1, pad 0.
+    Same padding and truncation as the T5 tokenizer; NOT T5's vocabulary."""
+
+    def __init__(self):  # no sentencepiece model to load
+        self.eos_id = 1
+        self.vocab_size = 256 + 3
+
+    def ids(self, text: str) -> list[int]:
+        return [b + 3 for b in text.encode("utf-8")]
+
+
 def _check_texts(texts: Sequence[str]) -> list[str]:
     if isinstance(texts, str):
         raise TypeError("texts must be a list of prompts, not a single string")

@@ -1,0 +1,217 @@
+"""Text → semantic tokens → latents → video: LanDiff end to end.
+
+    pipe = LanDiff.from_checkpoint("ckpts/landiff-jax", dtype="bfloat16")
+    result = pipe.generate(["A red fox walks through snow."], GenerateOptions(seed=42))
+    result.video  # [b F H W 3] float32 in [0, 1]
+
+Stages (each compiled once per shape): Flan-T5 encode → LM sampling (one jitted loop) →
+T5-v1.1 encode → semantic conditioner (once per generation) → guided DiT sampling (one jitted
+scan) → chunked VAE decode. Every argument is checked before any heavy compute.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+import flax.linen as nn
+
+from landiff_jax import checkpoint, lm, text, vae
+from landiff_jax.config import LanDiffConfig
+from landiff_jax.diffusion import conditioner, sampler
+from landiff_jax.diffusion.convert import abstract_params as diffusion_abstract
+from landiff_jax.text.convert import abstract_t5_params
+from landiff_jax.tokenizer.convert import abstract_params as tokenizer_abstract
+
+TEXT_COMPONENTS = ("t5_lm", "t5_dit")
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerateOptions:
+    """Defaults are the original CLI's (`landiff/infer_video.py`)."""
+
+    seed: int = 42
+    num_frames: int | None = None  # video frames (1 + 8k); None: the model's maximum (49 at full size)
+    lm_guidance: float = 7.5
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    greedy: bool = False
+    motion_score: float = 0.1
+    steps: int | None = None  # diffusion steps; None: the config's (50)
+    dit_guidance: float | None = None  # dynamic CFG scale; None: the config's (6)
+    dit_guidance_exp: float | None = None  # dynamic CFG exponent; None: the config's (5)
+
+
+@dataclasses.dataclass
+class GenerateResult:
+    codes: np.ndarray  # [b N] semantic tokens
+    latents: np.ndarray  # [b t h w c] sampler output
+    video: np.ndarray  # [b F H W 3] in [0, 1]
+
+
+def abstract_params(cfg: LanDiffConfig) -> dict[str, Any]:
+    """Shapes (with logical axis names) of every component's params."""
+    return {
+        "t5_lm": abstract_t5_params(cfg.t5_lm),
+        "t5_dit": abstract_t5_params(cfg.t5_dit),
+        "lm": lm.abstract_params(cfg.lm),
+        "tokenizer": tokenizer_abstract(cfg.tokenizer),
+        "diffusion": diffusion_abstract(cfg.dit, cfg.tokenizer),
+        "vae": vae.abstract_params(cfg.vae),
+    }
+
+
+def random_params(abstract, seed: int = 0, std: float = 0.02):
+    """Random weights of the given shapes (numpy): norm scales 1, biases 0, the rest N(0, std²)."""
+    rng = np.random.default_rng(seed)
+    flat = traverse_util.flatten_dict(nn.meta.unbox(abstract), sep="/")
+
+    def fill(path: str, leaf):
+        name = path.rsplit("/", 1)[-1]
+        if name == "scale":
+            return np.ones(leaf.shape, leaf.dtype)
+        if name == "bias":
+            return np.zeros(leaf.shape, leaf.dtype)
+        return (rng.standard_normal(leaf.shape, np.float32) * std).astype(leaf.dtype)
+
+    return traverse_util.unflatten_dict({k: fill(k, v) for k, v in flat.items()}, sep="/")
+
+
+class LanDiff:
+    """The whole system with its params on device; one instance serves many generate calls."""
+
+    def __init__(self, cfg: LanDiffConfig, params: dict[str, Any], tokenizers: dict[str, text.T5TextTokenizer],
+                 *, random_weights: bool = False):
+        self.cfg = cfg.check()
+        self.tokenizers = tokenizers
+        self.random_weights = random_weights
+        casts = {"t5_lm": cfg.t5_lm, "t5_dit": cfg.t5_dit, "lm": cfg.lm, "tokenizer": cfg.tokenizer,
+                 "diffusion": cfg.dit, "vae": cfg.vae}
+        self.params = {
+            name: jax.tree.map(lambda a, d=casts[name].param_dtype: jnp.asarray(a, d), tree)
+            for name, tree in params.items()
+        }
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(cls, directory: str | Path, dtype: str | None = None) -> "LanDiff":
+        """A converted checkpoint (`tools/convert.py`), computed in `dtype` (default: as stored)."""
+        spec = checkpoint.read_spec(Path(directory))
+        if dtype is not None:
+            spec = {**spec, "dtype": dtype}
+        cfg = checkpoint.config_from_spec(spec)
+        _, params = checkpoint.load(directory)
+        tokenizers = {c: text.T5TextTokenizer(checkpoint.text_tokenizer_dir(directory, c)) for c in TEXT_COMPONENTS}
+        return cls(cfg, params, tokenizers)
+
+    @classmethod
+    def random(cls, cfg: LanDiffConfig, seed: int = 0) -> "LanDiff":
+        """RANDOM weights and byte-level text ids: shows the code path, the video is noise."""
+        params = {name: random_params(tree, seed + i) for i, (name, tree) in enumerate(abstract_params(cfg).items())}
+        return cls(cfg, params, {c: text.ByteTokenizer() for c in TEXT_COMPONENTS}, random_weights=True)
+
+    # ---- checks -------------------------------------------------------------------------
+    def latent_frames(self, num_frames: int | None) -> int:
+        """Video frames → latent/semantic frames T (odd, ≥ 3, ≤ the tokenizer's temporal size)."""
+        t_max = self.cfg.max_latent_frames
+        if num_frames is None:
+            return t_max
+        valid = [self.cfg.video_frames(t) for t in range(3, t_max + 1, 2)]
+        if num_frames not in valid:
+            raise ValueError(f"num_frames={num_frames} is not supported; choose one of {valid}")
+        return (num_frames - 1) // self.cfg.vae.temporal_compress_times + 1
+
+    def check_prompts(self, prompts: Sequence[str]) -> list[str]:
+        if isinstance(prompts, str) or not prompts:
+            raise ValueError("give a non-empty list of prompts")
+        empty = [i for i, p in enumerate(prompts) if not isinstance(p, str) or not p.strip()]
+        if empty:
+            raise ValueError(f"empty prompt(s) at position(s) {empty}")
+        return list(prompts)
+
+    def check_codes(self, codes, latent_frames: int, batch: int) -> np.ndarray:
+        codes = np.asarray(codes)
+        want = (batch, self.cfg.tokenizer.num_codes(latent_frames))
+        if codes.shape != want:
+            raise ValueError(f"codes have shape {codes.shape}, expected {want} for {latent_frames} semantic frames")
+        if codes.min() < 0 or codes.max() >= self.cfg.tokenizer.codebook_size:
+            raise ValueError(f"codes must lie in [0, {self.cfg.tokenizer.codebook_size})")
+        return codes.astype(np.int32)
+
+    # ---- stages -------------------------------------------------------------------------
+    def sample_codes(self, prompts: Sequence[str], latent_frames: int, options: GenerateOptions, *,
+                     trace: bool = False) -> lm.SampleOutput:
+        """Flan-T5 → LM sampling: semantic tokens [b N] (I-frame codes, then P-frame codes)."""
+        hidden, mask = text.encode_for_lm(self.tokenizers["t5_lm"], self.params["t5_lm"], self.cfg.t5_lm, prompts)
+        sample_options = lm.SampleOptions.create(guidance_scale=options.lm_guidance, temperature=options.temperature,
+                                                 top_k=options.top_k, top_p=options.top_p, greedy=options.greedy)
+        keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(options.seed), i))(jnp.arange(len(prompts)))
+        return lm.sample(self.params["lm"], self.cfg.lm, hidden, mask, num_frames=latent_frames,
+                         motion_score=options.motion_score, options=sample_options, rng=keys, trace=trace)
+
+    def text_context(self, prompts: Sequence[str]):
+        """T5-v1.1 context [b L D] (right-padded, no mask) and the unconditional zeros."""
+        context = text.encode_for_diffusion(self.tokenizers["t5_dit"], self.params["t5_dit"], self.cfg.t5_dit,
+                                            prompts, self.cfg.dit.text_length)
+        context = context.astype(jnp.float32)
+        return context, jnp.zeros_like(context)
+
+    def semantic_feature(self, codes, latent_frames: int, *, collect: bool = False):
+        """Semantic tokens → the control branch's feature [b t H W c], once per generation."""
+        return conditioner.semantic_feature(self.cfg.dit, self.cfg.tokenizer, self.params["diffusion"],
+                                            jnp.asarray(codes), latent_frames, collect=collect)
+
+    def sampler_config(self, options: GenerateOptions):
+        s = self.cfg.sampler
+        replace = {k: v for k, v in dict(num_steps=options.steps, cfg_num_steps=options.steps,
+                                         cfg_scale=options.dit_guidance, cfg_exp=options.dit_guidance_exp).items()
+                   if v is not None}
+        return dataclasses.replace(s, **replace)
+
+    def sample_latents(self, context, uncond_context, feature, options: GenerateOptions, *, init_noise=None,
+                       step_noise=None, trajectory: bool = False):
+        """Guided DPM++(2M) SDE sampling (one jitted scan): latents [b t h w c] float32."""
+        key = None if init_noise is not None else jax.random.fold_in(jax.random.key(options.seed), 1 << 20)
+        return sampler.sample(self.cfg.dit, self.sampler_config(options), self.params["diffusion"]["dit"], context,
+                              uncond_context, feature, key=key, init_noise=init_noise, step_noise=step_noise,
+                              trajectory=trajectory)
+
+    def decode(self, latents):
+        """Chunked VAE decode → video [b F H W 3] in [0, 1]."""
+        return vae.to_unit(vae.decode_latents(self.params["vae"], self.cfg.vae, latents))
+
+    def generate(self, prompts: Sequence[str], options: GenerateOptions = GenerateOptions(), *, codes=None,
+                 progress: Callable[[str], None] = lambda s: None) -> GenerateResult:
+        """The whole job. `codes` [b N] skips the LM (e.g. codes saved by an earlier run)."""
+        prompts = self.check_prompts(prompts)
+        t = self.latent_frames(options.num_frames)
+        if codes is not None:
+            codes = self.check_codes(codes, t, len(prompts))
+        self.sampler_config(options)  # validates the diffusion settings before any compute
+        if codes is None:
+            with _stage(progress, "LM: semantic tokens"):
+                codes = np.asarray(self.sample_codes(prompts, t, options).codes)
+        with _stage(progress, "diffusion: text context + semantic feature"):
+            context, uncond = self.text_context(prompts)
+            feature = jax.block_until_ready(self.semantic_feature(codes, t))
+        with _stage(progress, f"diffusion: {self.sampler_config(options).num_steps} guided steps"):
+            latents = jax.block_until_ready(self.sample_latents(context, uncond, feature, options))
+        with _stage(progress, "VAE: decode"):
+            video = jax.block_until_ready(self.decode(latents))
+        return GenerateResult(codes=np.asarray(codes), latents=np.asarray(latents), video=np.asarray(video))
+
+
+@contextlib.contextmanager
+def _stage(progress: Callable[[str], None], name: str):
+    progress(f"{name} ...")
+    start = time.perf_counter()
+    yield
+    progress(f"{name}: {time.perf_counter() - start:.1f} s")
