@@ -77,7 +77,9 @@ def compare(name: str, actual, expected, tol: Tolerance) -> Check:
     if not np.all(np.isfinite(a)):
         return Check(name, False, float("inf"), float("inf"), "non-finite values")
     err = np.abs(a - e)
-    ratio = float(np.max(err / (tol.atol + tol.rtol * np.abs(e)))) if err.size else 0.0
+    band = tol.atol + tol.rtol * np.abs(e)  # zero band (atol = rtol = 0): exact equality
+    over = np.divide(err, band, out=np.where(err > 0, np.inf, 0.0), where=band > 0)
+    ratio = float(over.max()) if err.size else 0.0
     return Check(name, ratio <= 1.0, float(err.max()) if err.size else 0.0, ratio)
 
 
