@@ -88,6 +88,8 @@ def sample_loop(cfg: DiTConfig, params, steps: StepInputs, x_init, context, unco
     """The compiled loop behind `sample`: scan `guided_step` over `steps` (see `step_inputs`) from
     x_init; key draws the per-step noise when steps.noise is None. → (x, per-step outputs | None)."""
     context_pair = jnp.concatenate([uncond_context, context])
+    if semantic_feature.shape[0] > 1:  # one feature per prompt, for both guidance rows
+        semantic_feature = jnp.concatenate([semantic_feature, semantic_feature])
     body = functools.partial(guided_step, cfg, params, context_pair, semantic_feature, sigma_table, key)
     if not trajectory:
         body_ = body
