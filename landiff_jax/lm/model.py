@@ -8,10 +8,10 @@ attended up to the query's own slot. One block function serves both paths:
 - `SemanticLM.forward` (prefill of the whole prefix; the uncached forward is a prefill of the
   whole sequence into a fresh cache) scans the layers over a stacked cache
   [layers, rows, heads, cache_len, head_dim];
-- `decode` (one token per row) unrolls the layers over a tuple of per-layer caches, with
-  static slices of the stacked parameters, so that inside the sampler's loop each layer's
-  cache is a loop-carried buffer updated in place (no per-step copy of the stacked cache or
-  of a layer's weights).
+- `decode` (one token per row) unrolls the layers over a tuple of per-layer caches and a
+  tuple of per-layer parameters (`layer_params`, sliced once before the sampler's loop), so
+  that inside the loop each layer's cache is a loop-carried buffer updated in place and each
+  weight is read where it lies (no per-step copy of the stacked cache or of a layer's weights).
 
 Rows of one batch share slot numbers; a row whose prompt is shorter is *left-padded*: its
 `pad` first slots are masked out as keys and its RoPE positions are `slot - pad`, so a row
@@ -189,19 +189,30 @@ class SemanticLM(nn.Module):
         return logits
 
 
-def decode(cfg: LMConfig, params, tokens, caches, index, pads):
+def layer_params(params):
+    """The stacked block parameters as a tuple of per-layer trees, materialised once.
+
+    Slicing `p[i]` inside a loop body makes XLA copy every layer's weights out of the stack at
+    every step (3x the weight traffic); sliced before the loop, behind an optimization barrier
+    that keeps the slices from being sunk back into the body, each step reads them in place.
+    """
+    stacked = params["layers"]
+    num_layers = jax.tree.leaves(stacked)[0].shape[0]
+    return jax.lax.optimization_barrier(tuple(jax.tree.map(lambda p: p[i], stacked) for i in range(num_layers)))
+
+
+def decode(cfg: LMConfig, params, layers, tokens, caches, index, pads):
     """One cached step: tokens [r] written at slot `index` -> (float32 logits [r V], caches).
 
-    caches: the tuple of per-layer (k, v) of `split_cache`. The layers are unrolled: layer i
-    runs the same `LlamaBlock` on static slices `p[i]` of the stacked parameters and on its own
-    cache buffer, so a loop carrying `caches` updates them in place.
+    layers: `layer_params(params)`; caches: the tuple of per-layer (k, v) of `split_cache`.
+    The layers are unrolled, each running the same `LlamaBlock` on its own parameters and its
+    own cache buffer, so a loop carrying `caches` updates them in place.
     """
     model, block = SemanticLM(cfg), LlamaBlock(cfg)
     x = model.apply({"params": params}, tokens[:, None], method=SemanticLM.embed).astype(cfg.dtype)
     angles, mask = attention_inputs(cfg, index, 1, pads, caches[0][0].shape[2])
     updated = []
-    for i, cache in enumerate(caches):
-        layer = jax.tree.map(lambda p: p[i], params["layers"])
+    for layer, cache in zip(layers, caches, strict=True):
         x, cache = block.apply({"params": layer}, x, cache, angles, mask, index)
         updated.append(cache)
     return model.apply({"params": params}, x[:, -1], method=SemanticLM.logits), tuple(updated)

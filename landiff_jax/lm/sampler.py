@@ -22,7 +22,7 @@ import numpy as np
 
 from landiff_jax.lm import layout as L
 from landiff_jax.lm.config import LMConfig
-from landiff_jax.lm.model import SemanticLM, decode, init_cache, split_cache
+from landiff_jax.lm.model import SemanticLM, decode, init_cache, layer_params, split_cache
 
 
 @flax.struct.dataclass
@@ -121,7 +121,7 @@ def _sample(params, text_hidden, text_mask, micro, rng, options: SampleOptions, 
     rows, prefix = x.shape[:2]
     # the final draw (EOS) is never fed back
     logits, cache = call(SemanticLM.forward, x, init_cache(cfg, rows, prefix + steps - 1), 0, pads)
-    caches = split_cache(cache)
+    caches, layers = split_cache(cache), layer_params(params)
 
     forced, allow = jnp.asarray(layout.forced), jnp.asarray(layout.allow)
 
@@ -147,7 +147,7 @@ def _sample(params, text_hidden, text_mask, micro, rng, options: SampleOptions, 
         caches, logits, out = state
         guided, draw, fed = choose(step, logits)
         out = record(out, step, logits, guided, draw, fed)
-        logits, caches = decode(cfg, params, jnp.tile(fed, rows // batch), caches, prefix + step, pads)
+        logits, caches = decode(cfg, params, layers, jnp.tile(fed, rows // batch), caches, prefix + step, pads)
         return caches, logits, out
 
     out = dict(tokens=jnp.zeros((batch, steps), jnp.int32), draws=jnp.zeros((batch, steps), jnp.int32))

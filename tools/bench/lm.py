@@ -31,7 +31,7 @@ from common import emit, peak_memory_gb, time_jitted  # noqa: E402
 
 from landiff_jax.lm import layout as L  # noqa: E402
 from landiff_jax.lm.config import LMConfig  # noqa: E402
-from landiff_jax.lm.model import init_params  # noqa: E402
+from landiff_jax.lm.model import init_params, layer_params  # noqa: E402
 from landiff_jax.lm.sampler import SampleOptions, _sample, micro_values  # noqa: E402
 
 NOMINAL_BANDWIDTH = 3.0e12  # bytes/s, the issue's H100 figure
@@ -84,24 +84,22 @@ def large_copies(hlo_text: str, min_elements: int = 1 << 20) -> dict:
 
 def matmul_floor_ms(cfg: LMConfig, params, rows: int, steps: int = 200) -> float:
     """ms per step of a loop doing only the decode step's weight matmuls ([rows, hidden] activations
-    through each layer's wqkv, wo, gate, up, down), layers unrolled over static slices."""
-    layers = params["layers"]
+    through each layer's wqkv, wo, gate, up, down), per-layer weights as the sampler uses them."""
     d = cfg.hidden
-    mats = (layers["wqkv"]["kernel"].reshape(cfg.num_layers, d, -1), layers["wo"]["kernel"].reshape(cfg.num_layers, -1, d),
-            layers["mlp"]["gate"]["kernel"], layers["mlp"]["up"]["kernel"], layers["mlp"]["down"]["kernel"])
 
-    def run(mats, x):
-        wqkv, wo, gate, up, down = mats
+    def run(params, x):
+        layers = layer_params(params)
 
         def body(_, x):
-            for i in range(cfg.num_layers):
-                x = x + jnp.dot(jnp.dot(x, wqkv[i])[:, :d], wo[i])
-                x = x + jnp.dot(jnp.dot(x, gate[i]) * jnp.dot(x, up[i]), down[i])
+            for p in layers:
+                x = x + jnp.dot(jnp.dot(x, p["wqkv"]["kernel"].reshape(d, -1))[:, :d], p["wo"]["kernel"].reshape(-1, d))
+                mlp = p["mlp"]
+                x = x + jnp.dot(jnp.dot(x, mlp["gate"]["kernel"]) * jnp.dot(x, mlp["up"]["kernel"]), mlp["down"]["kernel"])
             return x * 1e-3
         return jax.lax.fori_loop(0, steps, body, x)
 
     x = jax.random.normal(jax.random.key(3), (rows, d), cfg.dtype)
-    _, ms = time_jitted(jax.jit(run), mats, x, repeats=3)
+    _, ms = time_jitted(jax.jit(run), params, x, repeats=3)
     return ms / steps
 
 
