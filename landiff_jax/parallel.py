@@ -81,3 +81,23 @@ def shard_params(params, abstract_params, mesh: Mesh, rules=RULES):
 def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
     """Split the leading (batch) axis over data×fsdp, replicate the rest."""
     return NamedSharding(mesh, PartitionSpec(("data", "fsdp"), *([None] * (ndim - 1))))
+
+
+def constrain_batch(x, mesh: Mesh | None):
+    """Inside jit: split x's leading (batch) axis over the mesh axes (data, fsdp, tensor, in that
+    order) whose combined size divides it; a no-op without a mesh."""
+    if mesh is None:
+        return x
+    axes, size = [], 1
+    for name in MESH_AXES:
+        if mesh.shape[name] > 1 and x.shape[0] % (size * mesh.shape[name]) == 0:
+            axes.append(name)
+            size *= mesh.shape[name]
+    if not axes:
+        return x
+    spec = PartitionSpec(tuple(axes), *([None] * (x.ndim - 1)))
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+
+def replicate(tree, mesh: Mesh):
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))

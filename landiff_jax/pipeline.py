@@ -20,17 +20,20 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import traverse_util
 import flax.linen as nn
+from flax import traverse_util
+from jax.sharding import Mesh
 
 from landiff_jax import checkpoint, lm, text, vae
 from landiff_jax.config import LanDiffConfig
 from landiff_jax.diffusion import conditioner, sampler
 from landiff_jax.diffusion.convert import abstract_params as diffusion_abstract
+from landiff_jax.parallel import replicate, shard_params
 from landiff_jax.text.convert import abstract_t5_params
 from landiff_jax.tokenizer.convert import abstract_params as tokenizer_abstract
 
 TEXT_COMPONENTS = ("t5_lm", "t5_dit")
+SHARDED_COMPONENTS = ("t5_lm", "t5_dit", "lm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,39 +73,56 @@ def abstract_params(cfg: LanDiffConfig) -> dict[str, Any]:
 
 
 def random_params(abstract, seed: int = 0, std: float = 0.02):
-    """Random weights of the given shapes (numpy): norm scales 1, biases 0, the rest N(0, std²)."""
-    rng = np.random.default_rng(seed)
+    """Random weights of the given shapes: norm scales 1, biases 0, the rest N(0, std²). Small
+    trees are drawn with numpy (XLA's CPU compile of many RNG ops takes longer than the draw);
+    large ones in one compiled call on the default device, never materialised on the host."""
     flat = traverse_util.flatten_dict(nn.meta.unbox(abstract), sep="/")
+    on_device = sum(int(np.prod(v.shape)) for v in flat.values()) > 50_000_000
+    xp = jnp if on_device else np
 
-    def fill(path: str, leaf):
+    def fill(key, index: int, path: str, leaf):
         name = path.rsplit("/", 1)[-1]
-        if name == "scale":
-            return np.ones(leaf.shape, leaf.dtype)
-        if name == "bias":
-            return np.zeros(leaf.shape, leaf.dtype)
-        return (rng.standard_normal(leaf.shape, np.float32) * std).astype(leaf.dtype)
+        if name in ("scale", "bias"):
+            return (xp.ones if name == "scale" else xp.zeros)(leaf.shape, leaf.dtype)
+        if on_device:
+            noise = jax.random.normal(jax.random.fold_in(key, index), leaf.shape, jnp.float32)
+        else:
+            noise = key.standard_normal(leaf.shape, np.float32)
+        return (noise * std).astype(leaf.dtype)
 
-    return traverse_util.unflatten_dict({k: fill(k, v) for k, v in flat.items()}, sep="/")
+    build = lambda key: {k: fill(key, i, k, v) for i, (k, v) in enumerate(flat.items())}
+    tree = jax.jit(build)(jax.random.key(seed)) if on_device else build(np.random.default_rng(seed))
+    return traverse_util.unflatten_dict(tree, sep="/")
 
 
 class LanDiff:
     """The whole system with its params on device; one instance serves many generate calls."""
 
     def __init__(self, cfg: LanDiffConfig, params: dict[str, Any], tokenizers: dict[str, text.T5TextTokenizer],
-                 *, random_weights: bool = False):
+                 *, random_weights: bool = False, mesh: Mesh | None = None):
+        """`mesh` (see `parallel.make_mesh`): the text encoders' and the LM's weights are sharded by
+        the logical-axis rules (the LM is memory-bound: each device reads its share), the other
+        stages' weights are replicated and the diffusion guidance batch is split over devices."""
         self.cfg = cfg.check()
         self.tokenizers = tokenizers
         self.random_weights = random_weights
+        self.mesh = mesh
         casts = {"t5_lm": cfg.t5_lm, "t5_dit": cfg.t5_dit, "lm": cfg.lm, "tokenizer": cfg.tokenizer,
                  "diffusion": cfg.dit, "vae": cfg.vae}
-        self.params = {
-            name: jax.tree.map(lambda a, d=casts[name].param_dtype: jnp.asarray(a, d), tree)
-            for name, tree in params.items()
-        }
+        abstract = abstract_params(cfg) if mesh is not None else {}
+        self.params = {}
+        for name, tree in params.items():
+            tree = jax.tree.map(lambda a, d=casts[name].param_dtype: jnp.asarray(a, d), tree)
+            if mesh is None:
+                self.params[name] = tree
+            elif name in SHARDED_COMPONENTS:
+                self.params[name] = shard_params(tree, abstract[name], mesh)
+            else:
+                self.params[name] = replicate(tree, mesh)
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
-    def from_checkpoint(cls, directory: str | Path, dtype: str | None = None) -> "LanDiff":
+    def from_checkpoint(cls, directory: str | Path, dtype: str | None = None, mesh: Mesh | None = None) -> "LanDiff":
         """A converted checkpoint (`tools/convert.py`), computed in `dtype` (default: as stored)."""
         spec = checkpoint.read_spec(Path(directory))
         if dtype is not None:
@@ -110,13 +130,13 @@ class LanDiff:
         cfg = checkpoint.config_from_spec(spec)
         _, params = checkpoint.load(directory)
         tokenizers = {c: text.T5TextTokenizer(checkpoint.text_tokenizer_dir(directory, c)) for c in TEXT_COMPONENTS}
-        return cls(cfg, params, tokenizers)
+        return cls(cfg, params, tokenizers, mesh=mesh)
 
     @classmethod
-    def random(cls, cfg: LanDiffConfig, seed: int = 0) -> "LanDiff":
+    def random(cls, cfg: LanDiffConfig, seed: int = 0, mesh: Mesh | None = None) -> "LanDiff":
         """RANDOM weights and byte-level text ids: shows the code path, the video is noise."""
         params = {name: random_params(tree, seed + i) for i, (name, tree) in enumerate(abstract_params(cfg).items())}
-        return cls(cfg, params, {c: text.ByteTokenizer() for c in TEXT_COMPONENTS}, random_weights=True)
+        return cls(cfg, params, {c: text.ByteTokenizer() for c in TEXT_COMPONENTS}, random_weights=True, mesh=mesh)
 
     # ---- checks -------------------------------------------------------------------------
     def latent_frames(self, num_frames: int | None) -> int:
@@ -182,7 +202,7 @@ class LanDiff:
         key = None if init_noise is not None else jax.random.fold_in(jax.random.key(options.seed), 1 << 20)
         return sampler.sample(self.cfg.dit, self.sampler_config(options), self.params["diffusion"]["dit"], context,
                               uncond_context, feature, key=key, init_noise=init_noise, step_noise=step_noise,
-                              trajectory=trajectory)
+                              trajectory=trajectory, mesh=self.mesh)
 
     def decode(self, latents):
         """Chunked VAE decode → video [b F H W 3] in [0, 1]."""

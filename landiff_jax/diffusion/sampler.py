@@ -16,10 +16,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from landiff_jax.diffusion.config import DiTConfig, SamplerConfig
 from landiff_jax.diffusion.denoiser import denoise, video_scalings
 from landiff_jax.diffusion.dit import ControlDiT
+from landiff_jax.parallel import constrain_batch
 from landiff_jax.diffusion.schedule import (
     StepSchedule,
     denoiser_sigma_table,
@@ -63,13 +65,14 @@ def step_inputs(schedule: StepSchedule, noise=None) -> StepInputs:
 
 
 def guided_step(cfg: DiTConfig, params, context_pair, semantic_feature, sigma_table, key, carry: Carry,
-                step: StepInputs):
-    """One sampler step → (new carry, (x_in, x_out, denoised, pair_denoised))."""
+                step: StepInputs, mesh: Mesh | None = None):
+    """One sampler step → (new carry, (x_in, x_out, denoised, pair_denoised)). With a mesh, the
+    guidance batch [uncond; cond] is split over its devices."""
     x = carry.x
     b = x.shape[0]
     model = ControlDiT(cfg)
     network = lambda x_in, c_noise: model.apply({"params": params}, x_in, c_noise, context_pair, semantic_feature)
-    pair = jnp.concatenate([x, x])  # [uncond; cond]
+    pair = constrain_batch(jnp.concatenate([x, x]), mesh)  # [uncond; cond]
     scalings = video_scalings(jnp.full((2 * b,), step.alpha), jnp.full((2 * b,), step.timestep), sigma_table)
     pair_denoised = denoise(network, pair, scalings)
     uncond, cond = pair_denoised[:b], pair_denoised[b:]
@@ -82,15 +85,15 @@ def guided_step(cfg: DiTConfig, params, context_pair, semantic_feature, sigma_ta
     return Carry(x_out, denoised), (x, x_out, denoised, pair_denoised)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "trajectory"))
+@functools.partial(jax.jit, static_argnames=("cfg", "trajectory", "mesh"))
 def sample_loop(cfg: DiTConfig, params, steps: StepInputs, x_init, context, uncond_context, semantic_feature,
-                sigma_table, key, trajectory: bool = False):
+                sigma_table, key, trajectory: bool = False, mesh: Mesh | None = None):
     """The compiled loop behind `sample`: scan `guided_step` over `steps` (see `step_inputs`) from
     x_init; key draws the per-step noise when steps.noise is None. → (x, per-step outputs | None)."""
     context_pair = jnp.concatenate([uncond_context, context])
     if semantic_feature.shape[0] > 1:  # one feature per prompt, for both guidance rows
         semantic_feature = jnp.concatenate([semantic_feature, semantic_feature])
-    body = functools.partial(guided_step, cfg, params, context_pair, semantic_feature, sigma_table, key)
+    body = functools.partial(guided_step, cfg, params, context_pair, semantic_feature, sigma_table, key, mesh=mesh)
     if not trajectory:
         body_ = body
         body = lambda carry, step: (body_(carry, step)[0], None)
@@ -129,13 +132,15 @@ def injected_step_noise(step_noise, num_steps: int, shape):
 
 
 def sample(cfg: DiTConfig, sampler_cfg: SamplerConfig, params, context, uncond_context, semantic_feature, *,
-           key=None, init_noise=None, step_noise=None, prefix=None, trajectory: bool = False):
+           key=None, init_noise=None, step_noise=None, prefix=None, trajectory: bool = False,
+           mesh: Mesh | None = None):
     """Run the whole guided sampling loop (one jitted scan).
 
     params: the ControlDiT params ('dit' of the converted tree). context / uncond_context:
     [b, text_length, text_hidden] (the original's uc is zeros). semantic_feature: [1 or b, t, H, W,
     c] from the semantic conditioner. Noise: `key` (init and per-step draws), or `init_noise`
     [b t H W c] and `step_noise` (the original's draw stream, see `injected_step_noise`).
+    mesh: split the guidance batch over its devices (params as placed by the caller).
     Returns samples [b t H W c] float32, and with `trajectory` a dict of per-step arrays
     (step_x_in, step_x_out, step_denoised, step_pair_denoised, each [n, ...]).
     """
@@ -157,7 +162,7 @@ def sample(cfg: DiTConfig, sampler_cfg: SamplerConfig, params, context, uncond_c
     table = jnp.asarray(denoiser_sigma_table(sampler_cfg.denoiser_num_idx, sampler_cfg.denoiser_shift_scale))
     samples, per_step = sample_loop(
         cfg, params, step_inputs(schedule, noise), x_init, context, jnp.asarray(uncond_context),
-        jnp.asarray(semantic_feature), table, step_key, trajectory=trajectory)
+        jnp.asarray(semantic_feature), table, step_key, trajectory=trajectory, mesh=mesh)
     if not trajectory:
         return samples
     names = ("step_x_in", "step_x_out", "step_denoised", "step_pair_denoised")

@@ -1,0 +1,81 @@
+"""End-to-end benchmark: the whole pipeline at full size with RANDOM weights of the released
+shapes, per stage and in total (seconds after compile; compile time separately; peak memory).
+
+  python tools/benchmark.py --preset full --dtype bfloat16 [--mesh 1,1,2]
+
+Each stage is run twice through the same calls `LanDiff.generate` makes: the first run includes
+compilation, the second is timed. Per-stage component benchmarks live in tools/bench/.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "bench"))
+
+import jax  # noqa: E402
+
+from common import emit, peak_memory_gb  # noqa: E402
+
+PROMPT = "A small red fox walks slowly across a quiet forest at dawn, soft light, cinematic."
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    return out, time.perf_counter() - start
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--preset", choices=("tiny", "full"), default="full")
+    p.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
+    p.add_argument("--mesh", default=None, help="data,fsdp,tensor sizes (default: one device; 'auto': tensor = all)")
+    p.add_argument("--prompts", type=int, default=1)
+    p.add_argument("--steps", type=int, default=None, help="diffusion steps (default: the config's, 50 at full size)")
+    args = p.parse_args(argv)
+
+    from landiff_jax.config import LanDiffConfig
+    from landiff_jax.parallel import make_mesh
+    from landiff_jax.pipeline import GenerateOptions, LanDiff
+    from landiff_jax.text import encode_for_lm
+
+    mesh = None
+    if args.mesh == "auto":
+        mesh = make_mesh(data=1, fsdp=1, tensor=-1)
+    elif args.mesh:
+        mesh = make_mesh(*map(int, args.mesh.split(",")))
+    cfg = LanDiffConfig.preset(args.preset).with_dtype(args.dtype)
+    start = time.perf_counter()
+    pipe = jax.block_until_ready(LanDiff.random(cfg, mesh=mesh))
+    init_s = time.perf_counter() - start
+    prompts = [PROMPT] * args.prompts
+    options = GenerateOptions(steps=args.steps)
+    t = cfg.max_latent_frames
+
+    figures = {}
+
+    def run_stage(name, fn):
+        _, first = timed(fn)
+        out, second = timed(fn)
+        figures[f"{name}_s"] = round(second, 4)
+        figures[f"{name}_compile_s"] = round(max(first - second, 0.0), 2)
+        print(f"{name}: {second:.3f} s (first call {first:.1f} s)", flush=True)
+        return out
+
+    run_stage("t5_lm_encode", lambda: encode_for_lm(pipe.tokenizers["t5_lm"], pipe.params["t5_lm"], cfg.t5_lm, prompts)[0])
+    codes = run_stage("lm_sample", lambda: pipe.sample_codes(prompts, t, options).codes)
+    context, uncond = run_stage("t5_dit_encode", lambda: pipe.text_context(prompts))
+    feature = run_stage("semantic_conditioner", lambda: pipe.semantic_feature(codes, t))
+    latents = run_stage("diffusion", lambda: pipe.sample_latents(context, uncond, feature, options))
+    run_stage("vae_decode", lambda: pipe.decode(latents))
+    total = sum(v for k, v in figures.items() if k.endswith("_s") and not k.endswith("compile_s"))
+    emit({"stage": "end_to_end", "preset": args.preset, "dtype": args.dtype, "prompts": args.prompts,
+          "mesh": dict(mesh.shape) if mesh is not None else None, "total_s": round(total, 3),
+          "random_init_s": round(init_s, 1), **figures, **peak_memory_gb()})
+
+
+if __name__ == "__main__":
+    main()
