@@ -65,6 +65,13 @@ def measured_bandwidth(gib: float = 2.0) -> float | None:
     return n * 2 / (ms / 1e3)
 
 
+def loop_bodies(hlo_text: str) -> str:
+    """The text of every while-loop body computation of an optimized HLO module."""
+    names = set(re.findall(r"body=(%[\w.\-]+)", hlo_text))
+    starts = {m.group(1): m.start() for m in re.finditer(r"\n(%[\w.\-]+) \(", hlo_text)}
+    return "\n".join(hlo_text[starts[n]:hlo_text.index("\n}\n", starts[n])] for n in names if n in starts)
+
+
 def large_copies(hlo_text: str, min_elements: int = 1 << 20) -> dict:
     """Copies / slicing fusions that write >= min_elements in the optimized HLO: a weight or KV
     slab materialized per step shows up here (diagnostic for the lead's GPU runs)."""
@@ -138,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     compile_s = time.perf_counter() - start
     _, ms = time_jitted(compiled, *call_args, repeats=args.repeats)
     hlo = compiled.as_text()
-    copies = large_copies(hlo)
+    copies, in_loops = large_copies(hlo), large_copies(loop_bodies(hlo))
     if args.hlo_out:
         Path(args.hlo_out).write_text(hlo)
 
@@ -158,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         "kv_gb_per_step_read": round(traffic["kv_read"] / 1e9, 4),
         "roofline_ms_per_step_3TBs": round(needed / NOMINAL_BANDWIDTH * 1e3, 4),
         "roofline_fraction_3TBs": round(needed / NOMINAL_BANDWIDTH / step_s, 4),
-        "large_copies_in_hlo": copies, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "large_copies_in_hlo": copies, "large_copies_in_loops": in_loops, "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
     if args.matmul_floor:
         floor = matmul_floor_ms(cfg, params, rows)
