@@ -28,34 +28,21 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--preset", choices=("tiny", "full"), default="full")
-    p.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
-    p.add_argument("--mesh", default=None, help="data,fsdp,tensor sizes (default: one device; 'auto': tensor = all)")
-    p.add_argument("--prompts", type=int, default=1)
-    p.add_argument("--steps", type=int, default=None, help="diffusion steps (default: the config's, 50 at full size)")
-    args = p.parse_args(argv)
-
-    from landiff_jax.config import LanDiffConfig
+def parse_mesh(spec):
     from landiff_jax.parallel import make_mesh
-    from landiff_jax.pipeline import GenerateOptions, LanDiff
+
+    if not spec or spec == "none":
+        return None
+    if spec == "auto":
+        return make_mesh(data=1, fsdp=1, tensor=-1)
+    return make_mesh(*map(int, spec.split(",")))
+
+
+def bench_stages(pipe, prompts, options) -> dict:
+    """Each stage twice through the pipeline's own calls: compile+run, then the timed run."""
     from landiff_jax.text import encode_for_lm
 
-    mesh = None
-    if args.mesh == "auto":
-        mesh = make_mesh(data=1, fsdp=1, tensor=-1)
-    elif args.mesh:
-        mesh = make_mesh(*map(int, args.mesh.split(",")))
-    cfg = LanDiffConfig.preset(args.preset).with_dtype(args.dtype)
-    start = time.perf_counter()
-    pipe = jax.block_until_ready(LanDiff.random(cfg, mesh=mesh))
-    init_s = time.perf_counter() - start
-    prompts = [PROMPT] * args.prompts
-    options = GenerateOptions(steps=args.steps)
-    t = cfg.max_latent_frames
-
-    figures = {}
+    cfg, t, figures = pipe.cfg, pipe.cfg.max_latent_frames, {}
 
     def run_stage(name, fn):
         _, first = timed(fn)
@@ -71,10 +58,40 @@ def main(argv=None):
     feature = run_stage("semantic_conditioner", lambda: pipe.semantic_feature(codes, t))
     latents = run_stage("diffusion", lambda: pipe.sample_latents(context, uncond, feature, options))
     run_stage("vae_decode", lambda: pipe.decode(latents))
-    total = sum(v for k, v in figures.items() if k.endswith("_s") and not k.endswith("compile_s"))
-    emit({"stage": "end_to_end", "preset": args.preset, "dtype": args.dtype, "prompts": args.prompts,
-          "mesh": dict(mesh.shape) if mesh is not None else None, "total_s": round(total, 3),
-          "random_init_s": round(init_s, 1), **figures, **peak_memory_gb()})
+    figures["total_s"] = round(sum(v for k, v in figures.items() if not k.endswith("compile_s")), 3)
+    return figures
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--preset", choices=("tiny", "full"), default="full")
+    p.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
+    p.add_argument("--mesh", default=None, help="data,fsdp,tensor sizes, 'auto' (tensor = all devices) or none")
+    p.add_argument("--also_mesh", default=None, help="then rerun on this mesh with the same weights (for ratios)")
+    p.add_argument("--prompts", type=int, default=1)
+    p.add_argument("--steps", type=int, default=None, help="diffusion steps (default: the config's, 50 at full size)")
+    args = p.parse_args(argv)
+
+    from landiff_jax.config import LanDiffConfig
+    from landiff_jax.pipeline import GenerateOptions, LanDiff
+
+    cfg = LanDiffConfig.preset(args.preset).with_dtype(args.dtype)
+    start = time.perf_counter()
+    pipe = jax.block_until_ready(LanDiff.random(cfg, mesh=parse_mesh(args.mesh)))
+    init_s = time.perf_counter() - start
+    prompts = [PROMPT] * args.prompts
+    options = GenerateOptions(steps=args.steps)
+    runs = [(args.mesh, pipe)]
+    if args.also_mesh:
+        runs.append((args.also_mesh, LanDiff(cfg, pipe.params, pipe.tokenizers, random_weights=True,
+                                             mesh=parse_mesh(args.also_mesh))))
+    for mesh_spec, run_pipe in runs:
+        print(f"--- mesh {mesh_spec or 'none (one device)'}", flush=True)
+        figures = bench_stages(run_pipe, prompts, options)
+        emit({"stage": "end_to_end", "preset": args.preset, "dtype": args.dtype, "prompts": args.prompts,
+              "steps": run_pipe.sampler_config(options).num_steps,
+              "mesh": dict(run_pipe.mesh.shape) if run_pipe.mesh is not None else None,
+              "random_init_s": round(init_s, 1), **figures, **peak_memory_gb()})
 
 
 if __name__ == "__main__":
