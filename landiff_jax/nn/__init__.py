@@ -3,12 +3,14 @@
 from landiff_jax.nn.attention import attention_implementation, dot_product_attention
 from landiff_jax.nn.dense import dense, scan_layers
 from landiff_jax.nn.embeddings import timestep_embedding
+from landiff_jax.nn.group_norm import GroupNorm
 from landiff_jax.nn.mlp import GatedMlp, Mlp
 from landiff_jax.nn.norms import LayerNorm, RMSNorm
 from landiff_jax.nn.rope import apply_rope, rope_1d_angles, rope_3d_angles
 
 __all__ = [
     "GatedMlp",
+    "GroupNorm",
     "LayerNorm",
     "Mlp",
     "RMSNorm",
