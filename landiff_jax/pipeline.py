@@ -139,16 +139,6 @@ class LanDiff:
         return cls(cfg, params, {c: text.ByteTokenizer() for c in TEXT_COMPONENTS}, random_weights=True, mesh=mesh)
 
     # ---- checks -------------------------------------------------------------------------
-    def latent_frames(self, num_frames: int | None) -> int:
-        """Video frames → latent/semantic frames T (odd, ≥ 3, ≤ the tokenizer's temporal size)."""
-        t_max = self.cfg.max_latent_frames
-        if num_frames is None:
-            return t_max
-        valid = [self.cfg.video_frames(t) for t in range(3, t_max + 1, 2)]
-        if num_frames not in valid:
-            raise ValueError(f"num_frames={num_frames} is not supported; choose one of {valid}")
-        return (num_frames - 1) // self.cfg.vae.temporal_compress_times + 1
-
     def check_prompts(self, prompts: Sequence[str]) -> list[str]:
         if isinstance(prompts, str) or not prompts:
             raise ValueError("give a non-empty list of prompts")
@@ -212,7 +202,7 @@ class LanDiff:
                  progress: Callable[[str], None] = lambda s: None) -> GenerateResult:
         """The whole job. `codes` [b N] skips the LM (e.g. codes saved by an earlier run)."""
         prompts = self.check_prompts(prompts)
-        t = self.latent_frames(options.num_frames)
+        t = self.cfg.latent_frames(options.num_frames)
         if codes is not None:
             codes = self.check_codes(codes, t, len(prompts))
         self.sampler_config(options)  # validates the diffusion settings before any compute

@@ -91,6 +91,12 @@ def main(argv):
             raise app.UsageError("give --checkpoint DIR (see tools/convert.py), or --random_weights")
         if not Path(FLAGS.checkpoint).is_dir():
             raise app.UsageError(f"checkpoint directory not found: {FLAGS.checkpoint}")
+        from landiff_jax.checkpoint import config_from_spec, read_spec
+
+        try:  # settings are checked against the config before the weights are loaded
+            config_from_spec(read_spec(Path(FLAGS.checkpoint))).latent_frames(FLAGS.num_frames)
+        except ValueError as e:
+            raise app.UsageError(str(e))
         print(f"loading {FLAGS.checkpoint} ({dtype})")
         pipe = LanDiff.from_checkpoint(FLAGS.checkpoint, dtype=dtype)
     options = GenerateOptions(
