@@ -6,7 +6,8 @@
     <dir>/text/{flan_t5,t5_v1_1}/ the two T5 tokenizers (spiece.model and its small json files)
 
 `tools/convert.py` writes it (atomically: a temporary sibling directory renamed at the end);
-`load` reads it back.
+`load_component` reads one component back (the pipeline places each on
+the device before reading the next).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import jax
 import numpy as np
@@ -63,21 +64,14 @@ def read_spec(directory: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def load(directory: str | Path, components: Iterable[str] = COMPONENTS) -> tuple[LanDiffConfig, dict[str, Any]]:
-    """(config, {component: params as host numpy}) from a converted checkpoint directory."""
+def load_component(directory: str | Path, name: str):
+    """One component's params (host numpy) from a converted checkpoint directory."""
     import orbax.checkpoint as ocp
 
-    directory = Path(directory)
-    cfg = config_from_spec(read_spec(directory))
-    missing = [c for c in components if not (directory / "params" / c).exists()]
-    if missing:
-        raise CheckpointError(f"{directory}: missing component(s) {missing} under params/")
-    checkpointer = ocp.PyTreeCheckpointer()
-    params = {}
-    for name in components:
-        restored = checkpointer.restore((directory / "params" / name).absolute())
-        params[name] = jax.tree.map(np.asarray, restored)
-    return cfg, params
+    path = Path(directory) / "params" / name
+    if not path.exists():
+        raise CheckpointError(f"{directory}: missing component '{name}' (no {path})")
+    return jax.tree.map(np.asarray, ocp.PyTreeCheckpointer().restore(path.absolute()))
 
 
 def text_tokenizer_dir(directory: str | Path, component: str) -> Path:

@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -98,9 +98,11 @@ def random_params(abstract, seed: int = 0, std: float = 0.02):
 class LanDiff:
     """The whole system with its params on device; one instance serves many generate calls."""
 
-    def __init__(self, cfg: LanDiffConfig, params: dict[str, Any], tokenizers: dict[str, text.T5TextTokenizer],
-                 *, random_weights: bool = False, mesh: Mesh | None = None):
-        """`mesh` (see `parallel.make_mesh`): the text encoders' and the LM's weights are sharded by
+    def __init__(self, cfg: LanDiffConfig, params: Mapping[str, Any] | Iterable[tuple[str, Any]],
+                 tokenizers: dict[str, text.T5TextTokenizer], *, random_weights: bool = False,
+                 mesh: Mesh | None = None):
+        """params: {component: params}, or (component, params) pairs, placed one at a time so that
+        a lazily loaded component leaves host memory before the next is read. `mesh` (see `parallel.make_mesh`): the text encoders' and the LM's weights are sharded by
         the logical-axis rules (the LM is memory-bound: each device reads its share), the other
         stages' weights are replicated and the diffusion guidance batch is split over devices."""
         self.cfg = cfg.check()
@@ -111,7 +113,7 @@ class LanDiff:
                  "diffusion": cfg.dit, "vae": cfg.vae}
         abstract = abstract_params(cfg) if mesh is not None else {}
         self.params = {}
-        for name, tree in params.items():
+        for name, tree in params.items() if isinstance(params, Mapping) else params:
             tree = jax.tree.map(lambda a, d=casts[name].param_dtype: jnp.asarray(a, d), tree)
             if mesh is None:
                 self.params[name] = tree
@@ -128,7 +130,7 @@ class LanDiff:
         if dtype is not None:
             spec = {**spec, "dtype": dtype}
         cfg = checkpoint.config_from_spec(spec)
-        _, params = checkpoint.load(directory)
+        params = ((name, checkpoint.load_component(directory, name)) for name in checkpoint.COMPONENTS)
         tokenizers = {c: text.T5TextTokenizer(checkpoint.text_tokenizer_dir(directory, c)) for c in TEXT_COMPONENTS}
         return cls(cfg, params, tokenizers, mesh=mesh)
 
