@@ -97,12 +97,19 @@ def _run_pipeline(pipe: LanDiff, meta: dict, expected: dict) -> dict:
     return out
 
 
+def release_dirs(case_dir: Path, meta: dict) -> tuple[Path, Path]:
+    """(the released tree, the Flan-T5 dir) as the case's meta.json places them."""
+    config = meta["config"]
+    t5_v1_1 = Path(config.get("t5_v1_1_xxl", {}).get("dir", "ckpts/LanDiff/CogVideoX-2b-sat/t5-v1_1-xxl"))
+    return case_dir / t5_v1_1.parents[1], case_dir / config.get("flan_t5", {}).get("dir", "flan-t5")
+
+
 def run(case_dir: Path, meta: dict) -> list[Check]:
     _, expected = load_case(case_dir)
     tolerance = meta.get("tolerance", {})
     skip = set(tolerance.get("inputs_to_inject_not_to_compare", ["init_noise", "step_noise"]))
     with tempfile.TemporaryDirectory() as tmp:
-        converted = convert_release(case_dir / "ckpts" / "LanDiff", case_dir / "flan-t5", Path(tmp) / "converted",
+        converted = convert_release(*release_dirs(case_dir, meta), Path(tmp) / "converted",
                                     {"original": meta["config"], "dtype": "float32"}, progress=lambda s: None)
         pipe = LanDiff.from_checkpoint(converted)
     actual = _run_pipeline(pipe, meta, expected)
