@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import jax.numpy as jnp
 
-from landiff_jax.diffusion.config import DiTConfig, SamplerConfig, SemanticCondConfig
+from landiff_jax.diffusion.config import DiTConfig, SamplerConfig
 from landiff_jax.lm.config import LMConfig
 from landiff_jax.text.config import T5Config
 from landiff_jax.tokenizer.config import TokenizerConfig

@@ -17,7 +17,7 @@ from landiff_jax.lm.model import abstract_params
 
 
 def lm_rules(cfg: LMConfig) -> list[Rule]:
-    d, h, k, n = cfg.hidden, cfg.num_heads, cfg.head_dim, cfg.num_layers
+    h, k, n = cfg.num_heads, cfg.head_dim, cfg.num_layers
     # fused [q | k | v] Linear [3·h·k, d] -> [d, 3, h, k]; output Linear [d, h·k] -> [h, k, d]
     qkv = Transform("qkv", lambda a: a.T.reshape(a.shape[1], 3, h, k), lambda s: (s[1] * s[2] * s[3], s[0]))
     out = Transform("out", lambda a: a.T.reshape(h, k, a.shape[0]), lambda s: (s[2], s[0] * s[1]))

@@ -12,7 +12,6 @@ positions and key).
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable
 
 import flax.struct
