@@ -83,6 +83,27 @@ def compare(name: str, actual, expected, tol: Tolerance) -> Check:
     return Check(name, ratio <= 1.0, float(err.max()) if err.size else 0.0, ratio)
 
 
+# The original keeps channels before the spatial axes; we keep them last.
+def channels_last(a) -> np.ndarray:
+    """[..., c, h, w] (torch frames) -> [..., h, w, c]."""
+    return np.moveaxis(np.asarray(a), -3, -1)
+
+
+def channels_first(a) -> np.ndarray:
+    """[..., h, w, c] -> [..., c, h, w]."""
+    return np.moveaxis(np.asarray(a), -1, -3)
+
+
+def from_ncthw(a) -> np.ndarray:
+    """[b c t h w] (torch video/latent) -> [b t h w c]."""
+    return np.moveaxis(np.asarray(a), 1, -1)
+
+
+def to_ncthw(a) -> np.ndarray:
+    """[b t h w c] -> [b c t h w]."""
+    return np.moveaxis(np.asarray(a), -1, 1)
+
+
 def load_case(case_dir: Path) -> tuple[dict, dict[str, np.ndarray]]:
     meta = json.loads((case_dir / "meta.json").read_text())
     with np.load(case_dir / "io.npz", allow_pickle=False) as z:

@@ -207,14 +207,14 @@ class LanDiff:
         t = self.cfg.latent_frames(options.num_frames)
         if codes is not None:
             codes = self.check_codes(codes, t, len(prompts))
-        self.sampler_config(options)  # validates the diffusion settings before any compute
+        num_steps = self.sampler_config(options).num_steps
         if codes is None:
             with _stage(progress, "LM: semantic tokens"):
                 codes = np.asarray(self.sample_codes(prompts, t, options).codes)
         with _stage(progress, "diffusion: text context + semantic feature"):
             context, uncond = self.text_context(prompts)
             feature = jax.block_until_ready(self.semantic_feature(codes, t))
-        with _stage(progress, f"diffusion: {self.sampler_config(options).num_steps} guided steps"):
+        with _stage(progress, f"diffusion: {num_steps} guided steps"):
             latents = jax.block_until_ready(self.sample_latents(context, uncond, feature, options))
         with _stage(progress, "VAE: decode"):
             video = jax.block_until_ready(self.decode(latents))

@@ -18,21 +18,9 @@ from landiff_jax import vae
 from landiff_jax.convert.release import convert_release
 from landiff_jax.diffusion.schedule import step_schedule
 from landiff_jax.lm import layout as L
-from landiff_jax.parity import Check, compare, load_case, tolerance_for
+from landiff_jax.parity import Check, channels_first, channels_last, compare, load_case, to_ncthw, tolerance_for
 from landiff_jax.pipeline import GenerateOptions, LanDiff
 from landiff_jax.text.encoders import encode_for_lm, encode_ids
-
-
-def channels_last(a):  # [... t c h w] -> [... t h w c]
-    return np.moveaxis(np.asarray(a), -3, -1)
-
-
-def channels_first(a):  # [... t h w c] -> [... t c h w]
-    return np.moveaxis(np.asarray(a), -1, -3)
-
-
-def video_bcthw(video):  # [b f H W 3] -> [b 3 f H W]
-    return np.moveaxis(np.asarray(video), -1, 1)
 
 
 def _options(meta: dict) -> GenerateOptions:
@@ -74,7 +62,7 @@ def _run_pipeline(pipe: LanDiff, meta: dict, expected: dict) -> dict:
     out["cond_context"], out["uncond_context"] = context, uncond
     feature, parts = pipe.semantic_feature(codes, t, collect=True)
     out["tokenizer_features"] = channels_first(parts["tokenizer_features"])
-    out["upsampled_features"] = np.moveaxis(np.asarray(parts["upsampled_features"][0]), -1, 1)
+    out["upsampled_features"] = channels_first(parts["upsampled_features"][0])
     out["semantic_feature"] = channels_first(feature)
 
     # guided sampling with the captured draws injected, then the chunked VAE decode
@@ -89,11 +77,11 @@ def _run_pipeline(pipe: LanDiff, meta: dict, expected: dict) -> dict:
                step_timestep=schedule.step_timestep, step_cfg_scale=schedule.cfg_scale,
                step_cfg_step_index=schedule.cfg_step_index)
     out["samples"] = channels_first(samples)
-    out["decode_latent_input"] = np.moveaxis(np.asarray(samples), -1, 1)
-    out["vae_decoder_input"] = np.moveaxis(np.asarray(samples) / cfg.vae.scale_factor, -1, 1)
+    out["decode_latent_input"] = to_ncthw(samples)
+    out["vae_decoder_input"] = to_ncthw(vae.to_decoder_space(cfg.vae, samples))
     decoded = vae.decode_latents(pipe.params["vae"], cfg.vae, samples)
-    out["decoded_chunked"] = video_bcthw(decoded)
-    out["video"] = video_bcthw(vae.to_unit(decoded))
+    out["decoded_chunked"] = to_ncthw(decoded)
+    out["video"] = to_ncthw(vae.to_unit(decoded))
     return out
 
 

@@ -23,17 +23,8 @@ from landiff_jax.diffusion.denoiser import denoise, video_scalings
 from landiff_jax.diffusion.dit import ControlDiT
 from landiff_jax.diffusion.sampler import sample
 from landiff_jax.diffusion.schedule import alphas_cumprod_shifted, denoiser_sigma_table, step_schedule
-from landiff_jax.parity import Check, compare, load_case, tolerance_for
+from landiff_jax.parity import Check, channels_first, channels_last, compare, load_case, tolerance_for
 from landiff_jax.tokenizer.config import TokenizerConfig
-
-
-def channels_last(a):
-    """[..., c, H, W] → [..., H, W, c]."""
-    return np.moveaxis(np.asarray(a), -3, -1)
-
-
-def channels_first(a):
-    return np.moveaxis(np.asarray(a), -1, -3)
 
 
 def _setup(case_dir: Path, meta: dict):

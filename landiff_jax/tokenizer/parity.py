@@ -14,19 +14,11 @@ import jax
 import numpy as np
 
 from landiff_jax.convert import read_safetensors
-from landiff_jax.parity import Check, compare, load_case, tolerance_for
+from landiff_jax.parity import Check, channels_first, channels_last, compare, load_case, tolerance_for
 from landiff_jax.tokenizer import api, masks
 from landiff_jax.tokenizer.config import TokenizerConfig
 from landiff_jax.tokenizer.convert import convert_tokenizer
 from landiff_jax.tokenizer.model import VideoVQ
-
-
-def _channels_last(x):  # [b t c h w] -> [b t h w c]
-    return np.moveaxis(np.asarray(x), 2, -1)
-
-
-def _channels_first(x):  # [b t h w c] -> [b t c h w]
-    return np.moveaxis(np.asarray(x), -1, 2)
 
 
 def _as_original_latent(x):  # [b n c] -> [b c 1 n] (TiTok's fake 2D layout)
@@ -57,7 +49,7 @@ def run_tokenizer(case_dir: Path, meta: dict) -> list[Check]:
     _, arrays = load_case(case_dir)
     config, params = _load(case_dir, meta)
     checks, check = _checker(meta, arrays)
-    features = _channels_last(arrays["features"])
+    features = channels_last(arrays["features"])
     num_frames = arrays["decoded"].shape[1]
     model, tracer = VideoVQ(config), VideoVQ(config, trace=True)
 
@@ -68,7 +60,7 @@ def run_tokenizer(case_dir: Path, meta: dict) -> list[Check]:
     check("encoder_out", _as_original_latent(enc["encoder_out"]))
 
     codes = arrays["indices"]  # the stored input of index_to_feature
-    check("decoded", _channels_first(api.decode(model, params, codes, num_frames)))
+    check("decoded", channels_first(api.decode(model, params, codes, num_frames)))
     dec = _jit_method(tracer, VideoVQ.trace_decode, static_argnums=2)({"params": params}, codes, num_frames)
     check("latent_from_indices", _as_original_latent(dec["latent_from_indices"]))
     for name in ("dec_embed_out", "dec_ln_pre_out", "dec_layer_outputs"):
@@ -86,13 +78,13 @@ def run_theia(case_dir: Path, meta: dict) -> list[Check]:
     _, arrays = load_case(case_dir)
     config, params = _load(case_dir, meta)
     checks, check = _checker(meta, arrays)
-    video = _channels_last(arrays["video"])  # uint8 [b t H W 3]
+    video = channels_last(arrays["video"])  # uint8 [b t H W 3]
     trace = _jit_method(VideoVQ(config), VideoVQ.trace_video)({"params": params}, video)
-    check("pixel_values", np.moveaxis(np.asarray(trace["pixel_values"]), -1, 1))
+    check("pixel_values", channels_first(trace["pixel_values"]))
     check("vit_pos_embed_interpolated", np.asarray(trace["pos_embed"])[None])
     check("vit_embeddings_out", trace["embeddings"])
     check("vit_last_hidden_state", trace["last_hidden_state"])
-    check("features", _channels_first(trace["features"]))
+    check("features", channels_first(trace["features"]))
     check("indices_from_video", api.encode(VideoVQ(config), params, video))
     return checks
 

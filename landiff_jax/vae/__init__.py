@@ -12,6 +12,7 @@ from landiff_jax.vae.api import (
     sample_latents,
     split_moments,
     to_uint8,
+    to_decoder_space,
     to_unit,
     uint8_to_unit,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "sample_latents",
     "split_moments",
     "to_uint8",
+    "to_decoder_space",
     "to_unit",
     "uint8_to_unit",
 ]

@@ -17,20 +17,11 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from landiff_jax.parity import Check, Tolerance, compare, load_case, tolerance_for
+from landiff_jax.parity import Check, Tolerance, compare, from_ncthw, load_case, to_ncthw, tolerance_for
 from landiff_jax.vae import api
 from landiff_jax.vae.config import VAEConfig
 from landiff_jax.vae.convert import load_vae
 from landiff_jax.vae.model import Decoder, Encoder
-
-
-def to_channels_last(a: np.ndarray) -> np.ndarray:
-    """NCTHW -> NTHWC."""
-    return np.moveaxis(a, 1, -1)
-
-
-def to_channels_first(a) -> np.ndarray:
-    return np.moveaxis(np.asarray(a), -1, 1)
 
 
 def tolerance(meta: dict, name: str) -> Tolerance:
@@ -70,7 +61,7 @@ def check_intermediates(case_dir: Path, meta: dict, cfg: VAEConfig, params, vide
     checks = []
     for name, value in expected.items():
         part, module = intermediate_name(name)
-        checks.append(compare(name, to_channels_first(ours[part][module]), value, tolerance(meta, "decoded_full")))
+        checks.append(compare(name, to_ncthw(ours[part][module]), value, tolerance(meta, "decoded_full")))
     return checks
 
 
@@ -83,10 +74,10 @@ def run(case_dir: Path, meta: dict) -> list[Check]:
 
     def check(name, actual):
         if name in arrays:
-            checks.append(compare(name, to_channels_first(actual), arrays[name], tolerance(meta, name)))
+            checks.append(compare(name, to_ncthw(actual), arrays[name], tolerance(meta, name)))
 
     def decode_both(latent_name, full_name, chunked_name, **kw):
-        latent = to_channels_last(arrays[latent_name])
+        latent = from_ncthw(arrays[latent_name])
         full = api.decode_full(params, cfg, latent)
         chunked = api.decode_latents(params, cfg, latent, **kw)
         check(full_name, full)
@@ -94,7 +85,7 @@ def run(case_dir: Path, meta: dict) -> list[Check]:
         return full, chunked
 
     if "video_in_01" in arrays:
-        video = api.from_unit(to_channels_last(arrays["video_in_01"]))
+        video = api.from_unit(from_ncthw(arrays["video_in_01"]))
         check("video_in", video)
         moments = api.moments(params, cfg, video)
         mean, logvar = api.split_moments(cfg, moments)
@@ -102,13 +93,13 @@ def run(case_dir: Path, meta: dict) -> list[Check]:
         check("mean", mean)
         check("logvar", logvar)
         if "noise" in arrays:
-            check("latent_engine", api.sample_latents(cfg, mean, logvar, noise=to_channels_last(arrays["noise"])))
+            check("latent_engine", api.sample_latents(cfg, mean, logvar, noise=from_ncthw(arrays["noise"])))
         check("latent_mode", api.encode_mode(params, cfg, video))
 
         if (case_dir / "intermediates.npz").exists():
-            checks += check_intermediates(case_dir, meta, cfg, params, video, to_channels_last(arrays["latent_engine"]))
+            checks += check_intermediates(case_dir, meta, cfg, params, video, from_ncthw(arrays["latent_engine"]))
 
-    check("latent_decoder_input", api.to_decoder_space(cfg, to_channels_last(arrays["latent_engine"])))
+    check("latent_decoder_input", api.to_decoder_space(cfg, from_ncthw(arrays["latent_engine"])))
     full, chunked = decode_both("latent_engine", "decoded_full", "decoded_chunked")
     check("video_out_01", api.to_unit(chunked))
     check("video_out_full_01", api.to_unit(full))
