@@ -87,6 +87,14 @@ class LanDiffConfig:
         return dataclasses.replace(self, t5_lm=cast(self.t5_lm), t5_dit=cast(self.t5_dit), tokenizer=cast(self.tokenizer),
                                    lm=cast(self.lm), dit=cast(self.dit), vae=vae)
 
+    def with_dit_attention(self, implementation: str | None) -> "LanDiffConfig":
+        """The diffusion transformer's attention kernel (`nn.dot_product_attention`'s
+        implementation; None: cuDNN for bf16 on GPU, XLA otherwise)."""
+        allowed = (None, "xla", "cudnn", "mosaic")
+        if implementation not in allowed:
+            raise ValueError(f"DiT attention must be one of {allowed}, got {implementation!r}")
+        return dataclasses.replace(self, dit=dataclasses.replace(self.dit, attention=implementation))
+
     # ---- constructors ------------------------------------------------------------------
     @classmethod
     def full(cls) -> "LanDiffConfig":

@@ -124,12 +124,14 @@ class LanDiff:
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
-    def from_checkpoint(cls, directory: str | Path, dtype: str | None = None, mesh: Mesh | None = None) -> "LanDiff":
-        """A converted checkpoint (`tools/convert.py`), computed in `dtype` (default: as stored)."""
+    def from_checkpoint(cls, directory: str | Path, dtype: str | None = None, mesh: Mesh | None = None,
+                        dit_attention: str | None = None) -> "LanDiff":
+        """A converted checkpoint (`tools/convert.py`), computed in `dtype` (default: as stored);
+        dit_attention: see `LanDiffConfig.with_dit_attention`."""
         spec = checkpoint.read_spec(Path(directory))
         if dtype is not None:
             spec = {**spec, "dtype": dtype}
-        cfg = checkpoint.config_from_spec(spec)
+        cfg = checkpoint.config_from_spec(spec).with_dit_attention(dit_attention)
         params = ((name, checkpoint.load_component(directory, name)) for name in checkpoint.COMPONENTS)
         tokenizers = {c: text.T5TextTokenizer(checkpoint.text_tokenizer_dir(directory, c)) for c in TEXT_COMPONENTS}
         return cls(cfg, params, tokenizers, mesh=mesh)

@@ -66,6 +66,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--preset", choices=("tiny", "full"), default="full")
     p.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
+    p.add_argument("--dit_attention", choices=("cudnn", "mosaic", "xla"), default=None,
+                   help="diffusion attention kernel (default: cuDNN for bf16 on GPU)")
     p.add_argument("--mesh", default=None, help="data,fsdp,tensor sizes, 'auto' (tensor = all devices) or none")
     p.add_argument("--also_mesh", default=None, help="then rerun on this mesh with the same weights (for ratios)")
     p.add_argument("--prompts", type=int, default=1)
@@ -75,7 +77,7 @@ def main(argv=None):
     from landiff_jax.config import LanDiffConfig
     from landiff_jax.pipeline import GenerateOptions, LanDiff
 
-    cfg = LanDiffConfig.preset(args.preset).with_dtype(args.dtype)
+    cfg = LanDiffConfig.preset(args.preset).with_dtype(args.dtype).with_dit_attention(args.dit_attention)
     start = time.perf_counter()
     pipe = jax.block_until_ready(LanDiff.random(cfg, mesh=parse_mesh(args.mesh)))
     init_s = time.perf_counter() - start
@@ -89,6 +91,7 @@ def main(argv=None):
         print(f"--- mesh {mesh_spec or 'none (one device)'}", flush=True)
         figures = bench_stages(run_pipe, prompts, options)
         emit({"stage": "end_to_end", "preset": args.preset, "dtype": args.dtype, "prompts": args.prompts,
+              "dit_attention": args.dit_attention or "default",
               "steps": run_pipe.sampler_config(options).num_steps,
               "mesh": dict(run_pipe.mesh.shape) if run_pipe.mesh is not None else None,
               "random_init_s": round(init_s, 1), **figures, **peak_memory_gb()})

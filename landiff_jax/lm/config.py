@@ -35,6 +35,7 @@ class LMConfig:
     # numerics
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    decode_attention: str | None = None  # None: the Pallas kernel for bf16 on GPU, else 'xla' (see nn.decode_attention)
 
     def __post_init__(self):
         if self.hidden % self.num_heads:

@@ -3,8 +3,10 @@ prefix of micro-conditions and T5 text features.
 
 Every transformer call goes through one explicit KV cache: per layer `(k, v)`, each
 [rows, heads, cache_len, head_dim] (heads before slots, so that one head's keys are a
-contiguous [slots, head_dim] matrix for the attention dots), written at slot `index` and
-attended up to the query's own slot. One block function serves both paths:
+contiguous [slots, head_dim] matrix), written at slot `index` and attended up to the query's
+own slot; cache_len is rounded up to a multiple of the decode kernel's block. A one-token call
+attends through `decode_attention` (on GPU a kernel that reads only the filled slots), a
+longer one through masked XLA attention. One block function serves both paths:
 - `SemanticLM.forward` (prefill of the whole prefix; the uncached forward is a prefill of the
   whole sequence into a fresh cache) scans the layers over a stacked cache
   [layers, rows, heads, cache_len, head_dim];
@@ -33,12 +35,14 @@ from landiff_jax.nn import (
     Mlp,
     RMSNorm,
     apply_rope,
+    decode_attention,
     dense,
     dot_product_attention,
     rope_1d_angles,
     scan_layers,
     timestep_embedding,
 )
+from landiff_jax.nn.decode_attention import BLOCK as DECODE_BLOCK
 from landiff_jax.nn.mlp import gelu_tanh
 
 
@@ -85,8 +89,8 @@ class LlamaBlock(nn.Module):
     cfg: LMConfig
 
     @nn.compact
-    def __call__(self, x, cache, angles, mask, index):
-        # x [b s d]; cache (k, v) each [b h T k]; angles [b s k/2]; mask [b 1 s T]
+    def __call__(self, x, cache, angles, mask, index, pads):
+        # x [b s d]; cache (k, v) each [b h T k]; angles [b s k/2]; mask [b 1 s T] (unused when s = 1); pads [b]
         cache_k, cache_v = cache
         cfg = self.cfg
         kw = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype)
@@ -98,10 +102,12 @@ class LlamaBlock(nn.Module):
         at = (0, 0, index, 0)
         cache_k = jax.lax.dynamic_update_slice(cache_k, jnp.swapaxes(k, 1, 2).astype(cache_k.dtype), at)
         cache_v = jax.lax.dynamic_update_slice(cache_v, jnp.swapaxes(v, 1, 2).astype(cache_v.dtype), at)
-        keys, values = (jnp.swapaxes(c, 1, 2).astype(q.dtype) for c in (cache_k, cache_v))
-        # XLA attention: a decode query is one token over a length-masked cache; fused flash
-        # kernels gain nothing there and the same call serves the prefill
-        attn = dot_product_attention(q, keys, values, mask=mask, implementation="xla")
+        if x.shape[1] == 1:  # a decode step: the row's filled slots pad..index
+            attn = decode_attention(q[:, 0], cache_k, cache_v, pads, index + 1,
+                                    implementation=cfg.decode_attention)[:, None]
+        else:
+            keys, values = (jnp.swapaxes(c, 1, 2).astype(q.dtype) for c in (cache_k, cache_v))
+            attn = dot_product_attention(q, keys, values, mask=mask, implementation="xla")
         x = x + nn.DenseGeneral(cfg.hidden, axis=(-2, -1), use_bias=False, name="wo",
                                 kernel_init=_partitioned(init, ("heads", "kv", "embed")), **kw)(attn)
         mlp = GatedMlp(cfg.mlp_dim, act=gelu_tanh, use_bias=False, name="mlp", **kw)
@@ -110,8 +116,10 @@ class LlamaBlock(nn.Module):
 
 
 def init_cache(cfg: LMConfig, rows: int, length: int):
-    """An empty stacked KV cache: (k, v), each [layers, rows, heads, length, head_dim] in cfg.dtype."""
-    shape = (cfg.num_layers, rows, cfg.num_heads, length, cfg.head_dim)
+    """An empty stacked KV cache for at least `length` slots: (k, v), each [layers, rows, heads,
+    T, head_dim] in cfg.dtype, T = length rounded up to a multiple of the decode kernel's block."""
+    slots = -(-length // DECODE_BLOCK) * DECODE_BLOCK
+    shape = (cfg.num_layers, rows, cfg.num_heads, slots, cfg.head_dim)
     return jnp.zeros(shape, cfg.dtype), jnp.zeros(shape, cfg.dtype)
 
 
@@ -139,7 +147,8 @@ class SemanticLM(nn.Module):
                                     embedding_init=_partitioned(nn.initializers.normal(0.02), ("vocab", "embed")))
         self.text_cond = TextCond(cfg)
         self.micro_cond = MicroConditioner(cfg)
-        self.blocks = scan_layers(LlamaBlock, cfg.num_layers, in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
+        self.blocks = scan_layers(LlamaBlock, cfg.num_layers,
+                                  in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
                                   cfg=cfg)  # params under "layers"
         self.final_norm = LayerNorm(cfg.final_norm_eps, param_dtype=cfg.param_dtype)
         # logits in float32, as the original (its head runs on x.float())
@@ -177,7 +186,7 @@ class SemanticLM(nn.Module):
         """x [r s d] written at slots index..index+s-1 of the stacked cache -> (float32 logits
         [r V] of the last query (or [r s V]), updated stacked cache)."""
         angles, mask = attention_inputs(self.cfg, index, x.shape[1], pads, cache[0].shape[3])
-        x, cache = self.blocks(x.astype(self.cfg.dtype), cache, angles, mask, index)
+        x, cache = self.blocks(x.astype(self.cfg.dtype), cache, angles, mask, index, pads)
         return self.logits(x[:, -1] if last_only else x), cache
 
     def __call__(self, text_hidden, text_mask, micro, tokens, guidance: bool = False):
@@ -212,10 +221,10 @@ def decode(cfg: LMConfig, params, layers, tokens, caches, index, pads):
     """
     model, block = SemanticLM(cfg), LlamaBlock(cfg)
     x = model.apply({"params": params}, tokens[:, None], method=SemanticLM.embed).astype(cfg.dtype)
-    angles, mask = attention_inputs(cfg, index, 1, pads, caches[0][0].shape[2])
+    angles, _ = attention_inputs(cfg, index, 1, pads, caches[0][0].shape[2])
     updated = []
     for layer, cache in zip(layers, caches, strict=True):
-        x, cache = block.apply({"params": layer}, x, cache, angles, mask, index)
+        x, cache = block.apply({"params": layer}, x, cache, angles, None, index, pads)
         updated.append(cache)
     return model.apply({"params": params}, x[:, -1], method=SemanticLM.logits), tuple(updated)
 

@@ -1,6 +1,6 @@
 """Building blocks shared by every LanDiff model."""
 
-from landiff_jax.nn.attention import attention_implementation, dot_product_attention
+from landiff_jax.nn.attention import attention_implementation, decode_attention, dot_product_attention
 from landiff_jax.nn.dense import dense, scan_layers
 from landiff_jax.nn.embeddings import timestep_embedding
 from landiff_jax.nn.group_norm import GroupNorm
@@ -16,6 +16,7 @@ __all__ = [
     "RMSNorm",
     "apply_rope",
     "attention_implementation",
+    "decode_attention",
     "dense",
     "dot_product_attention",
     "rope_1d_angles",

@@ -67,6 +67,16 @@ def test_prefill_and_cached_steps_equal_uncached_forward(params, text, batch):
     np.testing.assert_allclose(batch.logits, jnp.swapaxes(full[:, -steps:], 0, 1), **TOL)
 
 
+def test_pallas_decode_attention_gives_the_same_steps(params, text, keys, batch):
+    """The decode kernel used on GPU (interpreted here) samples the same tokens with the same
+    per-step logits as the XLA attention."""
+    hidden, mask = text
+    pallas = sample(params, CFG.replace(decode_attention="pallas"), hidden, mask, num_frames=FRAMES,
+                    motion_score=SCORES, options=OPTIONS, rng=keys, trace=True)
+    np.testing.assert_array_equal(pallas.tokens, batch.tokens)
+    np.testing.assert_allclose(pallas.logits, batch.logits, **TOL)
+
+
 def test_jitted_loop_equals_python_loop(params, text, keys, batch):
     def python_fori(lo, hi, body, state):
         step_fn = jax.jit(body)  # the same step function, driven from Python

@@ -24,6 +24,46 @@ def test_attention_matches_masked_softmax():
     np.testing.assert_allclose(out, np.einsum("bhst,bthd->bshd", p, v), atol=1e-5)
 
 
+@pytest.mark.parametrize("length", [71, 200, 256, (71, 200, 129)])
+def test_decode_attention_kernel_reads_only_valid_slots(length):
+    """The Pallas decode kernel (run by the Pallas interpreter on CPU) equals a masked softmax over
+    slots start <= t < length, with per-row starts inside and across the kernel's spans."""
+    from landiff_jax.nn.decode_attention import BLOCK, pallas_decode_attention
+
+    rng = np.random.default_rng(2)
+    b, h, slots, d = 3, 2, 4 * BLOCK, 16
+    q = rng.standard_normal((b, h, d)).astype(np.float32)
+    cache_k, cache_v = (rng.standard_normal((b, h, slots, d)).astype(np.float32) for _ in range(2))
+    start, length = np.array([0, 5, 70]), np.broadcast_to(np.asarray(length), (b,))
+    for row, n in enumerate(length):  # blocks past a row's length are never read
+        cache_v[row, :, -(-n // BLOCK) * BLOCK:] = np.nan
+    out = pallas_decode_attention(q, cache_k, cache_v, start, np.asarray(length), scale=d**-0.5, interpret=True)
+    t = np.arange(slots)
+    valid = (t[None, :] >= start[:, None]) & (t[None, :] < length[:, None])  # [b T]
+    scores = np.where(valid[:, None], np.einsum("bhd,bhtd->bht", q, cache_k) / math.sqrt(d), -np.inf)
+    p = np.exp(scores - scores.max(-1, keepdims=True))
+    want = np.einsum("bht,bhtd->bhd", p / p.sum(-1, keepdims=True), np.nan_to_num(cache_v))
+    np.testing.assert_allclose(np.asarray(out), want, atol=1e-5)
+    xla = lnn.decode_attention(q, np.nan_to_num(cache_k), np.nan_to_num(cache_v), start, np.asarray(length),
+                               implementation="xla")
+    np.testing.assert_allclose(np.asarray(xla), want, atol=1e-5)
+
+
+def test_padded_attention_removes_padded_keys_exactly():
+    """The Mosaic GPU path pads q/k/v to its block; with the kernel's own jnp reference in place of
+    the GPU kernel, the result equals plain attention over the real keys (float16 rounding only)."""
+    from jax.experimental.pallas.ops.gpu.attention_mgpu import attention_reference
+
+    rng = np.random.default_rng(3)
+    q, k, v = (rng.standard_normal((2, n, 3, 64)).astype(np.float32) for n in (150, 173, 173))
+    kernel = lambda *a: (lambda out, res: (out, res[0]))(*attention_reference(*a, save_residuals=True))
+    out = lnn.attention.padded_attention(q, k, v, 0.125, kernel)
+    assert out.shape == q.shape
+    np.testing.assert_allclose(out, lnn.dot_product_attention(q, k, v, scale=0.125, implementation="xla"), atol=2e-3)
+    with pytest.raises(ValueError, match="no mask"):
+        lnn.dot_product_attention(q, k, v, mask=np.ones((1, 1, 150, 173), bool), implementation="mosaic")
+
+
 def test_attention_implementation_choice():
     assert lnn.attention_implementation(jnp.bfloat16, backend="gpu") == "cudnn"
     assert lnn.attention_implementation(jnp.float32, backend="gpu") == "xla"

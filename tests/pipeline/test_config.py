@@ -28,6 +28,14 @@ def test_frame_counts():
         cfg.latent_frames(45)
 
 
+def test_dit_attention_choice():
+    cfg = LanDiffConfig.tiny()
+    assert cfg.with_dit_attention("mosaic").dit.attention == "mosaic"
+    assert cfg.with_dit_attention(None).dit == cfg.dit
+    with pytest.raises(ValueError, match="DiT attention must be one of"):
+        cfg.with_dit_attention("flash")
+
+
 def test_full_size_system_builds_abstractly():
     """Every component at the released sizes, shapes only (no memory): the converters' manifests
     are checked per component; here the whole system must fit together."""

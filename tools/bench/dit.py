@@ -2,7 +2,7 @@
 [uncond; cond], denoiser, CFG, DPM++ update) and the whole jitted N-step loop.
 
 usage: python tools/bench/dit.py --preset full --dtype bfloat16 [--steps 50] [--batch 1]
-       [--repeats 5] [--loop-repeats 2] [--no-loop] [--attention auto|xla|cudnn]
+       [--repeats 5] [--loop-repeats 2] [--no-loop] [--attention auto|xla|cudnn|mosaic] [--compare]
 Random weights of the released shapes are drawn on the device by one jitted function (nothing
 full-size on the host). Prints one JSON line: ms per guided step after compile, compile
 seconds, the loop's ms per step and total seconds, peak device memory, the analytic TFLOP per
@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--loop-repeats", type=int, default=2)
     p.add_argument("--no-loop", action="store_true", help="time the single guided step only")
-    p.add_argument("--attention", choices=("auto", "xla", "cudnn"), default="auto")
+    p.add_argument("--attention", choices=("auto", "xla", "cudnn", "mosaic"), default="auto")
+    p.add_argument("--compare", action="store_true",
+                   help="also run the step with cuDNN attention and report the largest output difference")
     args = p.parse_args(argv)
 
     dtype = jnp.dtype(args.dtype)
@@ -102,11 +104,21 @@ def main(argv: list[str] | None = None) -> None:
     xs = step_inputs(schedule)
     table = jnp.asarray(denoiser_sigma_table(sampler_cfg.denoiser_num_idx, sampler_cfg.denoiser_shift_scale))
     context_pair = jnp.concatenate([uncond, context])
-    one_step = jax.jit(lambda p_, carry, step, ctx, sem, tab, k_: guided_step(cfg, p_, ctx, sem, tab, k_, carry,
-                                                                            step)[0].x)
+    def step_fn(c: DiTConfig):
+        return jax.jit(lambda p_, carry, step, ctx, sem, tab, k_: guided_step(c, p_, ctx, sem, tab, k_, carry, step)[0].x)
+
+    one_step = step_fn(cfg)
     step1 = jax.tree.map(lambda a: a[1], xs)  # a middle step (full update)
     step_compile_s, step_ms = time_jitted(one_step, params, Carry(x, x), step1, context_pair, semantic, table, keys[2],
                                           repeats=args.repeats)
+
+    compare = {}
+    if args.compare:
+        reference = dataclasses.replace(cfg, attention="cudnn")
+        outs = [step_fn(c)(params, Carry(x, x), step1, context_pair, semantic, table, keys[2]).astype(jnp.float32)
+                for c in (cfg, reference)]
+        compare = dict(compare_max_abs_diff_vs_cudnn=float(jnp.max(jnp.abs(outs[0] - outs[1]))),
+                       compare_output_max_abs=float(jnp.max(jnp.abs(outs[1]))))
 
     flops = step_flops(cfg, 2 * b, frames)
     peak = matmul_peak()
@@ -116,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
         layers=cfg.num_layers + cfg.control_layers, n_params=n_params, steps=steps,
         step_ms=round(step_ms, 3), step_compile_s=round(step_compile_s, 2),
         tflop_per_step=float(f"{flops / 1e12:.4g}"), step_tflops=float(f"{flops / step_ms / 1e9:.4g}"),
-        mfu_nominal=round(flops / (step_ms / 1e3) / NOMINAL_PEAK, 4),
+        mfu_nominal=round(flops / (step_ms / 1e3) / NOMINAL_PEAK, 4), **compare,
     )
     if peak:
         figures.update(matmul_peak_tflops=round(peak / 1e12, 1), mfu_measured=round(flops / (step_ms / 1e3) / peak, 4))

@@ -2,6 +2,7 @@
 
 usage: python tools/bench/lm.py --preset full --dtype bfloat16 [--frames 13] [--prompts 1]
        [--text-tokens 64] [--guidance 6.5] [--greedy] [--repeats 3] [--hlo-out FILE] [--matmul-floor]
+       [--decode-attention auto|xla|pallas] [--compare]
 Prints one JSON line: seconds per call (prefill + all sampled positions), ms per sampled
 position, compile seconds, peak device memory, and the fraction of the HBM roofline reached:
 (bytes of the decode weights + the KV cache a step needs) per step / bandwidth, against the
@@ -46,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--text-tokens", type=int, default=64)
     p.add_argument("--guidance", type=float, default=6.5)
     p.add_argument("--greedy", action="store_true", help="argmax instead of a categorical draw")
+    p.add_argument("--decode-attention", choices=["auto", "xla", "pallas"], default="auto",
+                   help="attention of the decode steps (auto: the Pallas kernel for bf16 on GPU)")
+    p.add_argument("--compare", action="store_true", help="also run greedy with the other decode attention and "
+                   "report how many tokens and how much the guided logits differ")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--xla-flags", default="", help="appended to XLA_FLAGS before the backend starts "
                    "(e.g. --xla_gpu_enable_dynamic_slice_fusion=true)")
@@ -121,12 +126,28 @@ def bytes_per_step(cfg: LMConfig, params, rows: int, prefix: int, steps: int) ->
             "kv_read": slot * (prefix + steps - 1)}
 
 
+def compare_decode_attention(cfg: LMConfig, frames: int, params, hidden, mask, micro) -> dict:
+    """Greedy sampling with the XLA and the Pallas decode attention: the share of equal tokens, the
+    first step where they differ, and the largest guided-logit difference before it."""
+    options = SampleOptions.create(guidance_scale=6.5, greedy=True)
+    runs = [jax.jit(functools.partial(_sample, cfg=cfg.replace(decode_attention=impl), num_frames=frames, trace=True))(
+        params, hidden, mask, micro, None, options, None) for impl in ("xla", "pallas")]
+    (a, b) = (np.asarray(r.tokens) for r in runs)
+    differ = np.flatnonzero((a != b).any(axis=0))
+    first = int(differ[0]) if differ.size else a.shape[1]
+    logits = [np.asarray(r.guided[:first], np.float64) for r in runs]
+    return {"decode_compare_equal_tokens": float((a == b).mean()), "decode_compare_first_difference": first,
+            "decode_compare_max_guided_logit_diff": float(np.abs(logits[0] - logits[1]).max()) if first else None,
+            "decode_compare_guided_logit_scale": float(np.abs(logits[0]).max()) if first else None}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.xla_flags:  # read when the backend starts, i.e. at the first computation below
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {args.xla_flags}".strip()
     dtype = jnp.dtype(args.dtype)
-    cfg = getattr(LMConfig, args.preset)(dtype=dtype, param_dtype=dtype)
+    decode_impl = None if args.decode_attention == "auto" else args.decode_attention
+    cfg = getattr(LMConfig, args.preset)(dtype=dtype, param_dtype=dtype, decode_attention=decode_impl)
     layout = L.frame_layout(cfg.codebook_size, cfg.iframe_tokens, cfg.pframe_tokens, cfg.segment_length, args.frames)
     b, n = args.prompts, args.text_tokens
 
@@ -171,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         floor = matmul_floor_ms(cfg, params, rows)
         figures |= {"matmul_floor_ms_per_step": round(floor, 4),
                     "matmul_floor_tbs": round(traffic["weights"] / floor / 1e9, 3)}
+    if args.compare:
+        figures |= compare_decode_attention(cfg, args.frames, params, hidden, mask, micro)
     bandwidth = measured_bandwidth()
     if bandwidth:
         figures |= {"measured_bandwidth_tbs": round(bandwidth / 1e12, 3),
