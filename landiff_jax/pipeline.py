@@ -105,6 +105,13 @@ class LanDiff:
         a lazily loaded component leaves host memory before the next is read. `mesh` (see `parallel.make_mesh`): the text encoders' and the LM's weights are sharded by
         the logical-axis rules (the LM is memory-bound: each device reads its share), the other
         stages' weights are replicated and the diffusion guidance batch is split over devices."""
+        if mesh is not None and mesh.size > 1:
+            # XLA's SPMD partitioner does not split the Pallas kernels: on a mesh the LM's decode
+            # steps attend through XLA, and the DiT's opt-in Mosaic attention is refused
+            if cfg.dit.attention == "mosaic":
+                raise ValueError("the 'mosaic' DiT attention runs on one device; use the default (cuDNN) on a mesh")
+            if cfg.lm.decode_attention is None:
+                cfg = dataclasses.replace(cfg, lm=cfg.lm.replace(decode_attention="xla"))
         self.cfg = cfg.check()
         self.tokenizers = tokenizers
         self.random_weights = random_weights

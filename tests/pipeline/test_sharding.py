@@ -20,6 +20,12 @@ SCRIPT = textwrap.dedent(
     ref = LanDiff.random(cfg).generate(prompts, options)
     mesh = make_mesh(data=2, fsdp=1, tensor=4)
     pipe = LanDiff.random(cfg, mesh=mesh)
+    assert pipe.cfg.lm.decode_attention == "xla"  # the Pallas decode kernel is not SPMD-partitioned
+    try:
+        LanDiff(cfg.with_dit_attention("mosaic"), pipe.params, pipe.tokenizers, mesh=mesh)
+        raise AssertionError("mosaic attention on a mesh was accepted")
+    except ValueError as e:
+        assert "one device" in str(e)
     lm_qkv = jax.tree.leaves(pipe.params["lm"])
     assert any(len(a.sharding.device_set) == 8 and not a.sharding.is_fully_replicated for a in lm_qkv)
     out = pipe.generate(prompts, options)
