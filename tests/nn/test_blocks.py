@@ -27,7 +27,7 @@ def test_attention_matches_masked_softmax():
 @pytest.mark.parametrize("length", [71, 200, 256, (71, 200, 129)])
 def test_decode_attention_kernel_reads_only_valid_slots(length):
     """The Pallas decode kernel (run by the Pallas interpreter on CPU) equals a masked softmax over
-    slots start <= t < length, with per-row starts inside and across the kernel's spans."""
+    slots start <= t < length, with per-row starts inside and across the kernel's blocks."""
     from landiff_jax.nn.decode_attention import BLOCK, pallas_decode_attention
 
     rng = np.random.default_rng(2)
