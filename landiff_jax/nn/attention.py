@@ -49,6 +49,12 @@ def _mosaic_kernel(q, k, v):
     """The Pallas Mosaic GPU (Hopper, warp-specialised) flash attention of jax's kernel library."""
     from jax.experimental.pallas.ops.gpu import attention_mgpu
 
+    device = jax.devices()[0]
+    if device.platform != "gpu" or not str(getattr(device, "compute_capability", "")).startswith("9."):
+        raise ValueError(f"the 'mosaic' attention needs a Hopper GPU (H100/H200), not {device.device_kind}")
+    if q.shape[-1] % 64:
+        raise ValueError(f"the 'mosaic' attention needs a head dim that is a multiple of 64, got {q.shape[-1]}")
+
     config = attention_mgpu.TuningConfig(block_q=64, block_kv=MOSAIC_BLOCK, max_concurrent_steps=2)
     out, (lse,) = attention_mgpu.attention(q, k, v, config, save_residuals=True)
     return out, lse

@@ -62,6 +62,9 @@ def test_padded_attention_removes_padded_keys_exactly():
     np.testing.assert_allclose(out, lnn.dot_product_attention(q, k, v, scale=0.125, implementation="xla"), atol=2e-3)
     with pytest.raises(ValueError, match="no mask"):
         lnn.dot_product_attention(q, k, v, mask=np.ones((1, 1, 150, 173), bool), implementation="mosaic")
+    if jax.default_backend() == "cpu":
+        with pytest.raises(ValueError, match="needs a Hopper GPU"):
+            lnn.dot_product_attention(q, k, v, implementation="mosaic")
 
 
 def test_attention_implementation_choice():
