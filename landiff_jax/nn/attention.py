@@ -26,18 +26,21 @@ def attention_implementation(dtype, backend: str | None = None) -> str:
     return "xla"
 
 
-MOSAIC_BLOCK = 128  # sequence lengths are padded to a multiple of this for the Mosaic GPU kernel
+MOSAIC_Q_BLOCK, MOSAIC_KV_BLOCK = 128, 128  # the Mosaic GPU kernel's tiles (fastest at the DiT's shape)
 
 
-def padded_attention(q, k, v, scale: float, kernel):
-    """Attention through a kernel that needs sequence lengths in multiples of MOSAIC_BLOCK, has
-    no key mask, takes pre-scaled float16 inputs and returns (out, log2 of each row's softmax
-    sum [b h s]). Queries are padded and dropped; padded keys are zero, so each scores exactly
-    0 and adds exp(0) = 1 per padded key to the row's softmax sum Z = 2^lse, and nothing to the
-    weighted values: out · Z / (Z − pads) removes them exactly."""
-    pad_to = lambda a: jnp.pad(a, ((0, 0), (0, -a.shape[1] % MOSAIC_BLOCK), (0, 0), (0, 0))).astype(jnp.float16)
-    out, lse = kernel(pad_to(q * scale), pad_to(k), pad_to(v))
-    s, pads = q.shape[1], -k.shape[1] % MOSAIC_BLOCK
+def padded_attention(q, k, v, scale: float, kernel, q_multiple: int = 2 * MOSAIC_Q_BLOCK,
+                     kv_multiple: int = MOSAIC_KV_BLOCK):
+    """Attention through a kernel that needs query / key lengths in multiples of q_multiple /
+    kv_multiple, has no key mask, takes pre-scaled float16 inputs and returns (out, log2 of each
+    row's softmax sum [b h s]). Queries are padded and dropped; padded keys are zero, so each
+    scores exactly 0 and adds exp(0) = 1 per padded key to the row's softmax sum Z = 2^lse, and
+    nothing to the weighted values: out · Z / (Z − pads) removes them exactly."""
+    def pad_to(a, multiple):
+        return jnp.pad(a, ((0, 0), (0, -a.shape[1] % multiple), (0, 0), (0, 0))).astype(jnp.float16)
+
+    out, lse = kernel(pad_to(q * scale, q_multiple), pad_to(k, kv_multiple), pad_to(v, kv_multiple))
+    s, pads = q.shape[1], -k.shape[1] % kv_multiple
     out = out[:, :s].astype(jnp.float32)
     if pads:
         kept = 1.0 - pads * jnp.exp2(-jnp.swapaxes(lse, 1, 2)[:, :s])  # [b s h]: the real keys' share of Z
@@ -55,7 +58,7 @@ def _mosaic_kernel(q, k, v):
     if q.shape[-1] % 64:
         raise ValueError(f"the 'mosaic' attention needs a head dim that is a multiple of 64, got {q.shape[-1]}")
 
-    config = attention_mgpu.TuningConfig(block_q=64, block_kv=MOSAIC_BLOCK, max_concurrent_steps=2)
+    config = attention_mgpu.TuningConfig(block_q=MOSAIC_Q_BLOCK, block_kv=MOSAIC_KV_BLOCK, max_concurrent_steps=2)
     out, (lse,) = attention_mgpu.attention(q, k, v, config, save_residuals=True)
     return out, lse
 
