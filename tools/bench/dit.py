@@ -69,6 +69,44 @@ def random_params(model: nn.Module, key, *args):
     return jax.jit(draw)(key)
 
 
+@dataclasses.dataclass
+class StepCase:
+    """Random inputs and weights of one guided sampler step: latent x, prompt context and its
+    unconditional zeros, semantic feature, schedule inputs xs, sigma table, noise key."""
+
+    params: dict
+    x: jax.Array
+    context: jax.Array
+    uncond: jax.Array
+    semantic: jax.Array
+    xs: object
+    table: jax.Array
+    key: jax.Array
+
+    def step_args(self) -> tuple:
+        """Arguments of `step_fn(cfg)`: a middle step (full update) on [uncond; cond]."""
+        middle = jax.tree.map(lambda a: a[1], self.xs)
+        return (self.params, Carry(self.x, self.x), middle, jnp.concatenate([self.uncond, self.context]),
+                self.semantic, self.table, self.key)
+
+
+def step_case(cfg: DiTConfig, sampler_cfg: SamplerConfig, batch: int, frames: int) -> StepCase:
+    shape = (batch, frames, cfg.latent_height, cfg.latent_width, cfg.in_channels)
+    keys = jax.random.split(jax.random.key(0), 4)
+    context = jax.random.normal(keys[0], (batch, cfg.text_length, cfg.text_hidden_size), jnp.float32).astype(cfg.dtype)
+    semantic = (0.1 * jax.random.normal(keys[1], (1, *shape[1:]), jnp.float32)).astype(cfg.dtype)
+    x = initial_latent(shape, key=keys[2])
+    params = random_params(ControlDiT(cfg), keys[3], x[:1], jnp.zeros((1,)), context[:1], semantic)
+    table = jnp.asarray(denoiser_sigma_table(sampler_cfg.denoiser_num_idx, sampler_cfg.denoiser_shift_scale))
+    return StepCase(params, x, context, jnp.zeros_like(context), semantic, step_inputs(step_schedule(sampler_cfg)),
+                    table, keys[2])
+
+
+def step_fn(cfg: DiTConfig):
+    """One jitted guided step (network on the doubled batch, denoiser, CFG, update) -> next latent."""
+    return jax.jit(lambda p_, carry, step, ctx, sem, tab, k_: guided_step(cfg, p_, ctx, sem, tab, k_, carry, step)[0].x)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", choices=("tiny", "full"), default="tiny")
@@ -91,32 +129,14 @@ def main(argv: list[str] | None = None) -> None:
     steps = args.steps or (50 if args.preset == "full" else 4)
     sampler_cfg = SamplerConfig(num_steps=steps, cfg_num_steps=steps)
     b, frames = args.batch, args.frames or cfg.latent_frames
-    shape = (b, frames, cfg.latent_height, cfg.latent_width, cfg.in_channels)
-    keys = jax.random.split(jax.random.key(0), 4)
-    context = jax.random.normal(keys[0], (b, cfg.text_length, cfg.text_hidden_size), jnp.float32).astype(dtype)
-    uncond = jnp.zeros_like(context)
-    semantic = (0.1 * jax.random.normal(keys[1], (1, *shape[1:]), jnp.float32)).astype(dtype)
-    x = initial_latent(shape, key=keys[2])
-    params = random_params(ControlDiT(cfg), keys[3], x[:1], jnp.zeros((1,)), context[:1], semantic)
-    n_params = sum(int(v.size) for v in jax.tree.leaves(params))
-
-    schedule = step_schedule(sampler_cfg)
-    xs = step_inputs(schedule)
-    table = jnp.asarray(denoiser_sigma_table(sampler_cfg.denoiser_num_idx, sampler_cfg.denoiser_shift_scale))
-    context_pair = jnp.concatenate([uncond, context])
-    def step_fn(c: DiTConfig):
-        return jax.jit(lambda p_, carry, step, ctx, sem, tab, k_: guided_step(c, p_, ctx, sem, tab, k_, carry, step)[0].x)
-
-    one_step = step_fn(cfg)
-    step1 = jax.tree.map(lambda a: a[1], xs)  # a middle step (full update)
-    step_compile_s, step_ms = time_jitted(one_step, params, Carry(x, x), step1, context_pair, semantic, table, keys[2],
-                                          repeats=args.repeats)
+    case = step_case(cfg, sampler_cfg, b, frames)
+    n_params = sum(int(v.size) for v in jax.tree.leaves(case.params))
+    step_compile_s, step_ms = time_jitted(step_fn(cfg), *case.step_args(), repeats=args.repeats)
 
     compare = {}
     if args.compare:
         reference = dataclasses.replace(cfg, attention="cudnn")
-        outs = [step_fn(c)(params, Carry(x, x), step1, context_pair, semantic, table, keys[2]).astype(jnp.float32)
-                for c in (cfg, reference)]
+        outs = [step_fn(c)(*case.step_args()).astype(jnp.float32) for c in (cfg, reference)]
         compare = dict(compare_max_abs_diff_vs_cudnn=float(jnp.max(jnp.abs(outs[0] - outs[1]))),
                        compare_output_max_abs=float(jnp.max(jnp.abs(outs[1]))))
 
@@ -134,8 +154,8 @@ def main(argv: list[str] | None = None) -> None:
         figures.update(matmul_peak_tflops=round(peak / 1e12, 1), mfu_measured=round(flops / (step_ms / 1e3) / peak, 4))
     if not args.no_loop:
         loop = jax.jit(lambda p_, xs_, x_, *rest: sample_loop(cfg, p_, xs_, x_, *rest)[0])
-        loop_compile_s, loop_ms = time_jitted(loop, params, xs, x, context, uncond, semantic, table, keys[2],
-                                              repeats=args.loop_repeats)
+        loop_compile_s, loop_ms = time_jitted(loop, case.params, case.xs, case.x, case.context, case.uncond,
+                                              case.semantic, case.table, case.key, repeats=args.loop_repeats)
         figures.update(loop_ms_per_step=round(loop_ms / steps, 3), loop_total_s=round(loop_ms / 1e3, 3),
                        loop_compile_s=round(loop_compile_s, 2),
                        loop_tflops=float(f"{flops * steps / loop_ms / 1e9:.4g}"))

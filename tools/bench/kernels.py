@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import functools
 import json
 import sys
 import tempfile
@@ -44,41 +43,25 @@ def kernel_times(fn, *args) -> tuple[collections.Counter, collections.Counter]:
 
 
 def dit_step(attention: str):
-    from dit import random_params
+    from dit import step_case, step_fn
 
     from landiff_jax.diffusion.config import DiTConfig, SamplerConfig
-    from landiff_jax.diffusion.dit import ControlDiT
-    from landiff_jax.diffusion.sampler import Carry, guided_step, initial_latent, step_inputs
-    from landiff_jax.diffusion.schedule import denoiser_sigma_table, step_schedule
 
     cfg = DiTConfig.full(dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, attention=attention)
-    sampler = SamplerConfig()
-    shape = (1, cfg.latent_frames, cfg.latent_height, cfg.latent_width, cfg.in_channels)
-    keys = jax.random.split(jax.random.key(0), 4)
-    context = jax.random.normal(keys[0], (1, cfg.text_length, cfg.text_hidden_size)).astype(jnp.bfloat16)
-    semantic = (0.1 * jax.random.normal(keys[1], shape)).astype(jnp.bfloat16)
-    x = initial_latent(shape, key=keys[2])
-    params = random_params(ControlDiT(cfg), keys[3], x, jnp.zeros((1,)), context, semantic)
-    table = jnp.asarray(denoiser_sigma_table(sampler.denoiser_num_idx, sampler.denoiser_shift_scale))
-    step = jax.tree.map(lambda a: a[1], step_inputs(step_schedule(sampler)))  # a middle step
-    fn = lambda p, carry, s, ctx, sem, tab, k: guided_step(cfg, p, ctx, sem, tab, k, carry, s)[0].x
-    args = (params, Carry(x, x), step, jnp.concatenate([jnp.zeros_like(context), context]), semantic, table, keys[2])
-    return fn, args, 1
+    return step_fn(cfg), step_case(cfg, SamplerConfig(), 1, cfg.latent_frames).step_args(), 1
 
 
 def lm_sampling(frames: int = 13, text_tokens: int = 64):
+    from lm import sampling_inputs
+
     from landiff_jax.lm import layout as L
     from landiff_jax.lm.config import LMConfig
-    from landiff_jax.lm.model import init_params
-    from landiff_jax.lm.sampler import SampleOptions, _sample, micro_values
+    from landiff_jax.lm.sampler import SampleOptions
 
     cfg = LMConfig.full(dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
-    hidden = jax.random.normal(jax.random.key(1), (1, text_tokens, cfg.text_dim), jnp.bfloat16)
-    args = (init_params(cfg, jax.random.key(0)), hidden, jnp.ones((1, text_tokens), bool),
-            jnp.asarray(micro_values(cfg, frames, 2.5, 1)), jax.random.split(jax.random.key(2), 1),
-            SampleOptions.create(guidance_scale=6.5), None)
+    fn, args = sampling_inputs(cfg, frames, 1, text_tokens, SampleOptions.create(guidance_scale=6.5))
     steps = L.frame_layout(cfg.codebook_size, cfg.iframe_tokens, cfg.pframe_tokens, cfg.segment_length, frames).steps
-    return functools.partial(_sample, cfg=cfg, num_frames=frames, trace=False), args, steps
+    return fn, args, steps
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -126,6 +126,16 @@ def bytes_per_step(cfg: LMConfig, params, rows: int, prefix: int, steps: int) ->
             "kv_read": slot * (prefix + steps - 1)}
 
 
+def sampling_inputs(cfg: LMConfig, frames: int, prompts: int, text_tokens: int, options: SampleOptions):
+    """(the sampler with its static arguments bound, its call arguments): random weights of cfg's
+    shapes built on the device, random T5 features of `prompts` unpadded prompts."""
+    hidden = jax.random.normal(jax.random.key(1), (prompts, text_tokens, cfg.text_dim), cfg.dtype)
+    args = (init_params(cfg, jax.random.key(0)), hidden, jnp.ones((prompts, text_tokens), bool),
+            jnp.asarray(micro_values(cfg, frames, 2.5, prompts)), jax.random.split(jax.random.key(2), prompts),
+            options, None)
+    return functools.partial(_sample, cfg=cfg, num_frames=frames, trace=False), args
+
+
 def compare_decode_attention(cfg: LMConfig, frames: int, params, hidden, mask, micro) -> dict:
     """Greedy sampling with the XLA and the Pallas decode attention: the share of equal tokens, the
     first step where they differ, and the largest guided-logit difference before it."""
@@ -151,16 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     layout = L.frame_layout(cfg.codebook_size, cfg.iframe_tokens, cfg.pframe_tokens, cfg.segment_length, args.frames)
     b, n = args.prompts, args.text_tokens
 
-    start = time.perf_counter()
-    params = jax.block_until_ready(init_params(cfg, jax.random.key(0)))  # built on device
-    init_s = time.perf_counter() - start
-    hidden = jax.random.normal(jax.random.key(1), (b, n, cfg.text_dim), dtype)
-    mask = jnp.ones((b, n), bool)
-    micro = jnp.asarray(micro_values(cfg, args.frames, 2.5, b))
-    rng = jax.random.split(jax.random.key(2), b)
     options = SampleOptions.create(guidance_scale=args.guidance, greedy=args.greedy)
-    fn = jax.jit(functools.partial(_sample, cfg=cfg, num_frames=args.frames, trace=False))
-    call_args = (params, hidden, mask, micro, rng, options, None)
+    start = time.perf_counter()
+    sampler, call_args = jax.block_until_ready(sampling_inputs(cfg, args.frames, b, n, options))
+    init_s = time.perf_counter() - start
+    params, hidden, mask, micro = call_args[:4]
+    fn = jax.jit(sampler)
     start = time.perf_counter()
     compiled = fn.lower(*call_args).compile()
     compile_s = time.perf_counter() - start
