@@ -89,7 +89,8 @@ class LanDiffConfig:
 
     def with_dit_attention(self, implementation: str | None) -> "LanDiffConfig":
         """The diffusion transformer's attention kernel (`nn.dot_product_attention`'s
-        implementation; None: cuDNN for bf16 on GPU, XLA otherwise)."""
+        implementation; None: `nn.full_attention_implementation` — our Hopper kernel ('mosaic')
+        for bf16 on one H100/H200, cuDNN on other GPUs and on a mesh, XLA on CPU)."""
         allowed = (None, "xla", "cudnn", "mosaic")
         if implementation not in allowed:
             raise ValueError(f"DiT attention must be one of {allowed}, got {implementation!r}")

@@ -107,9 +107,11 @@ class LanDiff:
         stages' weights are replicated and the diffusion guidance batch is split over devices."""
         if mesh is not None and mesh.size > 1:
             # XLA's SPMD partitioner does not split the Pallas kernels: on a mesh the LM's decode
-            # steps attend through XLA, and the DiT's opt-in Mosaic attention is refused
+            # steps attend through XLA and the DiT through cuDNN (an explicit 'mosaic' is refused)
             if cfg.dit.attention == "mosaic":
-                raise ValueError("the 'mosaic' DiT attention runs on one device; use the default (cuDNN) on a mesh")
+                raise ValueError("the 'mosaic' DiT attention runs on one device; use 'cudnn' on a mesh")
+            if cfg.dit.attention is None and jax.default_backend() == "gpu":
+                cfg = cfg.with_dit_attention("cudnn")
             if cfg.lm.decode_attention is None:
                 cfg = dataclasses.replace(cfg, lm=cfg.lm.replace(decode_attention="xla"))
         self.cfg = cfg.check()

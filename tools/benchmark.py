@@ -67,7 +67,7 @@ def main(argv=None):
     p.add_argument("--preset", choices=("tiny", "full"), default="full")
     p.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
     p.add_argument("--dit_attention", choices=("cudnn", "mosaic", "xla"), default=None,
-                   help="diffusion attention kernel (default: cuDNN for bf16 on GPU)")
+                   help="diffusion attention kernel (default: mosaic on one H100/H200, cuDNN on other GPUs)")
     p.add_argument("--mesh", default=None, help="data,fsdp,tensor sizes, 'auto' (tensor = all devices) or none")
     p.add_argument("--also_mesh", default=None, help="then rerun on this mesh with the same weights (for ratios)")
     p.add_argument("--prompts", type=int, default=1)

@@ -36,8 +36,8 @@ flags.DEFINE_string("codes", None, "a .npy of semantic tokens ([N] or [b N]) to 
 flags.DEFINE_string("output_dir", "results", "where videos and codes are written")
 flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "compute dtype (default: bfloat16 on GPU, float32 on CPU)")
 flags.DEFINE_enum("dit_attention", None, ["cudnn", "mosaic", "xla"],
-                  "diffusion attention kernel (default: cuDNN for bf16 on GPU, XLA otherwise; mosaic: jax's "
-                  "Hopper flash attention in float16, H100/H200 only, ~5% faster per diffusion step)")
+                  "diffusion attention kernel (default: mosaic, our Hopper flash attention, for bf16 on one "
+                  "H100/H200; cuDNN on other GPUs and on a mesh; XLA on CPU)")
 FLAGS = flags.FLAGS
 
 

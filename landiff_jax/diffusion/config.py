@@ -82,7 +82,9 @@ class DiTConfig:
     qk_norm_eps: float = 1e-6
     final_norm_eps: float = 1e-6
     semantic: SemanticCondConfig = SemanticCondConfig()
-    attention: str | None = None  # dot_product_attention implementation; None: cuDNN for bf16 on GPU
+    # dot_product_attention implementation; None: nn.full_attention_implementation (our Hopper
+    # kernel for bf16 on one H100/H200, cuDNN on other GPUs, XLA on CPU)
+    attention: str | None = None
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 

@@ -1,6 +1,11 @@
 """Building blocks shared by every LanDiff model."""
 
-from landiff_jax.nn.attention import attention_implementation, decode_attention, dot_product_attention
+from landiff_jax.nn.attention import (
+    attention_implementation,
+    decode_attention,
+    dot_product_attention,
+    full_attention_implementation,
+)
 from landiff_jax.nn.dense import dense, scan_layers
 from landiff_jax.nn.embeddings import timestep_embedding
 from landiff_jax.nn.group_norm import GroupNorm
@@ -19,6 +24,7 @@ __all__ = [
     "decode_attention",
     "dense",
     "dot_product_attention",
+    "full_attention_implementation",
     "rope_1d_angles",
     "rope_3d_angles",
     "scan_layers",

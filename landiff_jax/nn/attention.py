@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from landiff_jax.nn.decode_attention import pallas_decode_attention
+from landiff_jax.nn.hopper_attention import hopper_attention
 
 _CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
 
@@ -26,41 +27,25 @@ def attention_implementation(dtype, backend: str | None = None) -> str:
     return "xla"
 
 
-MOSAIC_Q_BLOCK, MOSAIC_KV_BLOCK = 128, 128  # the Mosaic GPU kernel's tiles (fastest at the DiT's shape)
-
-
-def padded_attention(q, k, v, scale: float, kernel, q_multiple: int = 2 * MOSAIC_Q_BLOCK,
-                     kv_multiple: int = MOSAIC_KV_BLOCK):
-    """Attention through a kernel that needs query / key lengths in multiples of q_multiple /
-    kv_multiple, has no key mask, takes pre-scaled float16 inputs and returns (out, log2 of each
-    row's softmax sum [b h s]). Queries are padded and dropped; padded keys are zero, so each
-    scores exactly 0 and adds exp(0) = 1 per padded key to the row's softmax sum Z = 2^lse, and
-    nothing to the weighted values: out · Z / (Z − pads) removes them exactly."""
-    def pad_to(a, multiple):
-        return jnp.pad(a, ((0, 0), (0, -a.shape[1] % multiple), (0, 0), (0, 0))).astype(jnp.float16)
-
-    out, lse = kernel(pad_to(q * scale, q_multiple), pad_to(k, kv_multiple), pad_to(v, kv_multiple))
-    s, pads = q.shape[1], -k.shape[1] % kv_multiple
-    out = out[:, :s].astype(jnp.float32)
-    if pads:
-        kept = 1.0 - pads * jnp.exp2(-jnp.swapaxes(lse, 1, 2)[:, :s])  # [b s h]: the real keys' share of Z
-        out = out / kept[..., None]
-    return out.astype(q.dtype)
-
-
-def _mosaic_kernel(q, k, v):
-    """The Pallas Mosaic GPU (Hopper, warp-specialised) flash attention of jax's kernel library."""
-    from jax.experimental.pallas.ops.gpu import attention_mgpu
-
+def _on_hopper() -> bool:
     device = jax.devices()[0]
-    if device.platform != "gpu" or not str(getattr(device, "compute_capability", "")).startswith("9."):
-        raise ValueError(f"the 'mosaic' attention needs a Hopper GPU (H100/H200), not {device.device_kind}")
-    if q.shape[-1] % 64:
-        raise ValueError(f"the 'mosaic' attention needs a head dim that is a multiple of 64, got {q.shape[-1]}")
+    return device.platform == "gpu" and str(getattr(device, "compute_capability", "")).startswith("9.")
 
-    config = attention_mgpu.TuningConfig(block_q=MOSAIC_Q_BLOCK, block_kv=MOSAIC_KV_BLOCK, max_concurrent_steps=2)
-    out, (lse,) = attention_mgpu.attention(q, k, v, config, save_residuals=True)
-    return out, lse
+
+def full_attention_implementation(dtype, head_dim: int) -> str:
+    """The kernel for unmasked full attention (the DiT's): 'mosaic' (`hopper_attention`) for
+    half precision on a Hopper GPU with head dims in multiples of 64, else
+    `attention_implementation`'s choice. On an H100 at the DiT's shape it takes 10.5 ms per
+    layer against cuDNN's 11.4-12.0 ms, with the same rounding."""
+    impl = attention_implementation(dtype)
+    return "mosaic" if impl == "cudnn" and head_dim % 64 == 0 and _on_hopper() else impl
+
+
+def _mosaic_attention(q, k, v, scale):
+    """`hopper_attention` on q/k/v in q's dtype (bf16 or fp16), after checking the device."""
+    if not _on_hopper():
+        raise ValueError(f"the 'mosaic' attention needs a Hopper GPU (H100/H200), not {jax.devices()[0].device_kind}")
+    return hopper_attention(q, k.astype(q.dtype), v.astype(q.dtype), scale=scale)
 
 
 def dot_product_attention(q, k, v, *, mask=None, bias=None, scale=None, implementation=None):
@@ -72,16 +57,15 @@ def dot_product_attention(q, k, v, *, mask=None, bias=None, scale=None, implemen
     relative position bias); added after scaling, before the mask.
     scale: defaults to 1/sqrt(d).
     implementation: None picks `attention_implementation(q.dtype)`; 'cudnn' raises on
-    unsupported inputs instead of silently falling back. 'mosaic' (opt-in; Hopper GPUs, no mask
-    or bias, head dim a multiple of 64) runs jax's Mosaic GPU flash attention in float16 via
-    `padded_attention`: faster than cuDNN at the DiT's shape, with float16 rounding of q/k/v/out
-    where cuDNN rounds to bfloat16.
+    unsupported inputs instead of silently falling back. 'mosaic' (Hopper GPUs, bf16/fp16, no
+    mask or bias, head dim a multiple of 64, one device) runs `hopper_attention`, our Pallas
+    Mosaic GPU flash attention: faster than cuDNN's at the DiT's shape, with the same rounding.
     """
     impl = implementation or attention_implementation(q.dtype)
     if impl == "mosaic":
         if mask is not None or bias is not None:
             raise ValueError("the 'mosaic' attention takes no mask or bias")
-        return padded_attention(q, k, v, scale or 1.0 / math.sqrt(q.shape[-1]), _mosaic_kernel)
+        return _mosaic_attention(q, k, v, scale)
     if mask is not None:
         mask = jnp.asarray(mask, dtype=bool)
     return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=scale, implementation=impl)

@@ -29,7 +29,7 @@ from landiff_jax.diffusion.config import DiTConfig, SamplerConfig  # noqa: E402
 from landiff_jax.diffusion.dit import ControlDiT  # noqa: E402
 from landiff_jax.diffusion.sampler import Carry, guided_step, initial_latent, sample_loop, step_inputs  # noqa: E402
 from landiff_jax.diffusion.schedule import denoiser_sigma_table, step_schedule  # noqa: E402
-from landiff_jax.nn import attention_implementation  # noqa: E402
+from landiff_jax.nn import full_attention_implementation  # noqa: E402
 
 NOMINAL_PEAK = 800e12  # bf16 dense matmul FLOP/s the issue measures on one H100
 
@@ -124,8 +124,8 @@ def main(argv: list[str] | None = None) -> None:
 
     dtype = jnp.dtype(args.dtype)
     preset = DiTConfig.full if args.preset == "full" else DiTConfig.tiny
-    impl = attention_implementation(dtype) if args.attention == "auto" else args.attention
-    cfg = preset(dtype=dtype, param_dtype=dtype, attention=impl)
+    cfg = preset(dtype=dtype, param_dtype=dtype, attention=None if args.attention == "auto" else args.attention)
+    impl = cfg.attention or full_attention_implementation(dtype, cfg.head_dim)
     steps = args.steps or (50 if args.preset == "full" else 4)
     sampler_cfg = SamplerConfig(num_steps=steps, cfg_num_steps=steps)
     b, frames = args.batch, args.frames or cfg.latent_frames
