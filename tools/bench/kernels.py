@@ -42,7 +42,7 @@ def kernel_times(fn, *args) -> tuple[collections.Counter, collections.Counter]:
     return ns, calls
 
 
-def dit_step(attention: str):
+def dit_step(attention: str | None):
     from dit import step_case, step_fn
 
     from landiff_jax.diffusion.config import DiTConfig, SamplerConfig
@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("stage", choices=("dit", "lm"))
     p.add_argument("--top", type=int, default=40)
-    p.add_argument("--attention", choices=("cudnn", "mosaic"), default="cudnn", help="DiT attention kernel")
+    p.add_argument("--attention", choices=("cudnn", "mosaic"), default=None,
+                   help="DiT attention kernel (default: the DiT's own choice, mosaic on one H100/H200)")
     args = p.parse_args(argv)
     fn, call_args, units = dit_step(args.attention) if args.stage == "dit" else lm_sampling()
     ns, calls = kernel_times(fn, *call_args)
