@@ -25,7 +25,6 @@ from landiff_jax.nn import (
     dense,
     dot_product_attention,
     full_attention_implementation,
-    mosaic_attention,
     scan_layers,
     timestep_embedding,
 )
@@ -64,14 +63,11 @@ class Attention(nn.Module):
             kernel_init=_boxed(nn.initializers.lecun_normal(), ("embed", None, "heads", "kv")),
             bias_init=_boxed(nn.initializers.zeros_init(), (None, "heads", "kv")),
         )(x)  # [b s 3 n k]
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         norm = lambda name: LayerNorm(c.qk_norm_eps, axis_name="kv", name=name, **_dtypes(c))
-        q, k = norm("query_norm")(qkv[:, :, 0]), norm("key_norm")(qkv[:, :, 1])
+        q, k = norm("query_norm")(q), norm("key_norm")(k)
         impl = c.attention or full_attention_implementation(c.dtype, c.head_dim)
-        scale = 1.0 / math.sqrt(c.head_dim)
-        if impl == "mosaic":  # the Hopper kernel reads v in place from the packed qkv
-            out = mosaic_attention(q, k, qkv, scale, v_index=2)
-        else:
-            out = dot_product_attention(q, k, qkv[:, :, 2], scale=scale, implementation=impl)
+        out = dot_product_attention(q, k, v, scale=1.0 / math.sqrt(c.head_dim), implementation=impl)
         return nn.DenseGeneral(
             c.hidden_size, axis=(-2, -1), name="dense", **_dtypes(c),
             kernel_init=_boxed(nn.initializers.lecun_normal(), ("heads", "kv", "embed")),

@@ -5,7 +5,6 @@ from landiff_jax.nn.attention import (
     decode_attention,
     dot_product_attention,
     full_attention_implementation,
-    mosaic_attention,
 )
 from landiff_jax.nn.dense import dense, scan_layers
 from landiff_jax.nn.embeddings import timestep_embedding
@@ -26,7 +25,6 @@ __all__ = [
     "dense",
     "dot_product_attention",
     "full_attention_implementation",
-    "mosaic_attention",
     "rope_1d_angles",
     "rope_3d_angles",
     "scan_layers",

@@ -41,12 +41,11 @@ def full_attention_implementation(dtype, head_dim: int) -> str:
     return "mosaic" if impl == "cudnn" and head_dim % 64 == 0 and _on_hopper() else impl
 
 
-def mosaic_attention(q, k, v, scale=None, v_index=None):
-    """`hopper_attention` on q/k/v in q's dtype (bf16 or fp16), after checking the device;
-    v_index: v is packed [b t n h d] (see `hopper_attention`)."""
+def _mosaic_attention(q, k, v, scale):
+    """`hopper_attention` on q/k/v in q's dtype (bf16 or fp16), after checking the device."""
     if not _on_hopper():
         raise ValueError(f"the 'mosaic' attention needs a Hopper GPU (H100/H200), not {jax.devices()[0].device_kind}")
-    return hopper_attention(q, k.astype(q.dtype), v.astype(q.dtype), scale=scale, v_index=v_index)
+    return hopper_attention(q, k.astype(q.dtype), v.astype(q.dtype), scale=scale)
 
 
 def dot_product_attention(q, k, v, *, mask=None, bias=None, scale=None, implementation=None):
@@ -66,7 +65,7 @@ def dot_product_attention(q, k, v, *, mask=None, bias=None, scale=None, implemen
     if impl == "mosaic":
         if mask is not None or bias is not None:
             raise ValueError("the 'mosaic' attention takes no mask or bias")
-        return mosaic_attention(q, k, v, scale)
+        return _mosaic_attention(q, k, v, scale)
     if mask is not None:
         mask = jnp.asarray(mask, dtype=bool)
     return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=scale, implementation=impl)

@@ -8,6 +8,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from landiff_jax.nn.norms import affine_params
+
 
 def group_stats(x, num_groups: int, eps: float):
     """Per sample and channel: (mean, 1/sqrt(var + eps)) of the channel's group, float32,
@@ -57,9 +59,7 @@ class GroupNorm(nn.Module):
     @nn.compact
     def __call__(self, x):
         c = x.shape[-1]
-        part = lambda init: nn.with_logical_partitioning(init, (self.axis_name,))  # noqa: E731
-        scale = self.param("scale", part(nn.initializers.ones_init()), (c,), self.param_dtype)
-        bias = self.param("bias", part(nn.initializers.zeros_init()), (c,), self.param_dtype)
+        scale, bias = affine_params(self, c, self.axis_name, self.param_dtype)
         mean, inv = group_stats(x, self.num_groups, self.eps)
         a = inv * scale.astype(jnp.float32)
         return (x.astype(jnp.float32) * a + (bias.astype(jnp.float32) - mean * a)).astype(self.dtype)

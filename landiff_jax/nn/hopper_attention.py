@@ -48,20 +48,14 @@ class HopperAttentionConfig:
             raise ValueError(f"stages must be at least 2, got {self.stages}")
 
 
-def hopper_attention(q, k, v, *, scale: float | None = None, out_dtype=None, v_index: int | None = None,
+def hopper_attention(q, k, v, *, scale: float | None = None, out_dtype=None,
                      config: HopperAttentionConfig = HopperAttentionConfig()):
     """softmax(q·kᵀ·scale) v for q [b s h d], k/v [b t h d] in float16 or bfloat16 (all alike);
-    d a multiple of 64. Returns [b s h d] in out_dtype (default q's dtype).
-
-    v_index: v is a packed [b t n h d] array (e.g. a fused qkv projection) and the values are
-    v[:, :, v_index]; the kernel reads them in place, with no copy of the strided slice."""
+    d a multiple of 64. Returns [b s h d] in out_dtype (default q's dtype)."""
     b, s, h, d = q.shape
     t = k.shape[1]
-    v_rows = v.shape if v_index is None else v.shape[:2] + v.shape[3:]
-    if k.shape != (b, t, h, d) or v_rows != k.shape:
+    if k.shape != (b, t, h, d) or v.shape != k.shape:
         raise ValueError(f"k and v must be [{b}, t, {h}, {d}] like q {q.shape}, got {k.shape}, {v.shape}")
-    if v_index is not None and not 0 <= v_index < v.shape[2]:
-        raise ValueError(f"v_index {v_index} is out of range for packed v {v.shape}")
     dtype = jnp.dtype(q.dtype)
     if dtype not in _HALF or k.dtype != dtype or v.dtype != dtype:
         raise ValueError(f"q, k, v must all be float16 or bfloat16, got {q.dtype}, {k.dtype}, {v.dtype}")
@@ -163,10 +157,9 @@ def hopper_attention(q, k, v, *, scale: float | None = None, out_dtype=None, v_i
         batch, head = lax.axis_index("batch"), lax.axis_index("heads")
 
         def load(i, slot):
-            rows = pl.ds(i * c.block_kv, c.block_kv)
-            v_at = (batch, rows, head) if v_index is None else (batch, rows, v_index, head)
-            plgpu.copy_gmem_to_smem(k_ref.at[batch, rows, head], k_smem.at[slot], k_ready.at[slot])
-            plgpu.copy_gmem_to_smem(v_ref.at[v_at], v_smem.at[slot], v_ready.at[slot])
+            rows = (batch, pl.ds(i * c.block_kv, c.block_kv), head)
+            plgpu.copy_gmem_to_smem(k_ref.at[rows], k_smem.at[slot], k_ready.at[slot])
+            plgpu.copy_gmem_to_smem(v_ref.at[rows], v_smem.at[slot], v_ready.at[slot])
 
         pl.loop(0, stages)(lambda i: load(i, i))  # a traced start: the last tile may pass the end
 
@@ -205,7 +198,7 @@ def hopper_attention(q, k, v, *, scale: float | None = None, out_dtype=None, v_i
 
     # TMA of (8, 64)-tiled rows needs lengths in multiples of 8: pad rows (queries are dropped
     # after, keys past t are masked).
-    pad8 = lambda a: jnp.pad(a, ((0, 0), (0, -a.shape[1] % 8)) + ((0, 0),) * (a.ndim - 2))
+    pad8 = lambda a: jnp.pad(a, ((0, 0), (0, -a.shape[1] % 8), (0, 0), (0, 0)))
     q, k, v = pad8(q), pad8(k), pad8(v)
     out = plgpu.kernel(
         entry,

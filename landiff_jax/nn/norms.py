@@ -28,6 +28,16 @@ class RMSNorm(nn.Module):
         return (y * scale.astype(jnp.float32)).astype(self.dtype)
 
 
+def affine_params(module: nn.Module, d: int, axis_name: str, param_dtype, use_scale: bool = True,
+                  use_bias: bool = True):
+    """A norm's (scale [d] = 1, bias [d] = 0) params, each None where unused, created in
+    `module` (call inside its compact method)."""
+    part = lambda init: nn.with_logical_partitioning(init, (axis_name,))  # noqa: E731
+    scale = module.param("scale", part(nn.initializers.ones_init()), (d,), param_dtype) if use_scale else None
+    bias = module.param("bias", part(nn.initializers.zeros_init()), (d,), param_dtype) if use_bias else None
+    return scale, bias
+
+
 class LayerNorm(nn.Module):
     """LayerNorm over the last axis with statistics in float32; affine optional."""
 
@@ -40,21 +50,13 @@ class LayerNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        d = x.shape[-1]
+        scale, bias = affine_params(self, x.shape[-1], self.axis_name, self.param_dtype, self.use_scale, self.use_bias)
         x32 = x.astype(jnp.float32)
         mean = jnp.mean(x32, axis=-1, keepdims=True)
         var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
         y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
-        if self.use_scale:
-            scale = self.param(
-                "scale", nn.with_logical_partitioning(nn.initializers.ones_init(), (self.axis_name,)),
-                (d,), self.param_dtype,
-            )
+        if scale is not None:
             y = y * scale.astype(jnp.float32)
-        if self.use_bias:
-            bias = self.param(
-                "bias", nn.with_logical_partitioning(nn.initializers.zeros_init(), (self.axis_name,)),
-                (d,), self.param_dtype,
-            )
+        if bias is not None:
             y = y + bias.astype(jnp.float32)
         return y.astype(self.dtype)

@@ -62,12 +62,10 @@ def test_hopper_attention_lowers_for_hopper(dtype, lengths):
 
     s, t = lengths
     q, kv = jax.ShapeDtypeStruct((2, s, 3, 64), dtype), jax.ShapeDtypeStruct((2, t, 3, 64), dtype)
-    packed = jax.ShapeDtypeStruct((2, t, 3, 3, 64), dtype)  # [b t (q k v) h d]: values read in place
-    for v, v_index in ((kv, None), (packed, 2)):
-        fn = jax.jit(lambda q, k, v, v_index=v_index: hopper_attention(q, k, v, v_index=v_index))
-        assert "mosaic_gpu" in fn.trace(q, kv, v).lower(lowering_platforms=("cuda",)).as_text()
-        out = jax.eval_shape(fn, q, kv, v)
-        assert (out.shape, out.dtype) == ((2, s, 3, 64), jnp.dtype(dtype))
+    lowered = jax.jit(hopper_attention).trace(q, kv, kv).lower(lowering_platforms=("cuda",))
+    assert "mosaic_gpu" in lowered.as_text()
+    out = jax.eval_shape(hopper_attention, q, kv, kv)
+    assert (out.shape, out.dtype) == ((2, s, 3, 64), jnp.dtype(dtype))
 
 
 @pytest.mark.skipif(not _on_hopper(), reason="runs the Hopper kernel: needs an H100/H200 (checked on the device machine)")
@@ -81,9 +79,6 @@ def test_hopper_attention_matches_xla_on_hopper():
         cudnn = lnn.dot_product_attention(*half, implementation="cudnn").astype(jnp.float32) if t % 8 == 0 else want
         err, err_cudnn = (float(jnp.abs(a - want).max()) for a in (out, cudnn))
         assert err < 3e-2 and (t % 8 or err <= 1.5 * err_cudnn), (s, t, err, err_cudnn)
-        packed = jnp.stack([half[1], half[1], half[2]], axis=2)  # [b t 3 h d], values at index 2
-        in_place = lnn.mosaic_attention(half[0], half[1], packed, v_index=2).astype(jnp.float32)
-        np.testing.assert_array_equal(np.asarray(in_place), np.asarray(out))
 
 
 def test_hopper_attention_rejects_bad_inputs():
@@ -96,8 +91,6 @@ def test_hopper_attention_rejects_bad_inputs():
         hopper_attention(q[..., :32], q[..., :32], q[..., :32])
     with pytest.raises(ValueError, match="like q"):
         hopper_attention(q, q[:, :, :1], q)
-    with pytest.raises(ValueError, match="v_index 3 is out of range"):
-        hopper_attention(q, q, jnp.stack([q, q, q], axis=2), v_index=3)
     with pytest.raises(ValueError, match="no mask"):
         lnn.dot_product_attention(q, q, q, mask=np.ones((1, 1, 64, 64), bool), implementation="mosaic")
     if not _on_hopper():
