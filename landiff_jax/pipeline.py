@@ -95,6 +95,19 @@ def random_params(abstract, seed: int = 0, std: float = 0.02):
     return traverse_util.unflatten_dict(tree, sep="/")
 
 
+def mesh_kernels(cfg: LanDiffConfig, backend: str) -> LanDiffConfig:
+    """The config for a multi-device mesh: XLA's SPMD partitioner does not split the Pallas
+    kernels, so the LM's decode steps attend through XLA and the DiT (on GPUs) through cuDNN;
+    an explicit 'mosaic' DiT attention is refused."""
+    if cfg.dit.attention == "mosaic":
+        raise ValueError("the 'mosaic' DiT attention runs on one device; use 'cudnn' on a mesh")
+    if cfg.dit.attention is None and backend == "gpu":
+        cfg = cfg.with_dit_attention("cudnn")
+    if cfg.lm.decode_attention is None:
+        cfg = dataclasses.replace(cfg, lm=cfg.lm.replace(decode_attention="xla"))
+    return cfg
+
+
 class LanDiff:
     """The whole system with its params on device; one instance serves many generate calls."""
 
@@ -106,14 +119,7 @@ class LanDiff:
         the logical-axis rules (the LM is memory-bound: each device reads its share), the other
         stages' weights are replicated and the diffusion guidance batch is split over devices."""
         if mesh is not None and mesh.size > 1:
-            # XLA's SPMD partitioner does not split the Pallas kernels: on a mesh the LM's decode
-            # steps attend through XLA and the DiT through cuDNN (an explicit 'mosaic' is refused)
-            if cfg.dit.attention == "mosaic":
-                raise ValueError("the 'mosaic' DiT attention runs on one device; use 'cudnn' on a mesh")
-            if cfg.dit.attention is None and jax.default_backend() == "gpu":
-                cfg = cfg.with_dit_attention("cudnn")
-            if cfg.lm.decode_attention is None:
-                cfg = dataclasses.replace(cfg, lm=cfg.lm.replace(decode_attention="xla"))
+            cfg = mesh_kernels(cfg, jax.default_backend())
         self.cfg = cfg.check()
         self.tokenizers = tokenizers
         self.random_weights = random_weights

@@ -36,6 +36,19 @@ def test_dit_attention_choice():
         cfg.with_dit_attention("flash")
 
 
+def test_mesh_kernels():
+    """On a mesh the Pallas kernels give way: LM decode through XLA, DiT through cuDNN on GPUs."""
+    from landiff_jax.pipeline import mesh_kernels
+
+    cfg = LanDiffConfig.tiny()
+    gpu, cpu = mesh_kernels(cfg, "gpu"), mesh_kernels(cfg, "cpu")
+    assert (gpu.dit.attention, gpu.lm.decode_attention) == ("cudnn", "xla")
+    assert (cpu.dit.attention, cpu.lm.decode_attention) == (None, "xla")
+    assert mesh_kernels(cfg.with_dit_attention("xla"), "gpu").dit.attention == "xla"
+    with pytest.raises(ValueError, match="runs on one device"):
+        mesh_kernels(cfg.with_dit_attention("mosaic"), "gpu")
+
+
 def test_full_size_system_builds_abstractly():
     """Every component at the released sizes, shapes only (no memory): the converters' manifests
     are checked per component; here the whole system must fit together."""
