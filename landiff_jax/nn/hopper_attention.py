@@ -72,6 +72,7 @@ def hopper_attention(q, k, v, *, scale: float | None = None, out_dtype=None,
     stages = min(c.stages, steps)
     tail = t % c.block_kv  # keys in the last, partial tile (0: all tiles full)
     log2_scale = scale * LOG2E
+    slot = lambda i: lax.rem(i, jnp.int32(stages))  # noqa: E731  (the K/V ring slot of key tile i)
 
     def consumer(q_ref, out_ref, smem, barriers):
         q_smem, k_smem, v_smem, o_smem = smem
@@ -82,7 +83,6 @@ def hopper_attention(q, k, v, *, scale: float | None = None, out_dtype=None,
         q_tile = q_smem.at[wg]
         plgpu.copy_gmem_to_smem(q_ref.at[batch, pl.ds(row0, c.block_q), head], q_tile, q_ready.at[wg])
         plgpu.barrier_wait(q_ready.at[wg])
-        slot = lambda i: lax.rem(i, jnp.int32(stages))
         keys = lambda i: plgpu.transpose_ref(k_smem.at[slot(i)], (1, 0))
         tile = (c.block_q, c.block_kv)
 
@@ -156,19 +156,18 @@ def hopper_attention(q, k, v, *, scale: float | None = None, out_dtype=None,
         k_ready, v_ready, _, k_free, v_free = barriers
         batch, head = lax.axis_index("batch"), lax.axis_index("heads")
 
-        def load(i, slot):
-            rows = (batch, pl.ds(i * c.block_kv, c.block_kv), head)
-            plgpu.copy_gmem_to_smem(k_ref.at[rows], k_smem.at[slot], k_ready.at[slot])
-            plgpu.copy_gmem_to_smem(v_ref.at[rows], v_smem.at[slot], v_ready.at[slot])
+        def load(i):
+            rows, at = (batch, pl.ds(i * c.block_kv, c.block_kv), head), slot(i)
+            plgpu.copy_gmem_to_smem(k_ref.at[rows], k_smem.at[at], k_ready.at[at])
+            plgpu.copy_gmem_to_smem(v_ref.at[rows], v_smem.at[at], v_ready.at[at])
 
-        pl.loop(0, stages)(lambda i: load(i, i))  # a traced start: the last tile may pass the end
+        pl.loop(0, stages)(load)  # a traced start: the last tile may pass the end
 
         @pl.loop(stages, steps)
         def _(i):
-            slot = lax.rem(i, jnp.int32(stages))
-            plgpu.barrier_wait(k_free.at[slot])
-            plgpu.barrier_wait(v_free.at[slot])
-            load(i, slot)
+            plgpu.barrier_wait(k_free.at[slot(i)])
+            plgpu.barrier_wait(v_free.at[slot(i)])
+            load(i)
 
     def body(q_ref, k_ref, v_ref, out_ref, *scoped):
         smem, barriers = scoped[:4], scoped[4:]

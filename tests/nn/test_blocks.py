@@ -49,11 +49,6 @@ def test_decode_attention_kernel_reads_only_valid_slots(length):
     np.testing.assert_allclose(np.asarray(xla), want, atol=1e-5)
 
 
-def _on_hopper():
-    device = jax.devices()[0]
-    return device.platform == "gpu" and str(getattr(device, "compute_capability", "")).startswith("9.")
-
-
 @pytest.mark.parametrize("dtype,lengths", [(jnp.bfloat16, (300, 200)), (jnp.float16, (512, 517))])
 def test_hopper_attention_lowers_for_hopper(dtype, lengths):
     """The Mosaic GPU kernel traces and lowers for CUDA on any machine (ragged query and key
@@ -68,7 +63,8 @@ def test_hopper_attention_lowers_for_hopper(dtype, lengths):
     assert (out.shape, out.dtype) == ((2, s, 3, 64), jnp.dtype(dtype))
 
 
-@pytest.mark.skipif(not _on_hopper(), reason="runs the Hopper kernel: needs an H100/H200 (checked on the device machine)")
+@pytest.mark.skipif(not lnn.attention.on_hopper_gpu(),
+                    reason="runs the Hopper kernel: needs an H100/H200 (checked on the device machine)")
 def test_hopper_attention_matches_xla_on_hopper():
     rng = np.random.default_rng(3)
     for s, t in ((300, 200), (1000, 1000), (64, 17)):
@@ -93,7 +89,7 @@ def test_hopper_attention_rejects_bad_inputs():
         hopper_attention(q, q[:, :, :1], q)
     with pytest.raises(ValueError, match="no mask"):
         lnn.dot_product_attention(q, q, q, mask=np.ones((1, 1, 64, 64), bool), implementation="mosaic")
-    if not _on_hopper():
+    if not lnn.attention.on_hopper_gpu():
         with pytest.raises(ValueError, match="needs a Hopper GPU"):
             lnn.dot_product_attention(q, q, q, implementation="mosaic")
 
@@ -102,7 +98,7 @@ def test_attention_implementation_choice():
     assert lnn.attention_implementation(jnp.bfloat16, backend="gpu") == "cudnn"
     assert lnn.attention_implementation(jnp.float32, backend="gpu") == "xla"
     assert lnn.attention_implementation(jnp.bfloat16, backend="cpu") == "xla"
-    want = "mosaic" if _on_hopper() else lnn.attention_implementation(jnp.bfloat16)
+    want = "mosaic" if lnn.attention.on_hopper_gpu() else lnn.attention_implementation(jnp.bfloat16)
     assert lnn.full_attention_implementation(jnp.bfloat16, 64) == want
     assert lnn.full_attention_implementation(jnp.bfloat16, 40) == lnn.attention_implementation(jnp.bfloat16)
 
