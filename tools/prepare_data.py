@@ -28,18 +28,23 @@ flags.DEFINE_integer("max_text", None, "text rows per synthetic example (default
 FLAGS = flags.FLAGS
 
 
+def check_arguments():
+    """The arguments' errors, found before anything heavy is imported."""
+    if FLAGS.stage != "lm":
+        raise ValueError(f"--source {FLAGS.source} has no {FLAGS.stage!r} examples (it makes 'lm' examples; "
+                         "video sources come with the tokenizer's data preparation)")
+    for name in ("frames", "max_text"):
+        if FLAGS[name].value is not None and FLAGS[name].value < 1:
+            raise ValueError(f"--{name} must be >= 1, got {FLAGS[name].value}")
+
+
 def make_source():
     from landiff_jax.data.sources import SyntheticLM
     from landiff_jax.lm.config import LMConfig
 
-    if FLAGS.stage != "lm":
-        raise ValueError(f"--source {FLAGS.source} has no {FLAGS.stage!r} examples (it makes 'lm' examples; "
-                         "video sources come with the tokenizer's data preparation)")
     lm = LMConfig.tiny() if FLAGS.lm_preset == "tiny" else LMConfig.full()
     frames = lm.segment_length if FLAGS.frames is None else FLAGS.frames
     max_text = (16 if FLAGS.lm_preset == "tiny" else 256) if FLAGS.max_text is None else FLAGS.max_text
-    if frames < 1 or max_text < 1:
-        raise ValueError(f"--frames and --max_text must be >= 1, got {frames} and {max_text}")
     return SyntheticLM.for_lm(lm, frames=frames, max_text=max_text, seed=FLAGS.seed)
 
 
@@ -50,8 +55,9 @@ def main(argv):
     from landiff_jax.data import records
 
     try:
-        source = make_source()
+        check_arguments()
         shards = records.plan_shards(FLAGS.stage, FLAGS.num_examples, FLAGS.examples_per_shard)
+        source = make_source()
         info = records.DatasetInfo(FLAGS.stage, source.schema, shards, source.meta)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

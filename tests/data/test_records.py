@@ -106,6 +106,7 @@ def test_refuses_other_settings_and_foreign_directory(tmp_path):
     make = lambda s, n: [random_example(schema, rng) for _ in range(n)]  # noqa: E731
     info = records.DatasetInfo("tokenizer", schema, records.plan_shards("tokenizer", 3, 2))
     records.write_dataset(tmp_path / "ds", info, make)
+    assert records.write_dataset(tmp_path / "ds", info, lambda s, n: 1 / 0) == info  # complete: nothing to do
     other = records.DatasetInfo("tokenizer", schema, records.plan_shards("tokenizer", 4, 2))
     with pytest.raises(records.RecordError, match="already holds a dataset of other settings"):
         records.write_dataset(tmp_path / "ds", other, make)
