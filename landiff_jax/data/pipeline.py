@@ -36,6 +36,15 @@ class DataOptions:
     read_threads: int = 4  # threads that read and decode batches ahead
     prefetch_batches: int = 4  # batches read ahead per process
 
+    def __post_init__(self):
+        if not 0 <= self.seed < 2**32:
+            raise RecordError(f"data seed must be in [0, 2**32), got {self.seed}")
+        if self.num_epochs is not None and self.num_epochs < 1:
+            raise RecordError(f"num_epochs must be >= 1 or None (forever), got {self.num_epochs}")
+        if self.read_threads < 1 or self.prefetch_batches < 1:
+            raise RecordError(f"read_threads and prefetch_batches must be >= 1, got {self.read_threads} "
+                              f"and {self.prefetch_batches}")
+
 
 def _stack(examples: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {name: np.stack([e[name] for e in examples]) for name in examples[0]}
@@ -58,9 +67,15 @@ def _process_blocks(order: grain.MapDataset, options: DataOptions, process_index
     return blocks.slice(slice(process_index, steps * process_count, process_count))
 
 
-def batches(path: str | os.PathLike, options: DataOptions, process_index: int = 0, process_count: int = 1
-            ) -> "BatchIterator":
-    """This process's batches ({field: [b, ...]} numpy) of the dataset at `path`."""
+def batches(path: str | os.PathLike, options: DataOptions, process_index: int | None = None,
+            process_count: int | None = None) -> "BatchIterator":
+    """This process's batches ({field: [b, ...]} numpy, b = global_batch / process_count) of the
+    dataset at `path`. The process index and count default to JAX's."""
+    if process_index is None or process_count is None:
+        import jax
+
+        process_index = jax.process_index() if process_index is None else process_index
+        process_count = jax.process_count() if process_count is None else process_count
     source = RecordSource(path)
     order = grain.MapDataset.range(len(source))
     if options.shuffle:

@@ -91,6 +91,22 @@ def diffusion_schema(latent: tuple[int, int, int, int], text_length: int, text_d
 STAGES = ("lm", "tokenizer", "diffusion")
 
 
+def check_lm_dataset(info: "DatasetInfo", lm, where: str) -> int:
+    """Check that an 'lm' dataset fits the LM config `lm` (text dim, codebook, frame layout);
+    return its semantic frames per clip (`meta['frames']`, which LM datasets record)."""
+    from landiff_jax.lm.layout import num_codes
+
+    frames = info.meta.get("frames")
+    if not isinstance(frames, int) or frames < 1:
+        raise RecordError(f"{where}: an 'lm' dataset must record its semantic frames per clip in meta.frames")
+    if info.meta.get("codebook_size", lm.codebook_size) != lm.codebook_size:
+        raise RecordError(f"{where}: codes of a codebook of {info.meta['codebook_size']}, the LM has {lm.codebook_size}")
+    max_text = info.fields["text_embedding"].shape[0] if "text_embedding" in info.fields else 0
+    info.expect("lm", lm_schema(max_text, lm.text_dim, num_codes(frames, lm.iframe_tokens, lm.pframe_tokens,
+                                                                  lm.segment_length)), where)
+    return frames
+
+
 # --- one example <-> one record ---
 
 def check_example(example: Mapping[str, Any], schema: Schema, where: str) -> None:
@@ -132,7 +148,8 @@ class Shard:
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
-    """What `dataset.json` says. `meta` is free-form (source, seed, model sizes...)."""
+    """What `dataset.json` says. `meta` is free-form (source, seed, model sizes...); 'lm'
+    datasets record `frames` (semantic frames per clip) and `codebook_size` in it."""
 
     stage: str
     fields: dict[str, Field]

@@ -88,6 +88,10 @@ def test_state_from_other_settings_is_refused(dataset):
 
 def test_bad_batch_settings(dataset):
     with pytest.raises(records.RecordError, match="global batch 5 must be a positive multiple of the 2 processes"):
-        batches(dataset, DataOptions(global_batch=5), process_count=2)
+        batches(dataset, DataOptions(global_batch=5), process_index=0, process_count=2)
     with pytest.raises(records.RecordError, match="make no global batch of 16"):
         batches(dataset, DataOptions(global_batch=16, num_epochs=1))
+    with pytest.raises(records.RecordError, match="process index 2 is not in"):
+        batches(dataset, DataOptions(global_batch=4), process_index=2, process_count=2)
+    with pytest.raises(records.RecordError, match="data seed must be in"):
+        DataOptions(global_batch=4, seed=-1)

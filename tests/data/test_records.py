@@ -133,3 +133,18 @@ def test_synthetic_source_is_deterministic_by_seed():
         assert not e["text_embedding"][n:].any() and e["text_embedding"][:n].all()
         assert e["codes"].min() >= 0 and e["codes"].max() < 64 and int(e["frames"]) == 4
     assert len({int(e["text_mask"].sum()) for e in first}) > 1
+
+
+def test_lm_dataset_is_checked_against_the_lm_config(tmp_path):
+    lm = LMConfig.tiny()
+    source = SyntheticLM.for_lm(lm, frames=4, max_text=4, seed=0)
+    info = records.DatasetInfo("lm", source.schema, records.plan_shards("lm", 2, 2), source.meta)
+    assert records.check_lm_dataset(info, lm, "data") == 4
+    with pytest.raises(records.RecordError, match=r"data: field 'text_embedding' is float32\[4, 32\], the config expects float32\[4, 48\]"):
+        records.check_lm_dataset(info, lm.replace(text_dim=48), "data")
+    with pytest.raises(records.RecordError, match=r"data: field 'codes' is int32\[16\], the config expects int32\[18\]"):
+        records.check_lm_dataset(info, lm.replace(iframe_tokens=7), "data")
+    with pytest.raises(records.RecordError, match="codebook of 64, the LM has 32"):
+        records.check_lm_dataset(info, lm.replace(codebook_size=32), "data")
+    with pytest.raises(records.RecordError, match="meta.frames"):
+        records.check_lm_dataset(records.DatasetInfo("lm", source.schema, info.shards), lm, "data")
