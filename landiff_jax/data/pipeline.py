@@ -102,6 +102,10 @@ class BatchIterator(Iterator[dict[str, np.ndarray]]):
     def __next__(self) -> dict[str, np.ndarray]:
         return next(self._iterator)
 
+    def close(self) -> None:
+        """Stop the read-ahead threads."""
+        self._iterator.close()
+
     def get_state(self) -> dict[str, Any]:
         return {"version": STATE_VERSION, "pipeline": dict(self._fingerprint), "grain": self._iterator.get_state()}
 

@@ -4,10 +4,12 @@
     DIR/<stage>-00000-of-00004.array_record  one serialized example per record
     DIR/plan.json                          what is being written (lets an interrupted run resume)
 
-An example is a dict of fixed-shape numpy arrays (the stage's schema, below). A record is the
-example as an uncompressed `.npz` (numpy's own container, read back with `allow_pickle=False`,
-so a record can never run code). Shards are written under a temporary name and renamed when
-complete; a resumed run keeps the finished shards and redoes the rest.
+An example is a dict of fixed-shape numpy arrays (the stage's schema, below). A record is a
+small JSON header (each field's dtype, shape and offset) followed by the arrays' raw
+little-endian bytes: nothing in a record is executed (no pickle), and decoding is a view of
+the bytes (an `.npz` record decoded about 10× slower: zip parsing and CRC of 4 MB text
+states). Shards are written under a temporary name and renamed when complete; a resumed run
+keeps the finished shards and redoes the rest.
 
 ArrayRecord (not tensorstore/zarr): grain reads it natively (`ArrayRecordDataSource`) with
 random access per record, which a global shuffle needs; one record holds one whole example of
@@ -17,9 +19,10 @@ mixed fields, where zarr would need one array per field and chunking tuned to th
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
+import math
 import os
+import struct
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -33,6 +36,7 @@ SUFFIX = ".array_record"
 # one record per ArrayRecord chunk: a random read decodes only its own example; floats barely compress
 WRITER_OPTIONS = "group_size:1,uncompressed"
 DTYPES = ("bool", "uint8", "int32", "int64", "float16", "float32")
+MAGIC = b"LDXR"  # a landiff-jax example record
 
 
 class RecordError(ValueError):
@@ -121,17 +125,35 @@ def check_example(example: Mapping[str, Any], schema: Schema, where: str) -> Non
 
 
 def encode_example(example: Mapping[str, Any], schema: Schema, where: str = "example") -> bytes:
+    """MAGIC, uint32 header length, JSON header {field: {dtype, shape, offset}}, raw little-endian bytes."""
     check_example(example, schema, where)
-    buffer = io.BytesIO()
-    np.savez(buffer, **{name: np.asarray(example[name]) for name in schema})
-    return buffer.getvalue()
+    header, chunks, offset = {}, [], 0
+    for name, field in schema.items():
+        data = np.ascontiguousarray(example[name], np.dtype(field.dtype).newbyteorder("<")).tobytes()
+        header[name] = {"dtype": field.dtype, "shape": list(field.shape), "offset": offset}
+        chunks.append(data)
+        offset += len(data)
+    head = json.dumps(header, separators=(",", ":")).encode()
+    return MAGIC + struct.pack("<I", len(head)) + head + b"".join(chunks)
 
 
 def decode_example(record: bytes, schema: Schema, where: str = "record") -> dict[str, np.ndarray]:
+    """The example's arrays (read-only views of `record`), checked against `schema`."""
     try:
-        with np.load(io.BytesIO(record), allow_pickle=False) as npz:
-            example = {name: npz[name] for name in npz.files}
-    except Exception as e:  # a damaged record: one line naming it
+        if record[:len(MAGIC)] != MAGIC:
+            raise ValueError("no example header")
+        (size,) = struct.unpack_from("<I", record, len(MAGIC))
+        start = len(MAGIC) + 4 + size
+        example = {}
+        for name, entry in json.loads(record[len(MAGIC) + 4:start]).items():
+            if entry["dtype"] not in DTYPES:
+                raise ValueError(f"field {name!r} has dtype {entry['dtype']!r}")
+            dtype, shape = np.dtype(entry["dtype"]).newbyteorder("<"), tuple(entry["shape"])
+            count = math.prod(shape)
+            if start + entry["offset"] + count * dtype.itemsize > len(record):
+                raise ValueError(f"field {name!r} runs past the record's end")
+            example[name] = np.frombuffer(record, dtype, count, start + entry["offset"]).reshape(shape)
+    except (ValueError, KeyError, TypeError, AttributeError, struct.error) as e:  # a damaged record: one line naming it
         raise RecordError(f"{where}: not a readable example ({type(e).__name__}: {e})") from e
     check_example(example, schema, where)
     return example

@@ -148,3 +148,15 @@ def test_lm_dataset_is_checked_against_the_lm_config(tmp_path):
         records.check_lm_dataset(info, lm.replace(codebook_size=32), "data")
     with pytest.raises(records.RecordError, match="meta.frames"):
         records.check_lm_dataset(records.DatasetInfo("lm", source.schema, info.shards), lm, "data")
+
+
+def test_damaged_record_is_named():
+    schema = SCHEMAS["lm"]
+    record = records.encode_example(random_example(schema, np.random.default_rng(3)), schema)
+    with pytest.raises(records.RecordError, match=r"^s.array_record example 4: not a readable example \(ValueError: field "
+                       r"'motion_score' runs past the record's end\)$"):
+        records.decode_example(record[:-1], schema, "s.array_record example 4")
+    with pytest.raises(records.RecordError, match=r"^s: not a readable example \(JSONDecodeError"):
+        records.decode_example(record[:60], schema, "s")
+    with pytest.raises(records.RecordError, match="no example header"):
+        records.decode_example(b"\x93NUMPY" + record[6:], schema, "s")
