@@ -10,14 +10,17 @@ number of processes, and the processes never read the same example within an epo
 State. `BatchIterator.get_state()` is a small JSON-able dict (grain's position plus the
 settings it is valid for); `set_state()` refuses a state from other settings. Saved with the
 training state and restored, the iterator continues exactly where it stopped. The position
-counts global batches, so a state restores onto another number of processes too.
+counts global batches, so a state restores onto another number of processes too, and every
+process holds the same state: save it once (orbax `args.JsonSave(iterator.get_state())`,
+restored with `args.JsonRestore()`), not per process as grain's own handler does.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import grain
 import numpy as np
@@ -68,7 +71,7 @@ def _process_blocks(order: grain.MapDataset, options: DataOptions, process_index
 
 
 def batches(path: str | os.PathLike, options: DataOptions, process_index: int | None = None,
-            process_count: int | None = None) -> "BatchIterator":
+            process_count: int | None = None) -> BatchIterator:
     """This process's batches ({field: [b, ...]} numpy, b = global_batch / process_count) of the
     dataset at `path`. The process index and count default to JAX's."""
     if process_index is None or process_count is None:
@@ -96,7 +99,7 @@ class BatchIterator(Iterator[dict[str, np.ndarray]]):
         self._fingerprint = fingerprint
         self.steps = steps  # batches this iterator yields in all (huge when repeating forever)
 
-    def __iter__(self) -> "BatchIterator":
+    def __iter__(self) -> BatchIterator:
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:

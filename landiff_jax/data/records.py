@@ -24,7 +24,8 @@ import math
 import os
 import struct
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -95,7 +96,7 @@ def diffusion_schema(latent: tuple[int, int, int, int], text_length: int, text_d
 STAGES = ("lm", "tokenizer", "diffusion")
 
 
-def check_lm_dataset(info: "DatasetInfo", lm, where: str) -> int:
+def check_lm_dataset(info: DatasetInfo, lm, where: str) -> int:
     """Check that an 'lm' dataset fits the LM config `lm` (text dim, codebook, frame layout);
     return its semantic frames per clip (`meta['frames']`, which LM datasets record)."""
     from landiff_jax.lm.layout import num_codes
@@ -192,7 +193,7 @@ class DatasetInfo:
         }
 
     @classmethod
-    def from_json(cls, d: dict, where: str) -> "DatasetInfo":
+    def from_json(cls, d: dict, where: str) -> DatasetInfo:
         if d.get("format") != FORMAT or d.get("version") != VERSION:
             raise RecordError(f"{where}: not a {FORMAT!r} file of version {VERSION} "
                               f"(format {d.get('format')!r}, version {d.get('version')!r})")
@@ -289,7 +290,7 @@ def write_shard(path: Path, examples: Iterable[Mapping[str, Any]], shard: Shard,
     written = 0
     try:
         for example in examples:
-            writer.write(encode_example(example, schema, f"{path.name} example {shard.start + written}"))
+            writer.write(encode_example(example, schema, f"{path.name} example {written}"))
             written += 1
             on_example()
     finally:

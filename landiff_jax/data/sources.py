@@ -10,7 +10,8 @@ below lets the LM train before any video is prepared; the video source of the to
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -58,7 +59,7 @@ class SyntheticLM:
             raise ValueError(f"code_noise must be in [0, 1], got {self.code_noise}")
 
     @classmethod
-    def for_lm(cls, lm: LMConfig, *, frames: int, max_text: int, seed: int = 0, **kw) -> "SyntheticLM":
+    def for_lm(cls, lm: LMConfig, *, frames: int, max_text: int, seed: int = 0, **kw) -> SyntheticLM:
         codes = num_codes(frames, lm.iframe_tokens, lm.pframe_tokens, lm.segment_length)
         return cls(lm.codebook_size, frames, codes, max_text, lm.text_dim, seed, **kw)
 
