@@ -22,10 +22,13 @@ flags.DEFINE_integer("num_examples", None, "examples to write", required=True)
 flags.DEFINE_string("out", None, "dataset directory (new, or an unfinished one of the same settings)", required=True)
 flags.DEFINE_integer("examples_per_shard", 1000, "examples per shard file")
 flags.DEFINE_integer("seed", 0, "seed of the synthetic source")
-flags.DEFINE_enum("lm_preset", "tiny", ["tiny", "full"], "LM sizes (codebook, frame layout, text dim) of synthetic examples")
-flags.DEFINE_integer("frames", None, "semantic frames per synthetic clip (default: one group, the preset's segment_length)")
+flags.DEFINE_enum("lm_preset", "tiny", ["tiny", "full"],
+                  "LM sizes (codebook, frame layout, text dim) of synthetic examples")
+flags.DEFINE_integer("frames", None,
+                     "semantic frames per synthetic clip (default: one group, the preset's segment_length)")
 flags.DEFINE_integer("max_text", None, "text rows per synthetic example (default 16 tiny, 256 full)")
 FLAGS = flags.FLAGS
+PROGRESS_SECONDS = 10.0  # a progress line at least this often inside large shards
 
 
 def check_arguments():
@@ -33,7 +36,7 @@ def check_arguments():
     if FLAGS.stage != "lm":
         raise ValueError(f"--source {FLAGS.source} has no {FLAGS.stage!r} examples (it makes 'lm' examples; "
                          "video sources come with the tokenizer's data preparation)")
-    for name in ("frames", "max_text"):
+    for name in ("num_examples", "examples_per_shard", "frames", "max_text"):
         if FLAGS[name].value is not None and FLAGS[name].value < 1:
             raise ValueError(f"--{name} must be >= 1, got {FLAGS[name].value}")
 
@@ -52,21 +55,24 @@ def main(argv):
     if len(argv) > 1:
         print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
         return 2
-    from landiff_jax.data import records
-
     try:
         check_arguments()
-        shards = records.plan_shards(FLAGS.stage, FLAGS.num_examples, FLAGS.examples_per_shard)
-        source = make_source()
-        info = records.DatasetInfo(FLAGS.stage, source.schema, shards, source.meta)
+        from landiff_jax.data import records
+        from landiff_jax.data.sources import plan_dataset
+
+        info = plan_dataset(source := make_source(), FLAGS.num_examples, FLAGS.examples_per_shard)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    start, done = time.monotonic(), [0]
+    start, done, shown = time.monotonic(), [0], [time.monotonic()]
 
     def on_example():
         done[0] += 1
+        now = time.monotonic()
+        if now - shown[0] >= PROGRESS_SECONDS:
+            shown[0] = now
+            print(f"... {done[0]} examples written, {done[0] / (now - start):.1f} examples/s", flush=True)
 
     def on_shard(shard, skipped):
         seconds = time.monotonic() - start

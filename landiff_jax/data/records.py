@@ -105,7 +105,8 @@ def check_lm_dataset(info: DatasetInfo, lm, where: str) -> int:
     if not isinstance(frames, int) or frames < 1:
         raise RecordError(f"{where}: an 'lm' dataset must record its semantic frames per clip in meta.frames")
     if info.meta.get("codebook_size", lm.codebook_size) != lm.codebook_size:
-        raise RecordError(f"{where}: codes of a codebook of {info.meta['codebook_size']}, the LM has {lm.codebook_size}")
+        raise RecordError(f"{where}: codes of a codebook of {info.meta['codebook_size']}, "
+                          f"the LM has {lm.codebook_size}")
     max_text = info.fields["text_embedding"].shape[0] if "text_embedding" in info.fields else 0
     info.expect("lm", lm_schema(max_text, lm.text_dim, num_codes(frames, lm.iframe_tokens, lm.pframe_tokens,
                                                                   lm.segment_length)), where)
@@ -304,8 +305,8 @@ def write_shard(path: Path, examples: Iterable[Mapping[str, Any]], shard: Shard,
 
 
 def write_dataset(out: str | os.PathLike, info: DatasetInfo, examples: Callable[[int, int], Iterable[Mapping]],
-                  on_example: Callable[[], None] = lambda: None, on_shard: Callable[[Shard, bool], None] = lambda s, skipped: None
-                  ) -> DatasetInfo:
+                  on_example: Callable[[], None] = lambda: None,
+                  on_shard: Callable[[Shard, bool], None] = lambda shard, skipped: None) -> DatasetInfo:
     """Write every shard of `info` into `out` (`examples(start, count)` yields a shard's examples),
     then `dataset.json`. Resumable: a run into a directory holding the same plan keeps its
     complete shards (`on_shard(shard, skipped=True)`) and rewrites the others; a run into a

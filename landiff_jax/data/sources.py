@@ -32,6 +32,13 @@ class Source(Protocol):
     def examples(self, start: int, count: int) -> Iterator[dict[str, np.ndarray]]: ...
 
 
+def plan_dataset(source: Source, num_examples: int, examples_per_shard: int) -> records.DatasetInfo:
+    """The dataset.json of `num_examples` examples of `source`; write it with
+    `records.write_dataset(out, info, source.examples)`."""
+    shards = records.plan_shards(source.stage, num_examples, examples_per_shard)
+    return records.DatasetInfo(source.stage, source.schema, shards, source.meta)
+
+
 @dataclasses.dataclass(frozen=True)
 class SyntheticLM:
     """A small learnable world of LM examples, each a pure function of (seed, index).

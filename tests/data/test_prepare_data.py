@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from landiff_jax.data import records
-from landiff_jax.data.sources import SyntheticLM
+from landiff_jax.data.sources import SyntheticLM, plan_dataset
 from landiff_jax.lm.config import LMConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,7 +29,7 @@ class Killed(Exception):
 def test_resume_after_killed_shard(tmp_path):
     # what the tool plans for these arguments (tiny LM, one group of frames, 16 text rows)
     source = SyntheticLM.for_lm(LMConfig.tiny(), frames=3, max_text=16, seed=5)
-    info = records.DatasetInfo("lm", source.schema, records.plan_shards("lm", 25, 10), source.meta)
+    info = plan_dataset(source, 25, 10)
 
     def dies_in_third_shard(start, count):
         for i, example in enumerate(source.examples(start, count)):
@@ -66,5 +66,5 @@ def test_resume_after_killed_shard(tmp_path):
 def test_bad_arguments_get_one_line(tmp_path):
     run = tool("--stage", "lm", "--num_examples", "10", "--examples_per_shard", "0", "--out", str(tmp_path / "x"))
     assert run.returncode == 2
-    assert run.stderr.strip() == "error: need num_examples >= 1 and examples_per_shard >= 1, got 10 and 0"
+    assert run.stderr.strip() == "error: --examples_per_shard must be >= 1, got 0"
     assert not (tmp_path / "x").exists()
