@@ -60,7 +60,8 @@ def main(argv):
         from landiff_jax.data import records
         from landiff_jax.data.sources import plan_dataset
 
-        info = plan_dataset(source := make_source(), FLAGS.num_examples, FLAGS.examples_per_shard)
+        source = make_source()
+        info = plan_dataset(source, FLAGS.num_examples, FLAGS.examples_per_shard)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -83,7 +84,7 @@ def main(argv):
 
     try:
         records.write_dataset(FLAGS.out, info, source.examples, on_example, on_shard)
-    except records.RecordError as e:
+    except (records.RecordError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

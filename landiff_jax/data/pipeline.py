@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
 from collections.abc import Iterator
+from typing import Any
 
 import grain
 import numpy as np

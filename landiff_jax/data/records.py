@@ -7,8 +7,8 @@
 An example is a dict of fixed-shape numpy arrays (the stage's schema, below). A record is a
 small JSON header (each field's dtype, shape and offset) followed by the arrays' raw
 little-endian bytes: nothing in a record is executed (no pickle), and decoding is a view of
-the bytes (an `.npz` record decoded about 10× slower: zip parsing and CRC of 4 MB text
-states). Shards are written under a temporary name and renamed when complete; a resumed run
+the bytes (~0.1 ms for a full-size LM example of 4 MB, where `.npz` took ~16 ms: zip parsing
+and CRC). Shards are written under a temporary name and renamed when complete; a resumed run
 keeps the finished shards and redoes the rest.
 
 ArrayRecord (not tensorstore/zarr): grain reads it natively (`ArrayRecordDataSource`) with
@@ -24,8 +24,8 @@ import math
 import os
 import struct
 from pathlib import Path
-from typing import Any
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -341,7 +341,8 @@ def write_dataset(out: str | os.PathLike, info: DatasetInfo, examples: Callable[
 
 class RecordSource:
     """grain random-access source over a dataset directory: item i is example i, decoded and
-    checked against `dataset.json` (a mismatch names the shard, the example and the field)."""
+    checked against `dataset.json` (a mismatch names the shard, the example and the field).
+    Its arrays are read-only views of the record (the pipeline's batches are fresh copies)."""
 
     def __init__(self, path: str | os.PathLike):
         import grain

@@ -10,8 +10,8 @@ below lets the LM train before any video is prepared; the video source of the to
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Protocol
 from collections.abc import Iterator
+from typing import Any, Protocol
 
 import numpy as np
 
