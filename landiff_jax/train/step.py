@@ -66,7 +66,7 @@ def make_train_step(task: Task, optimizer: optax.MultiSteps, schedule: optax.Sch
         if ema is not None:
             updated = optimizer.has_updated(opt_state)
             ema = jax.tree.map(lambda e, p: jnp.where(updated, ema_decay * e + (1 - ema_decay) * p, e), ema, trainable)
-        metrics = {**parts, "loss": loss, "grad_norm": optax.global_norm(grads),
+        metrics = {**parts, "loss": loss, "grad_norm": optax.tree.norm(grads),
                    "lr": schedule(state.opt_state.gradient_step)}
         metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
         new = TrainState(step=state.step + 1, trainable=trainable, frozen=state.frozen, opt_state=opt_state,
