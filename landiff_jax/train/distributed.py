@@ -15,6 +15,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from landiff_jax import parallel
+from landiff_jax.config_file import ConfigError
 
 
 def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None,
@@ -28,7 +29,7 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         jax.distributed.initialize()
     elif coordinator is not None or (num_processes or 1) > 1:
         if coordinator is None or num_processes is None or process_id is None:
-            raise ValueError("multi-process training needs the coordinator address, process count and process id")
+            raise ConfigError("multi-process training needs the coordinator address, process count and process id")
         jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
 
 
@@ -39,7 +40,7 @@ def is_main() -> bool:
 
 def local_batch_size(global_batch: int) -> int:
     if global_batch % jax.process_count():
-        raise ValueError(f"batch size {global_batch} does not split over {jax.process_count()} processes")
+        raise ConfigError(f"batch size {global_batch} does not split over {jax.process_count()} processes")
     return global_batch // jax.process_count()
 
 

@@ -46,7 +46,11 @@ def train(config: TrainConfig, task: Task, data, workdir: str | Path, resume: bo
     checkpoints = Checkpointer(workdir / "checkpoints", config.checkpoint)
 
     state = None
-    start = checkpoints.latest_step() if resume else None
+    start = checkpoints.latest_step()
+    if start is not None and not resume:
+        checkpoints.close()
+        raise ConfigError(f"{workdir} already holds checkpoints (latest: update {start}); pass --resume "
+                          f"or choose another --workdir")
     if start is not None:
         state = checkpoints.restore(start, abstract_state(task, optimizer, config.seed, ema, shardings), data)
         if int(state.step) != start * accumulation:
