@@ -67,7 +67,7 @@ def train(config: TrainConfig, task: Task, data, workdir: str | Path, resume: bo
     if state is None:
         state = create_state(task, optimizer, config.seed, ema, shardings)
     step_fn = make_train_step(task, optimizer, learning_rate_schedule(config.optimizer, config.steps),
-                              config.ema_decay, shardings, mesh)
+                              config.optimizer.accumulation_steps, config.ema_decay, shardings, mesh)
     writer = MetricsWriter(workdir, config.steps, enabled=distributed.is_main(), tensorboard=tensorboard)
     examples = config.batch_size
     peak = peak_flops(jax.devices()[0].device_kind)

@@ -1,5 +1,6 @@
 """The optax chain of a run: clip by global norm, AdamW on a warm-up + decay schedule, and
-gradient accumulation (optax.MultiSteps: an update every `accumulation_steps` calls)."""
+gradient accumulation (optax.MultiSteps: an update every `accumulation_steps` calls, of the
+mean gradient)."""
 
 from __future__ import annotations
 
@@ -22,10 +23,14 @@ def learning_rate_schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Sche
     return optax.join_schedules([warmup, after], [cfg.warmup_steps])
 
 
-def make_optimizer(cfg: OptimizerConfig, total_steps: int) -> optax.MultiSteps:
+def make_optimizer(cfg: OptimizerConfig, total_steps: int) -> optax.GradientTransformation:
+    """The chain; wrapped in optax.MultiSteps only when accumulating (its gradient buffer is
+    one more float32 copy of the trainable params)."""
     schedule = learning_rate_schedule(cfg, total_steps)
     chain = []
     if cfg.clip_global_norm is not None:
         chain.append(optax.clip_by_global_norm(cfg.clip_global_norm))
     chain.append(optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay))
+    if cfg.accumulation_steps == 1:
+        return optax.chain(*chain)
     return optax.MultiSteps(optax.chain(*chain), every_k_schedule=cfg.accumulation_steps)

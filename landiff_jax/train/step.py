@@ -47,8 +47,8 @@ def batch_shardings(task: Task, mesh: Mesh) -> dict:
     return {name: parallel.batch_sharding(mesh, len(spec.shape) + 1) for name, spec in task.example.items()}
 
 
-def make_train_step(task: Task, optimizer: optax.MultiSteps, schedule: optax.Schedule, ema_decay: float | None,
-                    shardings: TrainState, mesh: Mesh):
+def make_train_step(task: Task, optimizer: optax.GradientTransformation, schedule: optax.Schedule,
+                    accumulation: int, ema_decay: float | None, shardings: TrainState, mesh: Mesh):
     """jit(train_step)(state, batch) -> (state, metrics): one micro-batch; the optimizer applies
     an update every accumulation_steps calls (then the EMA follows the new params).
 
@@ -64,10 +64,10 @@ def make_train_step(task: Task, optimizer: optax.MultiSteps, schedule: optax.Sch
         trainable = optax.apply_updates(state.trainable, updates)
         ema = state.ema
         if ema is not None:
-            updated = optimizer.has_updated(opt_state)
+            updated = (state.step + 1) % accumulation == 0  # this micro-batch completed an update
             ema = jax.tree.map(lambda e, p: jnp.where(updated, ema_decay * e + (1 - ema_decay) * p, e), ema, trainable)
         metrics = {**parts, "loss": loss, "grad_norm": optax.tree.norm(grads),
-                   "lr": schedule(state.opt_state.gradient_step)}
+                   "lr": schedule(state.step // accumulation)}
         metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
         new = TrainState(step=state.step + 1, trainable=trainable, frozen=state.frozen, opt_state=opt_state,
                          ema=ema, model_state=model_state, rng=rng)
