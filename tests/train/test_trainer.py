@@ -7,9 +7,11 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -29,7 +31,7 @@ SCRIPT = Path(toy.__file__)
 
 
 def run_toy(workdir, **kw):
-    cfg = toy.config(steps=STEPS, every=2, **{k: v for k, v in kw.items() if k in ("accumulation", "mesh")})
+    cfg = toy.config(steps=STEPS, **{k: v for k, v in kw.items() if k in ("accumulation", "mesh")})
     data = toy.ArraySource(cfg.micro_batch_size)
     state = loop.train(cfg, toy.TASK, data, workdir, resume=kw.get("resume", False),
                        stop_after=kw.get("stop_after"), tensorboard=kw.get("tensorboard", False))
@@ -75,6 +77,28 @@ def test_interrupted_save_is_never_resumed(straight, tmp_path):
     shutil.copytree(workdir / "checkpoints" / str(STEPS), partial)
     shutil.rmtree(partial / "state")
     assert Checkpointer(tmp_path / "checkpoints", toy.config().checkpoint).latest_step() == STEPS
+
+
+def test_save_killed_midway_is_never_resumed(straight, tmp_path):
+    _, final, seen = straight
+    proc = _run([str(tmp_path), "--steps", str(STEPS), "--hang_in_save", "2"], devices=1)
+    deadline = time.monotonic() + 240
+    lines = []
+    for line in proc.stdout:  # until the second save (update 4) is under way
+        lines.append(line)
+        if line.startswith("IN_SAVE") or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert lines and lines[-1].startswith("IN_SAVE"), "".join(lines)[-3000:]
+    checkpoints = tmp_path / "checkpoints"
+    assert [p.name for p in checkpoints.iterdir() if p.name.startswith(f"{STEPS}.")]  # the killed save's leftovers
+    assert Checkpointer(checkpoints, toy.config().checkpoint).latest_step() == 2
+    state, data = run_toy(tmp_path, resume=True)
+    resumed = toy.flat(jax.device_get(state.as_dict()))
+    for name in final:
+        np.testing.assert_array_equal(resumed[name], final[name], err_msg=name)
+    assert data.seen == seen[2:]
 
 
 def test_learning_rate_schedule():

@@ -3,7 +3,7 @@ source with get_state/set_state, plus a command-line runner for the multi-device
 multi-process subprocess tests:
 
     python tests/train/toy.py WORKDIR [--steps N] [--stop_after K] [--resume] [--mesh D,F]
-        [--accumulation A] [--coordinator HOST:PORT --num_processes P --process_id I]
+        [--accumulation A] [--coordinator HOST:PORT --num_processes P --process_id I] [--hang_in_save N]
 
 The task: y ≈ MLP(x @ proj) with `proj` frozen, dropout drawn from the step's key, and an
 EMA-like model_state (running mean of the predictions) updated inside the loss.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
+import time
 from pathlib import Path
 
 import flax.linen as nn
@@ -109,7 +110,7 @@ class ArraySource:
         self.position = int(state["position"])
 
 
-def config(steps: int = 6, mesh=(-1, 1), accumulation: int = 1, batch: int = 8, every: int = 3,
+def config(steps: int = 6, mesh=(-1, 1), accumulation: int = 1, batch: int = 8, every: int = 2,
            ema: float | None = 0.9) -> TrainConfig:
     return TrainConfig(
         stage="toy", model=None, steps=steps, batch_size=batch, seed=3, ema_decay=ema, log_every=1,
@@ -125,6 +126,23 @@ def flat(tree) -> dict[str, np.ndarray]:
     return {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_leaves_with_path(tree)}
 
 
+def hang_in_save(n: int) -> None:
+    """Make the n-th save block while orbax writes it (inside the data item's handler), after
+    printing IN_SAVE: the test kills the process there."""
+    from landiff_jax.train import checkpointing
+
+    original, calls = checkpointing.DataState.get_state, []
+
+    def get_state(self):
+        calls.append(1)
+        if len(calls) == n:
+            print("IN_SAVE", flush=True)
+            time.sleep(600)
+        return original(self)
+
+    checkpointing.DataState.get_state = get_state
+
+
 def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("workdir")
@@ -136,7 +154,10 @@ def main(argv=None):
     p.add_argument("--coordinator")
     p.add_argument("--num_processes", type=int)
     p.add_argument("--process_id", type=int)
+    p.add_argument("--hang_in_save", type=int, help="block inside the N-th checkpoint save (for a kill test)")
     args = p.parse_args(argv)
+    if args.hang_in_save:
+        hang_in_save(args.hang_in_save)
     from landiff_jax.train import distributed, loop
 
     distributed.initialize(args.coordinator, args.num_processes, args.process_id)
