@@ -101,5 +101,5 @@ class TrainConfig:
     def micro_batch_size(self) -> int:
         return self.batch_size // self.optimizer.accumulation_steps
 
-    def replace(self, **kw) -> "TrainConfig":
+    def replace(self, **kw) -> TrainConfig:
         return dataclasses.replace(self, **kw)

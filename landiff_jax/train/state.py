@@ -27,7 +27,7 @@ class TrainState:
         return out
 
     @classmethod
-    def from_dict(cls, tree: dict) -> "TrainState":
+    def from_dict(cls, tree: dict) -> TrainState:
         return cls(**{"ema": None, **tree})
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -132,7 +132,3 @@ def check_batch(task: Task, batch: Mapping[str, np.ndarray], rows: int, source: 
         got = np.shape(batch[name])
         if got != (rows, *spec.shape):
             raise ConfigError(f"{source}: field {name!r} has shape {got}, expected {(rows, *spec.shape)}")
-
-
-def param_count(tree) -> int:
-    return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -44,13 +45,20 @@ def test_lm_flops_count_the_block_and_head_weights():
     assert lm_flops_per_sequence(cfg, seq) == pytest.approx(6 * n * seq + attention)
 
 
+@dataclasses.dataclass(frozen=True)
+class NoRematConfig:
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+
 def test_policy_sets_compute_dtype_and_keeps_float32_params():
     run = TrainConfig(stage="lm", model=LMConfig.tiny(), compute_dtype="bfloat16")
     cfg = apply_policy(run.model, run)
     assert cfg.dtype == jnp.bfloat16 and cfg.param_dtype == jnp.float32
-    if "remat" not in {f.name for f in dataclasses.fields(LMConfig)}:
-        with pytest.raises(ConfigError, match="no remat field"):
-            apply_policy(run.model, run.replace(remat="full"))
+    other = apply_policy(NoRematConfig(param_dtype=jnp.bfloat16), run)
+    assert other == NoRematConfig(dtype=jnp.bfloat16, param_dtype=jnp.float32)
+    with pytest.raises(ConfigError, match="no remat field"):
+        apply_policy(NoRematConfig(), run.replace(remat="full"))
 
 
 def test_lm_tiny_config_loads():

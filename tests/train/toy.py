@@ -12,7 +12,6 @@ EMA-like model_state (running mean of the predictions) updated inside the loss.
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 import time
 from pathlib import Path
