@@ -39,14 +39,14 @@ def check_data_path(config) -> None:
 
 
 def open_data(config, process_index: int, process_count: int):
-    """This process's iterator over the stage's example shards (landiff_jax.data)."""
+    """This process's iterator over the stage's example shards (landiff_jax.data): batches of
+    micro_batch_size / process_count examples, in the seed's order, checkpointable."""
     from landiff_jax.data import pipeline
 
-    return pipeline.train_iterator(
-        Path(config.data.path), stage=config.stage, batch_size=config.micro_batch_size // process_count, seed=config.seed,
-        shuffle=config.data.shuffle, prefetch=config.data.prefetch, process_index=process_index,
-        process_count=process_count,
-    )
+    options = pipeline.DataOptions(global_batch=config.micro_batch_size, seed=config.seed,
+                                   shuffle=config.data.shuffle, prefetch_batches=config.data.prefetch)
+    return pipeline.batches(Path(config.data.path), options, process_index=process_index,
+                            process_count=process_count)
 
 
 def load_config(path: str, overrides):
@@ -67,6 +67,7 @@ def load_config(path: str, overrides):
 
 def main(argv):
     from landiff_jax.config_file import ConfigError
+    from landiff_jax.data.records import RecordError
 
     workdir = None
     try:
@@ -82,7 +83,7 @@ def main(argv):
         data = open_data(config, jax.process_index(), jax.process_count())
         workdir = FLAGS.workdir or str(Path("runs") / Path(FLAGS.config).stem)
         loop.train(config, task, data, workdir, resume=FLAGS.resume, stop_after=FLAGS.stop_after)
-    except ConfigError as e:
+    except (ConfigError, RecordError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     print(f"done: checkpoints and metrics in {workdir}")
