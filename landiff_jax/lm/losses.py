@@ -124,6 +124,7 @@ def lm_loss(params, cfg: LMConfig, batch, drops: Drops):
     aux['loss_mask'] [b W] bool, aux['token_losses'] [b W] (0 off the mask), aux['pads'] [b].
     """
     check_batch(cfg, batch)
+    micro_keep = _micro_keep(cfg, drops, np.shape(batch["codes"])[0])
     text_hidden, text_mask = left_padded(jnp.asarray(batch["text_embedding"]), jnp.asarray(batch["text_mask"]))
     b = text_mask.shape[0]
     micro = jnp.stack([jnp.asarray(batch[k], jnp.float32) for k in cfg.micro_keys], axis=1)  # [b m]
@@ -132,8 +133,8 @@ def lm_loss(params, cfg: LMConfig, batch, drops: Drops):
     if width > cfg.max_len:
         raise ValueError(f"rows of {width} positions exceed max_len {cfg.max_len}")
     model, variables = SemanticLM(cfg), {"params": params}
-    x, pads = model.apply(variables, text_hidden, text_mask, micro, video, False, drops.text_keep,
-                          _micro_keep(cfg, drops, b), method=SemanticLM.prefix)
+    x, pads = model.apply(variables, text_hidden, text_mask, micro, video, False, drops.text_keep, micro_keep,
+                          method=SemanticLM.prefix)
     logits, _ = model.apply(variables, x, init_cache(cfg, b, width), 0, pads, last_only=False,
                             method=SemanticLM.forward)  # [b W V]
     # the video part is the last V positions of every row; rows W-1-V .. W-2 predict it
