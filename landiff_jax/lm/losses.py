@@ -20,7 +20,6 @@ dropped micro key replaces its frequency embedding by its null embedding before 
 
 from __future__ import annotations
 
-import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp

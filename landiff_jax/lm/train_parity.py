@@ -30,7 +30,7 @@ def grad_tolerance(spec) -> tuple[float, float]:
     """(atol, rtol) from meta's grads tolerance: {atol, rtol} or "atol X + rtol Y relative to ..."."""
     if isinstance(spec, dict):
         return float(spec["atol"]), float(spec["rtol"])
-    found = {k: re.search(rf"{k}\s*([0-9.]+(?:e[-+]?\d+)?)", str(spec), re.I) for k in ("atol", "rtol")}
+    found = {k: re.search(rf"{k}\s*([0-9.]+(?:e[-+]?\d+)?)", str(spec), re.IGNORECASE) for k in ("atol", "rtol")}
     if not all(found.values()):
         raise ValueError(f"meta.json tolerance.grads {spec!r}: expected 'atol X + rtol Y ...'")
     return float(found["atol"].group(1)), float(found["rtol"].group(1))
