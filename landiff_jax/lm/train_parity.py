@@ -66,7 +66,7 @@ def run(case_dir: Path, meta: dict) -> list[Check]:
     pads = np.asarray(aux["pads"])
     targets = packed(aux["targets"], pads).astype(np.int64)
     # a sample's last row (its EOS) predicts, in the pack, the next sample's BOS (never a loss target)
-    ends = np.cumsum(io["packed_seqlens"])[:-1] - 1
+    ends = np.cumsum(np.asarray(aux["logits"]).shape[1] - pads)[:-1] - 1
     targets[ends] = L.Vocab(cfg.codebook_size)[L.BOS]
     actual = {"loss": loss, "logits": packed(aux["logits"], pads), "token_losses": packed(aux["token_losses"], pads),
               "loss_mask": packed(aux["loss_mask"], pads), "targets": targets}
