@@ -19,9 +19,8 @@ import pytest
 from landiff_jax.convert import read_safetensors
 from landiff_jax.lm import layout as L
 from landiff_jax.lm.config import LMConfig
-from landiff_jax.lm.convert import convert_lm, lm_rules, null_key
+from landiff_jax.lm.convert import convert_lm, lm_rules, load_lm, null_key
 from landiff_jax.lm.losses import Drops, draw_drops, init_train_state, lm_loss, train_loss
-from landiff_jax.lm.model import init_params
 from landiff_jax.lm.sampler import SampleOptions, sample
 from landiff_jax.lm.train_parity import run
 
@@ -43,8 +42,9 @@ def _highest_precision():
 
 
 @pytest.fixture(scope="module")
-def params():
-    return init_params(CFG, jax.random.key(0))
+def params(fixtures_dir):
+    """The drops case's weights (CFG's sizes, with both micro null embeddings): no init compile."""
+    return load_lm(fixtures_dir / "lm_train" / "two_groups_t6_drops" / "model.safetensors", CFG)
 
 
 def make_batch(key, lengths, width, *, right_padded=(), frames=FRAMES):
