@@ -83,7 +83,7 @@ class MicroConditioner(nn.Module):
         for i, key in enumerate(cfg.micro_keys):
             emb = timestep_embedding(values[:, i], cfg.micro_freq_dim)
             if cfg.micro_drop_prob(key) > 0:
-                null = self.param(f"null_{key}", nn.initializers.normal(cfg.micro_freq_dim**-0.5),
+                null = self.param(f"null_{key}", _partitioned(nn.initializers.normal(cfg.micro_freq_dim**-0.5), (None,)),
                                   (cfg.micro_freq_dim,), cfg.param_dtype)
                 if keep is not None:
                     emb = jnp.where(keep[:, i, None], emb, null.astype(emb.dtype))
