@@ -19,7 +19,7 @@ def get_config() -> TrainConfig:
                                   b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01, clip_global_norm=1.0),
         mesh=MeshConfig(data=-1, fsdp=1, tensor=1),
         checkpoint=CheckpointConfig(every=100, keep_last=2),
-        data=DataConfig(path="data/lm_tiny", frames=3, text_len=8),
+        data=DataConfig(path="data/lm_tiny", frames=3, text_len=16),
         log_every=10,
         compute_dtype="float32",
     )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 
 flags.DEFINE_string("config", None, "experiment file configs/<name>.py (defines get_config())")
 flags.DEFINE_string("workdir", None, "run directory (default: runs/<config name>)")
@@ -26,6 +26,7 @@ flags.DEFINE_string("coordinator", None, "multi-process: host:port of process 0"
 flags.DEFINE_integer("num_processes", None, "multi-process: number of processes")
 flags.DEFINE_integer("process_id", None, "multi-process: this process's id")
 flags.DEFINE_bool("auto_distributed", False, "jax.distributed.initialize() finds the processes itself (TPU, SLURM)")
+flags.DEFINE_bool("verbose", False, "show the storage libraries' INFO logs (orbax, grain)")
 flags.mark_flag_as_required("config")
 FLAGS = flags.FLAGS
 
@@ -36,6 +37,16 @@ def check_data_path(config) -> None:
     if not config.data.path or not Path(config.data.path).is_dir():
         raise ConfigError(f"data.path {config.data.path!r} is not a directory of example shards "
                           f"(write them with tools/prepare_data.py, or pass data.path=DIR)")
+
+
+def check_dataset(config, task) -> None:
+    """The dataset's stage and field shapes/dtypes against the task's, before anything is built."""
+    import numpy as np
+
+    from landiff_jax.data.records import Field, read_info
+
+    fields = {name: Field(tuple(spec.shape), np.dtype(spec.dtype).name) for name, spec in task.example.items()}
+    read_info(config.data.path).expect(config.stage, fields, f"data.path {config.data.path}")
 
 
 def open_data(config, process_index: int, process_count: int):
@@ -69,6 +80,8 @@ def main(argv):
     from landiff_jax.config_file import ConfigError
     from landiff_jax.data.records import RecordError
 
+    if not FLAGS.verbose:
+        logging.set_verbosity(logging.WARNING)
     workdir = None
     try:
         config = load_config(FLAGS.config, argv[1:])
@@ -80,6 +93,7 @@ def main(argv):
 
         distributed.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id, auto=FLAGS.auto_distributed)
         task = make_task(config)
+        check_dataset(config, task)
         data = open_data(config, jax.process_index(), jax.process_count())
         workdir = FLAGS.workdir or str(Path("runs") / Path(FLAGS.config).stem)
         loop.train(config, task, data, workdir, resume=FLAGS.resume, stop_after=FLAGS.stop_after)
