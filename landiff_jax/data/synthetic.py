@@ -173,11 +173,17 @@ def sample_clips(n: int, seed: int, num_frames: int, height: int, width: int, *,
         yield (attributes.paraphrase(rng) if paraphrase else attributes.caption), attributes, frames
 
 
+def box_blur(x: np.ndarray) -> np.ndarray:
+    """3×3 mean over the last two axes (edges replicated), as float64."""
+    x = np.concatenate([x[..., :1, :], x, x[..., -1:, :]], axis=-2).astype(np.float64)
+    x = x[..., :-2, :] + x[..., 1:-1, :] + x[..., 2:, :]
+    x = np.concatenate([x[..., :1], x, x[..., -1:]], axis=-1)
+    return (x[..., :-2] + x[..., 1:-1] + x[..., 2:]) / 9
+
+
 def simulate_decoder(frames: np.ndarray, seed, noise_std: float = 10.0) -> np.ndarray:
-    """What a decoder's imperfection might do to a clip: a 3×3 box blur (edges replicated) and
-    gaussian noise of `noise_std` (in 0..255 units), rounded back to uint8."""
-    x = np.pad(frames.astype(np.float32), ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
-    h, w = frames.shape[1:3]
-    blurred = sum(x[:, i:i + h, j:j + w] for i in range(3) for j in range(3)) / 9
+    """What a decoder's imperfection might do to a clip [T H W 3]: a 3×3 box blur (edges replicated)
+    and gaussian noise of `noise_std` (in 0..255 units), rounded back to uint8."""
+    blurred = np.moveaxis(box_blur(np.moveaxis(frames, -1, 1)), 1, -1)
     noisy = blurred + np.random.default_rng(seed).normal(0.0, noise_std, blurred.shape)
     return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
