@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -24,19 +25,25 @@ def atomic_path(path: Path):
     return Path(tmp)
 
 
-def write_npy(path: str | Path, array) -> Path:
-    """np.save to `path` atomically (parent created)."""
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """`data` to `path` atomically (parent created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = atomic_path(path)
     try:
-        with open(tmp, "wb") as f:
-            np.save(f, np.asarray(array))
+        tmp.write_bytes(data)
         tmp.chmod(0o644)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def write_npy(path: str | Path, array) -> Path:
+    """np.save to `path` atomically (parent created)."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array))
+    return write_bytes(path, buffer.getvalue())
 
 
 def write_mp4(path: str | Path, frames, fps: int = 8) -> Path:
