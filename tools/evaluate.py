@@ -84,16 +84,16 @@ def check_flags():
 
 def load_model():
     """The pipeline of --checkpoint (default: the shipped tiny checkpoint), checked before loading."""
+    directory = Path(FLAGS.checkpoint) if FLAGS.checkpoint else DEFAULT_CHECKPOINT
+    if not directory.is_dir():
+        hint = "" if FLAGS.checkpoint else " (the shipped tiny checkpoint is not in this checkout; give --checkpoint DIR)"
+        raise app.UsageError(f"checkpoint directory not found: {directory}{hint}")
     import jax
 
     from landiff_jax.checkpoint import config_from_spec, read_spec
     from landiff_jax.convert.io import CheckpointError
     from landiff_jax.pipeline import LanDiff
 
-    directory = Path(FLAGS.checkpoint) if FLAGS.checkpoint else DEFAULT_CHECKPOINT
-    if not directory.is_dir():
-        hint = "" if FLAGS.checkpoint else " (the shipped tiny checkpoint is not in this checkout; give --checkpoint DIR)"
-        raise app.UsageError(f"checkpoint directory not found: {directory}{hint}")
     try:
         config_from_spec(read_spec(directory)).latent_frames(FLAGS.num_frames)
     except (CheckpointError, ValueError) as e:
@@ -105,9 +105,9 @@ def load_model():
 
 def model_videos(prompts):
     """Yields (sample index, seed, video [F H W 3] in [0, 1]) for every prompt × seed, in batches."""
+    pipe = load_model()
     from landiff_jax.pipeline import GenerateOptions
 
-    pipe = load_model()
     samples = [(k, p) for k in range(FLAGS.seeds) for p in prompts]
     for b, start in enumerate(range(0, len(samples), FLAGS.batch_size)):
         batch = samples[start:start + FLAGS.batch_size]

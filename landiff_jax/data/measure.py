@@ -21,6 +21,7 @@ MIN_PIXELS = 4  # a frame's object mask needs this many pixels to count
 # (symmetric about one half, so a blurred edge keeps its area; noise near the background counts 0)
 RAMP = (0.2, 0.8)
 SUPERSAMPLE = 4  # shape templates: 4×4 samples per pixel
+SHAPE_FRAMES = 5  # frames whose shape fits are averaged
 
 NONE = "none"  # the value of an attribute that cannot be measured (no object found)
 
@@ -55,7 +56,7 @@ def border_pixels(frames: np.ndarray) -> np.ndarray:
 def object_weights(frames: np.ndarray, background_rgb: np.ndarray):
     """The object's colour (median of its strongest pixels) and its weight per pixel [T H W] in
     [0, 1] (see RAMP): the share of the object's colour against the background's."""
-    distance = np.linalg.norm(frames.astype(np.float64) - background_rgb, axis=-1)  # [t h w]
+    distance = np.linalg.norm(frames.astype(np.float32) - background_rgb.astype(np.float32), axis=-1)  # [t h w]
     strongest = np.quantile(distance, 1 - 1e-3)
     if strongest < MIN_CONTRAST:
         return None, np.zeros(distance.shape)
@@ -122,8 +123,10 @@ def shape_errors(weights: np.ndarray) -> dict[str, float] | None:
 
 
 def measure_shape(weights: np.ndarray) -> tuple[str, dict[str, float]]:
-    """The shape whose templates fit the object best, summed over the frames."""
-    per_frame = [e for e in map(shape_errors, weights) if e is not None]
+    """The shape whose templates fit the object best, on average over SHAPE_FRAMES frames spread
+    over the clip."""
+    chosen = np.unique(np.linspace(0, len(weights) - 1, SHAPE_FRAMES).round().astype(int))
+    per_frame = [e for e in map(shape_errors, weights[chosen]) if e is not None]
     if not per_frame:
         return NONE, {}
     total = {shape: float(np.mean([e[shape] for e in per_frame])) for shape in SHAPES}
