@@ -2,7 +2,10 @@
 colour, motion and shape, for clips as the renderer draws them and as a model generates them
 (blurred edges, noise, washed-out colours).
 
-    measured = measure(frames)   # uint8 [T H W 3] → Attributes-like dict of named values
+    m = measure(frames)   # uint8 [T H W 3] → Measurement
+    m.attributes()        # {'colour': 'red', 'shape': 'circle', 'motion': 'moves left', 'background': 'black'}
+
+An attribute that cannot be measured (no object stands out from the background) is 'none'.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from landiff_jax.data.synthetic import BACKGROUNDS, COLOURS, MOTIONS, SHAPES, bo
 MIN_CONTRAST = 60.0  # RGB distance from the background below which nothing counts as the object
 CORE = 0.75  # object-colour pixels: at least this fraction of the strongest contrast
 STILL_BELOW = 1 / 6  # centroid travel (fraction of the frame along the axis) under which the object stays still
-MIN_PIXELS = 4  # a frame's object mask needs this many pixels to count
+MIN_PIXELS = 4  # a frame counts when its object weighs (or, for shapes, covers half of) this many pixels
 # object weight of a pixel: 0 up to RAMP[0] of the object's contrast, 1 from RAMP[1], linear between
 # (symmetric about one half, so a blurred edge keeps its area; noise near the background counts 0)
 RAMP = (0.2, 0.8)

@@ -78,7 +78,9 @@ def test_paraphrases_keep_the_attributes():
 @pytest.mark.parametrize("num_frames,height,width", SIZES)
 def test_objects_stay_inside_and_moving_ones_travel_a_third(num_frames, height, width):
     rng = np.random.default_rng(0)
-    for i, attributes in enumerate(synthetic.all_attributes()[::3]):  # every motion, colour, background
+    chosen = synthetic.all_attributes()[::7]
+    assert {a.motion for a in chosen} == set(synthetic.MOTIONS) and {a.shape for a in chosen} == set(synthetic.SHAPES)
+    for attributes in chosen:
         placement = synthetic.layout(attributes, num_frames, height, width, seed=int(rng.integers(1 << 30)))
         half, centres = placement.size / 2, placement.centres
         assert 0.8 * height / 4 <= placement.size <= 1.2 * height / 4
