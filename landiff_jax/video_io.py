@@ -46,8 +46,9 @@ def write_npy(path: str | Path, array) -> Path:
     return write_bytes(path, buffer.getvalue())
 
 
-def write_mp4(path: str | Path, frames, fps: int = 8) -> Path:
-    """Write [f H W 3] frames to `path` (parent created); nothing is left behind on failure."""
+def write_mp4(path: str | Path, frames, fps: int = 8, pixelformat: str = "yuv420p") -> Path:
+    """Write [f H W 3] frames to `path` (parent created); nothing is left behind on failure.
+    pixelformat: yuv420p plays everywhere; yuv444p keeps full-resolution colour."""
     import imageio.v2 as imageio
 
     path = Path(path)
@@ -59,7 +60,7 @@ def write_mp4(path: str | Path, frames, fps: int = 8) -> Path:
     try:
         # macro_block_size=1 keeps odd sizes (e.g. tiny presets) unpadded.
         with imageio.get_writer(str(tmp), format="FFMPEG", fps=fps, codec="libx264", quality=8,
-                                pixelformat="yuv420p", macro_block_size=1) as writer:
+                                pixelformat=pixelformat, macro_block_size=1) as writer:
             for frame in frames:
                 writer.append_data(frame)
         tmp.chmod(0o644)

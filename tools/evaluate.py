@@ -38,6 +38,9 @@ flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "compute dtype (defaul
 flags.DEFINE_integer("height", 32, "with --ground_truth: frame height")
 flags.DEFINE_integer("width", 48, "with --ground_truth: frame width")
 flags.DEFINE_bool("degrade", False, "with --ground_truth: blur (3×3 box) and add noise (σ=10) as a decoder might")
+flags.DEFINE_enum("pixel_format", "yuv444p", ["yuv444p", "yuv420p"],
+                  "mp4 colour sampling of the measured videos: yuv444p keeps the colour at full resolution (at "
+                  "32×48, yuv420p's half-resolution colour alone blurs a small circle into a square)")
 flags.DEFINE_integer("sheet_samples", 32, "samples on the contact sheet")
 flags.DEFINE_string("output_dir", "results/evaluate", "where results.json, contact_sheet.png and the videos go")
 FLAGS = flags.FLAGS
@@ -206,7 +209,8 @@ def main(argv):
     records, videos = [], []
     for i, seed, video in source:
         attributes = expected[i]
-        path = write_mp4(out_dir / "videos" / f"{i:04d}_{slug(attributes.caption)}.mp4", to_uint8(video), fps=8)
+        path = write_mp4(out_dir / "videos" / f"{i:04d}_{slug(attributes.caption)}.mp4", to_uint8(video), fps=8,
+                         pixelformat=FLAGS.pixel_format)
         frames = read_mp4(path)  # measured as a viewer sees it: after the codec
         m = measure(frames)
         want = {a: getattr(attributes, a) for a in ATTRIBUTES}
