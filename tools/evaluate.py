@@ -83,6 +83,13 @@ def check_flags():
     for name in model_only if FLAGS.ground_truth else gt_only:
         if FLAGS[name].present:
             raise app.UsageError(f"--{name} {'does not apply to' if FLAGS.ground_truth else 'needs'} --ground_truth")
+    if FLAGS.ground_truth:
+        from landiff_jax.data.synthetic import check_size
+
+        try:
+            check_size(FLAGS.num_frames or 9, FLAGS.height, FLAGS.width)
+        except ValueError as e:
+            raise app.UsageError(str(e))
 
 
 def load_model():
@@ -106,9 +113,8 @@ def load_model():
     return LanDiff.from_checkpoint(directory, dtype=dtype)
 
 
-def model_videos(prompts):
+def model_videos(pipe, prompts):
     """Yields (sample index, seed, video [F H W 3] in [0, 1]) for every prompt × seed, in batches."""
-    pipe = load_model()
     from landiff_jax.pipeline import GenerateOptions
 
     samples = [(k, p) for k in range(FLAGS.seeds) for p in prompts]
@@ -125,13 +131,10 @@ def model_videos(prompts):
 
 
 def ground_truth_videos(prompts):
-    from landiff_jax.data.synthetic import check_size, render, simulate_decoder
+    """Yields (sample index, seed, uint8 clip [T H W 3]) for every prompt × seed."""
+    from landiff_jax.data.synthetic import render, simulate_decoder
 
     num_frames = FLAGS.num_frames or 9
-    try:
-        check_size(num_frames, FLAGS.height, FLAGS.width)
-    except ValueError as e:
-        raise app.UsageError(str(e))
     samples = [(k, a) for k in range(FLAGS.seeds) for _, a in prompts]
     for i, (k, attributes) in enumerate(samples):
         seed = (FLAGS.seed, k, i)
@@ -201,11 +204,14 @@ def main(argv):
     from landiff_jax.video_io import read_mp4, to_uint8, write_bytes, write_mp4
 
     prompts = read_prompts()
+    source = ground_truth_videos(prompts) if FLAGS.ground_truth else model_videos(load_model(), prompts)
     out_dir = Path(FLAGS.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise app.UsageError(f"output directory {out_dir} cannot be made: {e}")
     slug = lambda p: re.sub(r"[^a-z0-9]+", "_", p.lower()).strip("_")[:48]
     expected = [a for _ in range(FLAGS.seeds) for _, a in prompts]
-    source = ground_truth_videos(prompts) if FLAGS.ground_truth else model_videos(prompts)
     records, videos = [], []
     for i, seed, video in source:
         attributes = expected[i]
