@@ -24,6 +24,7 @@ RUNNERS = {
     "theia": "landiff_jax.tokenizer.parity",
     "tokenizer": "landiff_jax.tokenizer.parity",
     "lm": "landiff_jax.lm.parity",
+    "lm_train": "landiff_jax.lm.train_parity",
     "dit": "landiff_jax.diffusion.parity",
     "sampler": "landiff_jax.diffusion.parity",
     "vae": "landiff_jax.vae.parity",
@@ -53,11 +54,12 @@ EXACT = Tolerance(exact=True)
 
 def tolerance_for(meta_tolerance: dict, name: str, default: Tolerance | None = None) -> Tolerance:
     """Resolve a case's tolerance for one array from the forms meta.json uses:
-    top-level atol/rtol, `name: "exact"`, `exact: [names]`, `per_array: {name: {atol, rtol}}`."""
+    top-level atol/rtol, `name: "exact"`, `exact: [names]`, `name: {atol, rtol}`,
+    `per_array: {name: {atol, rtol}}`."""
     tol = meta_tolerance or {}
     if tol.get(name) == "exact" or name in tol.get("exact", []):
         return EXACT
-    per = tol.get("per_array", {}).get(name)
+    per = tol[name] if isinstance(tol.get(name), dict) else tol.get("per_array", {}).get(name)
     if per:
         return Tolerance(per.get("atol", 1e-4), per.get("rtol", 1e-4))
     if default is not None:

@@ -8,6 +8,8 @@ from typing import Any
 import jax.numpy as jnp
 
 NUM_SPECIALS = 7  # EOS, BOS, START/END of I-frame, START/END of P-frame, PAD
+# names of `jax.checkpoint_policies` accepted by LMConfig.remat, besides "none" and "full"
+REMAT_POLICIES = ("dots_saveable", "dots_with_no_batch_dims_saveable", "nothing_saveable")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +34,12 @@ class LMConfig:
     micro_keys: tuple[str, ...] = ("frames", "motion_score")
     micro_hidden: int = 512
     micro_freq_dim: int = 256
+    # training-time condition drops (classifier-free guidance). A micro key with a drop
+    # probability > 0 gets a learned null frequency embedding (`micro_cond/null_<key>`).
+    text_drop_prob: float = 0.1  # released cfg_drop_prob
+    frames_drop_prob: float = 0.0  # released: no drop; the paper: 0.5
+    motion_score_drop_prob: float = 0.0  # released: no drop; the paper: 0.5
+    remat: str = "none"  # rematerialisation of the scanned block under differentiation: see REMAT_POLICIES
     # numerics
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
@@ -46,6 +54,19 @@ class LMConfig:
             raise ValueError(f"micro_keys must be sorted as the original sorts them: {self.micro_keys}")
         if min(self.codebook_size, self.iframe_tokens, self.pframe_tokens, self.segment_length) < 1:
             raise ValueError("codebook_size, iframe_tokens, pframe_tokens and segment_length must be >= 1")
+        for key in ("frames", "motion_score"):
+            if not 0 <= self.micro_drop_prob(key) < 1:
+                raise ValueError(f"{key}_drop_prob must be in [0, 1), got {self.micro_drop_prob(key)}")
+            if self.micro_drop_prob(key) > 0 and key not in self.micro_keys:
+                raise ValueError(f"{key}_drop_prob > 0 but '{key}' is not a micro key {self.micro_keys}")
+        if not 0 <= self.text_drop_prob < 1:
+            raise ValueError(f"text_drop_prob must be in [0, 1), got {self.text_drop_prob}")
+        if self.remat not in ("none", "full") + REMAT_POLICIES:
+            raise ValueError(f"remat {self.remat!r}: expected one of {('none', 'full') + REMAT_POLICIES}")
+
+    def micro_drop_prob(self, key: str) -> float:
+        """Drop probability of a micro-condition key (0 for keys without a drop setting)."""
+        return {"frames": self.frames_drop_prob, "motion_score": self.motion_score_drop_prob}.get(key, 0.0)
 
     @property
     def head_dim(self) -> int:
@@ -95,8 +116,12 @@ class LMConfig:
         if not cond.get("cfg_drop_prob", 0) > 0:
             raise ValueError("cond_model.cfg_drop_prob must be > 0: the null text embedding is needed for guidance")
         micro = config["micro_condition"]
-        if micro.get("adaln_condition_keys") or micro.get("drop_probs"):
-            raise ValueError("micro_condition adaln keys / drop_probs are not supported")
+        if micro.get("adaln_condition_keys"):
+            raise ValueError("micro_condition adaln keys are not supported")
+        drop_probs = dict(micro.get("drop_probs") or {})
+        unknown = set(drop_probs) - {"frames", "motion_score"}
+        if unknown:
+            raise ValueError(f"micro_condition.drop_probs keys {sorted(unknown)}: only frames / motion_score are supported")
         for flag, released in (("use_end_of_IFrame", True), ("use_end_of_PFrame", True), ("micro_cond_first", True),
                                ("predict_motion_score", False)):
             if config.get(flag, released) != released:
@@ -120,6 +145,9 @@ class LMConfig:
             micro_keys=tuple(sorted(micro["crossattn_condition_keys"])),
             micro_hidden=micro.get("hidden_dim", 512),
             micro_freq_dim=micro.get("frequency_embedding_size", 256),
+            text_drop_prob=float(cond["cfg_drop_prob"]),
+            frames_drop_prob=float(drop_probs.get("frames", 0.0)),
+            motion_score_drop_prob=float(drop_probs.get("motion_score", 0.0)),
             **kw,
         )
         if tr["visual_vocab_size"] != out.vocab_size:

@@ -2,6 +2,12 @@
 
 The file holds `Semantic1DLM.state_dict()` minus the frozen Flan-T5 and tokenizer, which come
 from their own files through their own converters.
+
+The micro-condition null embeddings (`micro_condition.null_cond_embeddings.<key>`) exist only
+in checkpoints trained with frames / motion-score drops (the paper's recipe; the released file
+has none). With a drop probability > 0 in the config, a checkpoint lacking one gets it created
+as the original initialises it, N(0, 1/freq_dim), from `init_key`; with probability 0 a
+checkpoint's null embeddings are ignored (counted in the report).
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
+import jax
 import numpy as np
 
 from landiff_jax.convert import IDENTITY, LINEAR, Rule, Transform, convert, layer_keys, read_safetensors
@@ -36,6 +43,7 @@ def lm_rules(cfg: LMConfig) -> list[Rule]:
         Rule("layers/mlp/up/kernel", layer_keys(block + "mlp.w3.weight", n), LINEAR),
         Rule("layers/mlp/down/kernel", layer_keys(block + "mlp.w2.weight", n), LINEAR),
     ]
+    rules += [Rule(f"micro_cond/null_{key}", null_key(key)) for key in cfg.micro_keys if cfg.micro_drop_prob(key) > 0]
     mlps = [("text_cond/mlp", "cond_model.embeddings.fc0", "cond_model.embeddings.fc1")]
     mlps += [(f"micro_cond/{key}", f"micro_condition.mlps.{key}.0", f"micro_condition.mlps.{key}.2")
              for key in cfg.micro_keys]
@@ -46,16 +54,37 @@ def lm_rules(cfg: LMConfig) -> list[Rule]:
     return rules
 
 
-def convert_lm(state_dict: Mapping[str, np.ndarray], cfg: LMConfig, *, source: str = "LM checkpoint", target=None):
+NULL_PREFIX = "micro_condition.null_cond_embeddings."
+
+
+def null_key(key: str) -> str:
+    return NULL_PREFIX + key
+
+
+def with_null_embeddings(state_dict: Mapping[str, np.ndarray], cfg: LMConfig, init_key) -> dict[str, np.ndarray]:
+    """The state dict plus a fresh N(0, 1/freq_dim) null embedding for every micro key that
+    cfg drops and the checkpoint lacks (the original's initialisation of null_cond_embeddings)."""
+    out = dict(state_dict)
+    for i, key in enumerate(cfg.micro_keys):
+        if cfg.micro_drop_prob(key) > 0 and null_key(key) not in out:
+            draw = jax.random.normal(jax.random.fold_in(init_key, i), (cfg.micro_freq_dim,), np.float32)
+            out[null_key(key)] = np.asarray(draw) * cfg.micro_freq_dim**-0.5
+    return out
+
+
+def convert_lm(state_dict: Mapping[str, np.ndarray], cfg: LMConfig, *, source: str = "LM checkpoint", target=None,
+               init_key=None):
     """state dict of llm/model.safetensors -> (params, report); raises ConversionError naming every bad key.
 
     target: the parameters' shapes/dtypes, default `abstract_params(cfg)`.
+    init_key: draws the micro null embeddings cfg needs and the checkpoint lacks (default key 0).
     """
     target = abstract_params(cfg) if target is None else target
-    return convert(lm_rules(cfg), state_dict, target, source=source)
+    state_dict = with_null_embeddings(state_dict, cfg, jax.random.key(0) if init_key is None else init_key)
+    return convert(lm_rules(cfg), state_dict, target, source=source, ignore_prefixes=(NULL_PREFIX,))
 
 
-def load_lm(path: str | Path, cfg: LMConfig):
+def load_lm(path: str | Path, cfg: LMConfig, *, init_key=None):
     """llm/model.safetensors -> plain params pytree (host numpy, cfg.param_dtype)."""
-    params, _ = convert_lm(read_safetensors(path), cfg, source=str(path))
+    params, _ = convert_lm(read_safetensors(path), cfg, source=str(path), init_key=init_key)
     return params

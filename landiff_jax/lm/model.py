@@ -66,17 +66,27 @@ class TextCond(nn.Module):
 
 
 class MicroConditioner(nn.Module):
-    """One prefix row per micro-condition key (sorted): sincos -> Linear -> SiLU -> Linear."""
+    """One prefix row per micro-condition key (sorted): sincos -> Linear -> SiLU -> Linear.
+
+    A key with a drop probability > 0 has a learned null frequency embedding `null_<key>`
+    [freq] (the original's `null_cond_embeddings[key]`) that replaces its sincos embedding,
+    BEFORE the key's MLP, in the rows whose `keep` is False.
+    """
 
     cfg: LMConfig
 
     @nn.compact
-    def __call__(self, values):
-        """values [b m] in `cfg.micro_keys` order -> [b m d]."""
+    def __call__(self, values, keep=None):
+        """values [b m] in `cfg.micro_keys` order, keep [b m] bool or None -> [b m d]."""
         cfg = self.cfg
         rows = []
         for i, key in enumerate(cfg.micro_keys):
             emb = timestep_embedding(values[:, i], cfg.micro_freq_dim)
+            if cfg.micro_drop_prob(key) > 0:
+                null = self.param(f"null_{key}", _partitioned(nn.initializers.normal(cfg.micro_freq_dim**-0.5), (None,)),
+                                  (cfg.micro_freq_dim,), cfg.param_dtype)
+                if keep is not None:
+                    emb = jnp.where(keep[:, i, None], emb, null.astype(emb.dtype))
             mlp = Mlp(cfg.micro_hidden, cfg.hidden, act=nn.silu, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name=key)
             rows.append(mlp(emb.astype(cfg.dtype)))
         return jnp.stack(rows, axis=1)
@@ -115,6 +125,15 @@ class LlamaBlock(nn.Module):
         return x, (cache_k, cache_v)
 
 
+def remat_block(cfg: LMConfig):
+    """LlamaBlock wrapped in `nn.remat` with cfg.remat's policy ("none": as is). Remat only
+    changes what differentiation keeps, so the scanned forward computes the same values."""
+    if cfg.remat == "none":
+        return LlamaBlock
+    policy = None if cfg.remat == "full" else getattr(jax.checkpoint_policies, cfg.remat)
+    return nn.remat(LlamaBlock, policy=policy, prevent_cse=False)
+
+
 def init_cache(cfg: LMConfig, rows: int, length: int):
     """An empty stacked KV cache for at least `length` slots: (k, v), each [layers, rows, heads,
     T, head_dim] in cfg.dtype, T = length rounded up to a multiple of the decode kernel's block."""
@@ -147,7 +166,7 @@ class SemanticLM(nn.Module):
                                     embedding_init=_partitioned(nn.initializers.normal(0.02), ("vocab", "embed")))
         self.text_cond = TextCond(cfg)
         self.micro_cond = MicroConditioner(cfg)
-        self.blocks = scan_layers(LlamaBlock, cfg.num_layers,
+        self.blocks = scan_layers(remat_block(cfg), cfg.num_layers,
                                   in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
                                   cfg=cfg)  # params under "layers"
         self.final_norm = LayerNorm(cfg.final_norm_eps, param_dtype=cfg.param_dtype)
@@ -157,18 +176,23 @@ class SemanticLM(nn.Module):
     def embed(self, tokens):
         return self.token_embed(tokens)
 
-    def prefix(self, text_hidden, text_mask, micro, video_tokens, guidance: bool):
+    def prefix(self, text_hidden, text_mask, micro, video_tokens, guidance: bool, text_keep=None, micro_keep=None):
         """Features of the prefix [BOS][micro × m][text × n][video_tokens], left-padded.
 
         text_hidden [b n t], text_mask [b n] (left padding), micro [b m], video_tokens [b v]
-        (START_OF_IFrame, plus a ground-truth first frame if given). With guidance the
-        unconditional rows (null text embedding, same pads) follow the conditional ones.
-        Returns (features [r p d], pads [r]) with r = 2b or b and p = 1 + m + n + v.
+        (START_OF_IFrame, plus a ground-truth first frame if given; in training the whole
+        video part). With guidance the unconditional rows (null text embedding, same pads)
+        follow the conditional ones. Training's condition drops: text_keep [b] (False: every
+        text row is the null text embedding, which is already in hidden space) and micro_keep
+        [b m] (see MicroConditioner). Returns (features [r p d], pads [r]) with r = 2b or b
+        and p = 1 + m + n + v.
         """
         b, n = text_mask.shape
         cond, null = self.text_cond(text_hidden)
+        if text_keep is not None:
+            cond = jnp.where(text_keep[:, None, None], cond, null)
         bos = jnp.broadcast_to(self.embed(jnp.asarray(self.cfg.codebook_size + 1)), (b, 1, self.cfg.hidden))
-        head = jnp.concatenate([bos, self.micro_cond(micro)], axis=1)
+        head = jnp.concatenate([bos, self.micro_cond(micro, micro_keep)], axis=1)
         tail = self.embed(video_tokens)
         texts = [cond, jnp.broadcast_to(null, cond.shape)] if guidance else [cond]
         rows = jnp.concatenate([jnp.concatenate([head, t, tail], axis=1) for t in texts], axis=0)

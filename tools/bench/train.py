@@ -1,0 +1,122 @@
+"""Benchmark of one training update of a stage through the trainer's own step (the jitted,
+sharded, donated train_step of landiff_jax/train), with random weights of the stage's shapes.
+
+usage: python -m tools.bench.train lm --preset full [--batch 8] [--remat none] [--steps 10]
+       [--text_len 256] [--dtype bfloat16] [--mesh data,fsdp,tensor]
+LM sequences: BOS, 2 micro conditions, `text_len` text rows, then SOI … EOS of 13 semantic
+frames (1,244 positions with 1,218 codes at full size). Prints one JSON line: median ms per
+update after compile, compile seconds, tokens/s, examples/s, model TFLOP/s, MFU against the
+device's dense bf16 peak (train.metrics.PEAK_FLOPS; 989 TFLOP/s for H100/H200), peak memory.
+
+FLOPs per sequence of S positions (train.task.lm_flops_per_sequence):
+    6·N·S + 6·L·S²·d
+with N the weights every position multiplies (24 blocks of 4d² + 3·d·mlp, and the d×V head),
+L layers, d hidden; the second term is causal attention (QKᵀ and AV, ×3 for the backward,
+half of the S×S square). Conditioning MLPs (text rows only) are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from common import emit, peak_memory_gb  # noqa: E402
+
+from landiff_jax.train.config import DataConfig, MeshConfig, OptimizerConfig, TrainConfig  # noqa: E402
+from landiff_jax.train.metrics import peak_flops  # noqa: E402
+from landiff_jax.train.optimizer import learning_rate_schedule, make_optimizer  # noqa: E402
+from landiff_jax.train.step import batch_shardings, create_state, make_train_step, state_shardings  # noqa: E402
+from landiff_jax.train.task import make_task  # noqa: E402
+
+
+def lm_config(args) -> TrainConfig:
+    from landiff_jax.lm.config import LMConfig
+
+    model = LMConfig.full() if args.preset == "full" else LMConfig.tiny()
+    frames = 13 if args.preset == "full" else 3
+    text_len = args.text_len or (256 if args.preset == "full" else 8)
+    mesh = [int(v) for v in args.mesh.split(",")]
+    return TrainConfig(
+        stage="lm", model=model, steps=1000, batch_size=args.batch, compute_dtype=args.dtype, remat=args.remat,
+        optimizer=OptimizerConfig(learning_rate=1e-3, warmup_steps=100), mesh=MeshConfig(*mesh),
+        data=DataConfig(frames=frames, text_len=text_len),
+    )
+
+
+def lm_batch(task, config: TrainConfig, rows: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random LM examples: T5-like features with half the text rows padded, codes of the codebook."""
+    rng = np.random.default_rng(seed)
+    ex = task.example
+    text_len = ex["text_mask"].shape[0]
+    return {
+        "text_embedding": rng.normal(size=(rows, *ex["text_embedding"].shape)).astype(np.float32),
+        "text_mask": np.broadcast_to(np.arange(text_len) < max(text_len // 2, 1), (rows, text_len)).copy(),
+        "codes": rng.integers(0, config.model.codebook_size, (rows, *ex["codes"].shape)).astype(np.int32),
+        "frames": np.full((rows,), config.data.frames, np.int32),
+        "motion_score": rng.uniform(0, 5, rows).astype(np.float32),
+    }
+
+
+STAGES = {"lm": (lm_config, lm_batch)}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("stage", choices=sorted(STAGES))
+    p.add_argument("--preset", choices=("tiny", "full"), default="tiny")
+    p.add_argument("--batch", type=int, default=8, help="global sequences per update")
+    p.add_argument("--remat", default="none", help="remat policy name of the model config")
+    p.add_argument("--steps", type=int, default=10, help="timed updates after the compile")
+    p.add_argument("--text_len", type=int, default=None, help="text rows per sequence (default 256 full, 8 tiny)")
+    p.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
+    p.add_argument("--mesh", default="-1,1,1", help="data,fsdp,tensor sizes (-1: the rest)")
+    args = p.parse_args(argv)
+
+    make_config, make_batch = STAGES[args.stage]
+    config = make_config(args)
+    task = make_task(config)
+    from landiff_jax import parallel
+
+    mesh = parallel.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+    optimizer = make_optimizer(config.optimizer, config.steps)
+    shardings = state_shardings(task, optimizer, mesh, ema=False)
+    state = create_state(task, optimizer, config.seed, False, shardings)
+    batch = jax.device_put(make_batch(task, config, config.batch_size), batch_shardings(task, mesh))
+    step = make_train_step(task, optimizer, learning_rate_schedule(config.optimizer, config.steps),
+                           config.optimizer.accumulation_steps, None, shardings, mesh)
+
+    start = time.perf_counter()
+    compiled = step.lower(state, batch).compile()
+    compile_s = time.perf_counter() - start
+    state, metrics = compiled(state, batch)
+    jax.block_until_ready(metrics)
+    times = []
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        state, metrics = compiled(state, batch)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - start)
+    seconds = float(np.median(times))
+    flops = config.batch_size * task.flops_per_example / seconds
+    peak = peak_flops(jax.devices()[0].device_kind)
+    emit({
+        "stage": args.stage, "preset": args.preset, "batch": config.batch_size, "remat": args.remat,
+        "dtype": args.dtype, "tokens_per_sequence": task.tokens_per_example, "ms_per_update": round(seconds * 1e3, 2),
+        "compile_s": round(compile_s, 1), "examples_per_s": round(config.batch_size / seconds, 2),
+        "tokens_per_s": round(config.batch_size * task.tokens_per_example / seconds, 1),
+        "model_tflops_per_s": round(flops / 1e12, 2),
+        "mfu": round(flops / (jax.device_count() * peak), 4) if peak else None,
+        "loss": float(jnp.asarray(metrics["loss"])), **peak_memory_gb(),
+    })
+
+
+if __name__ == "__main__":
+    main()
