@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -24,14 +25,13 @@ def atomic_path(path: Path):
     return Path(tmp)
 
 
-def write_npy(path: str | Path, array) -> Path:
-    """np.save to `path` atomically (parent created)."""
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """`data` to `path` atomically (parent created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = atomic_path(path)
     try:
-        with open(tmp, "wb") as f:
-            np.save(f, np.asarray(array))
+        tmp.write_bytes(data)
         tmp.chmod(0o644)
         os.replace(tmp, path)
     finally:
@@ -39,8 +39,16 @@ def write_npy(path: str | Path, array) -> Path:
     return path
 
 
-def write_mp4(path: str | Path, frames, fps: int = 8) -> Path:
-    """Write [f H W 3] frames to `path` (parent created); nothing is left behind on failure."""
+def write_npy(path: str | Path, array) -> Path:
+    """np.save to `path` atomically (parent created)."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array))
+    return write_bytes(path, buffer.getvalue())
+
+
+def write_mp4(path: str | Path, frames, fps: int = 8, pixelformat: str = "yuv420p") -> Path:
+    """Write [f H W 3] frames to `path` (parent created); nothing is left behind on failure.
+    pixelformat: yuv420p plays everywhere; yuv444p keeps full-resolution colour."""
     import imageio.v2 as imageio
 
     path = Path(path)
@@ -52,7 +60,7 @@ def write_mp4(path: str | Path, frames, fps: int = 8) -> Path:
     try:
         # macro_block_size=1 keeps odd sizes (e.g. tiny presets) unpadded.
         with imageio.get_writer(str(tmp), format="FFMPEG", fps=fps, codec="libx264", quality=8,
-                                pixelformat="yuv420p", macro_block_size=1) as writer:
+                                pixelformat=pixelformat, macro_block_size=1) as writer:
             for frame in frames:
                 writer.append_data(frame)
         tmp.chmod(0o644)

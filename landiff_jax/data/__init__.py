@@ -1,2 +1,3 @@
 """Training data: the record format and dataset directories (`records`), sources of examples
-(`sources`) and the grain pipeline that batches them per JAX process (`pipeline`)."""
+(`sources`), the grain pipeline that batches them per JAX process (`pipeline`), and the synthetic
+world of the tiny model (`synthetic`) with its measurements from pixels (`measure`)."""
