@@ -3,8 +3,8 @@
 The training config comes from meta.json's `config` (`TokenizerTrainConfig.from_original`), the
 parameters from `convert_tokenizer` and the codebook state from `convert_train_state` on the case's
 checkpoint. The original's dead-code draw (`dead_code_sample_index`) is injected. Losses, metrics,
-the new codebook and the gradients come from `losses.inner_loss` (the trainer's path), the
-intermediates from `losses.forward`; gradients are compared per parameter after converting
+the new codebook, the intermediates and the gradients come from one jitted `losses.forward`
+(the body of `inner_loss` / `train_loss`); gradients are compared per parameter after converting
 grads.npz with the same converter table.
 """
 
@@ -50,11 +50,16 @@ def _tolerance(meta_tol: dict, name: str) -> Tolerance:
 
 
 def _step(cfg: TokenizerTrainConfig):
+    """One jitted step: `losses.forward` (the body of `inner_loss`) and its gradient, with the trace."""
+
+    def loss_fn(trainable, model_state, batch, draws):
+        loss, metrics, new_state, trace = losses.forward(cfg, trainable, model_state, batch, draws)
+        return loss, (metrics, new_state, trace)
+
     @jax.jit
     def step(trainable, model_state, batch, draws):
-        grad_fn = jax.value_and_grad(losses.inner_loss, argnums=1, has_aux=True)
-        (loss, (metrics, new_state)), grads = grad_fn(cfg, trainable, {}, model_state, batch, draws)
-        _, _, _, trace = losses.forward(cfg, trainable, model_state, batch, draws)
+        (loss, (metrics, new_state, trace)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            trainable, model_state, batch, draws)
         return loss, metrics, new_state, grads, trace
 
     return step
