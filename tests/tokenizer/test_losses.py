@@ -16,7 +16,7 @@ import pytest
 from landiff_jax.convert import CheckpointError, read_safetensors
 from landiff_jax.tokenizer import codebook, losses, train_parity
 from landiff_jax.tokenizer.config import TokenizerConfig, TokenizerTrainConfig
-from landiff_jax.tokenizer.convert import convert_train_state, read_mean_std
+from landiff_jax.tokenizer.convert import convert_tokenizer, convert_train_state, read_mean_std
 
 
 def _cases(root):
@@ -54,6 +54,12 @@ def test_train_state_converter(fixtures_dir):
     assert state["codebook"]["initted"].dtype == np.bool_ and bool(state["codebook"]["initted"])
     np.testing.assert_array_equal(state["std"], io["std"])
     assert report.used == 6
+    # a converted checkpoint and a from-scratch start give the trainer the same trees
+    params, _ = convert_tokenizer(read_safetensors(case / "model.safetensors"), cfg.model)
+    trainable, frozen = losses.split_params(params)
+    fresh = jax.eval_shape(lambda: losses.init_train_state(cfg, jax.random.key(0)))
+    assert jax.tree.structure(trainable) == jax.tree.structure(fresh[0]) and frozen == fresh[1] == {}
+    assert jax.tree.structure(state) == jax.tree.structure(fresh[2])
     mean, std = read_mean_std(case / "mean_std.pt", 16)
     np.testing.assert_array_equal(mean, io["mean"])
     with pytest.raises(CheckpointError, match=r"expected \(2, 8\)"):
@@ -110,6 +116,23 @@ def test_drawn_rows_follow_the_original_rule():
     assert many.max() < 6
 
 
+def test_kmeans_init_only_when_not_initted():
+    rng = np.random.default_rng(1)
+    centres = np.array([[5.0, 0.0], [0.0, 5.0], [-5.0, -5.0]], np.float32)
+    vectors = (centres[rng.integers(0, 3, 60)] + 0.1 * rng.normal(size=(60, 2))).astype(np.float32)
+    fresh = {**_state(np.zeros((3, 2)), np.ones(3)), "initted": jnp.asarray(False)}
+    rows = codebook.sample_rows(codebook.draw_rows(jax.random.key(0), 60, 3), 60, 3)
+    state = codebook.kmeans_init(fresh, vectors, rows, num_iters=10)
+    assert bool(state["initted"])
+    order = np.argsort(np.asarray(state["embed"])[:, 0])  # the three centres, in some order
+    np.testing.assert_allclose(np.asarray(state["embed"])[order], centres[[2, 1, 0]], atol=0.1)
+    counts = np.bincount(np.argmin(((vectors[:, None] - np.asarray(state["embed"])) ** 2).sum(-1), 1), minlength=3)
+    np.testing.assert_array_equal(state["cluster_size"], counts)
+    np.testing.assert_allclose(state["embed_avg"], np.asarray(state["embed"]) * counts[:, None], rtol=1e-6)
+    kept = codebook.kmeans_init({**fresh, "initted": jnp.asarray(True)}, vectors, rows, num_iters=10)
+    np.testing.assert_array_equal(kept["embed"], fresh["embed"])
+
+
 # ---- gradient through the quantizer -----------------------------------------------------------
 def test_rotation_trick_value_and_gradient():
     rng = np.random.default_rng(0)
@@ -132,3 +155,61 @@ def test_rotation_trick_value_and_gradient():
 
 
 # ---- a tiny tokenizer learns ------------------------------------------------------------------
+_TINY = TokenizerTrainConfig(model=TokenizerConfig.tiny(
+    theia=None, image_size=(2, 3), image_channels=8, output_channels=8, mean_std_dim=8, width=32, num_heads=2,
+    num_layers=1, token_size=8, codebook_size=8, codebook_dim=4, temporal_size=2, pframe_tokens=2,
+    num_latent_tokens=6, rope_max_height=2, rope_max_width=3))
+_OPTIMIZER = optax.adam(3e-3)
+
+
+@jax.jit
+def _train_step(trainable, opt_state, model_state, features, key):
+    loss_fn = functools.partial(losses.train_loss, _TINY)
+    (_, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        trainable, {}, model_state, {"features": features}, key)
+    updates, opt_state = _OPTIMIZER.update(grads, opt_state, trainable)
+    return optax.apply_updates(trainable, updates), opt_state, model_state, metrics
+
+
+@jax.jit
+def _evaluate(trainable, model_state, features):
+    """(reconstruction MSE, codes used) of a batch, the codebook state left as it was."""
+    _, (metrics, _) = losses.train_loss(_TINY, trainable, {}, model_state, {"features": features}, jax.random.key(0))
+    return metrics["rec_loss"], metrics["codes_used"]
+
+
+def _train(steps: int):
+    """Synthetic feature videos: frame 0 one of 4 random prototype frames, frame 1 one of 4 others
+    (16 clips), plus noise 0.1. The codebook starts uninitialised (k-means on the first batch);
+    every draw comes from the step key. Returns (untrained MSE, trained MSE, codes used), the
+    last two on a held-out noisy copy of the 16 clips."""
+    rng = np.random.default_rng(0)
+    m = _TINY.model
+    frames = rng.normal(size=(2, 4, *m.image_size, m.image_channels)).astype(np.float32)
+    clips = lambda first, second: np.stack([frames[0, first], frames[1, second]], axis=1)  # b t h w c
+    noisy = lambda x: x + 0.1 * rng.normal(size=x.shape).astype(np.float32)
+    trainable, _, model_state = losses.init_train_state(_TINY, jax.random.key(1))
+    assert not bool(model_state["codebook"]["initted"])
+    opt_state = _OPTIMIZER.init(trainable)
+    held_out = noisy(clips(np.repeat(np.arange(4), 4), np.tile(np.arange(4), 4)))
+    before = _evaluate(trainable, model_state, held_out)
+    key = jax.random.key(2)
+    for _ in range(steps):
+        key, sub = jax.random.split(key)
+        batch = noisy(clips(rng.integers(0, 4, 16), rng.integers(0, 4, 16)))
+        trainable, opt_state, model_state, metrics = _train_step(trainable, opt_state, model_state, batch, sub)
+        assert np.isfinite(float(metrics["loss"]))
+    assert bool(model_state["codebook"]["initted"])
+    return float(before[0]), *map(float, _evaluate(trainable, model_state, held_out))
+
+
+def test_tiny_tokenizer_starts_learning():
+    untrained, trained, _ = _train(60)
+    assert trained < 0.9 * untrained, (untrained, trained)
+
+
+@pytest.mark.slow
+def test_tiny_tokenizer_learns_without_collapse():
+    untrained, trained, used = _train(400)
+    assert trained < 0.4 * untrained, (untrained, trained)
+    assert used == _TINY.model.codebook_size, f"only {used} of {_TINY.model.codebook_size} codes used"
