@@ -16,6 +16,8 @@ Parameters: trainable = encoder, decoder, quantizer/project_in|out; frozen = The
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -56,6 +58,7 @@ def init_model_state(cfg: TokenizerTrainConfig, key):
     return state
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def init_train_state(cfg: TokenizerTrainConfig, key):
     """(trainable, frozen, model_state) of a tokenizer trained from scratch (no Theia: frozen = {})."""
     k_params, k_codebook = jax.random.split(key)
