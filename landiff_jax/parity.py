@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import re
 import sys
 import time
 import traceback
@@ -23,6 +24,7 @@ RUNNERS = {
     "t5": "landiff_jax.text.parity",
     "theia": "landiff_jax.tokenizer.parity",
     "tokenizer": "landiff_jax.tokenizer.parity",
+    "tokenizer_train": "landiff_jax.tokenizer.train_parity",
     "lm": "landiff_jax.lm.parity",
     "lm_train": "landiff_jax.lm.train_parity",
     "dit": "landiff_jax.diffusion.parity",
@@ -65,6 +67,16 @@ def tolerance_for(meta_tolerance: dict, name: str, default: Tolerance | None = N
     if default is not None:
         return default
     return Tolerance(tol.get("atol", 1e-4), tol.get("rtol", 1e-4))
+
+
+def tensor_max_tolerance(spec: str, expected) -> Tolerance:
+    """meta.json's gradient form "atol A + rtol R relative to each tensor's max |grad|" for one
+    expected tensor: allowed error A + R·max|expected| everywhere."""
+    found = re.fullmatch(r"\s*atol\s+(\S+)\s*\+\s*rtol\s+(\S+)\s+relative to each tensor's max \|grad\|.*", spec)
+    if not found:
+        raise ValueError(f"unrecognised gradient tolerance {spec!r}")
+    atol, rtol = float(found.group(1)), float(found.group(2))
+    return Tolerance(atol + rtol * float(np.max(np.abs(expected), initial=0.0)), 0.0)
 
 
 def compare(name: str, actual, expected, tol: Tolerance) -> Check:

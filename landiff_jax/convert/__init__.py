@@ -1,6 +1,6 @@
 """Conversion of the released PyTorch checkpoints: safe file reading and the key-table engine."""
 
-from landiff_jax.convert.io import CheckpointError, read_latest, read_safetensors, read_torch
+from landiff_jax.convert.io import CheckpointError, read_latest, read_safetensors, read_torch, read_torch_tensor
 from landiff_jax.convert.table import (
     CONV,
     IDENTITY,
@@ -27,4 +27,5 @@ __all__ = [
     "read_latest",
     "read_safetensors",
     "read_torch",
+    "read_torch_tensor",
 ]

@@ -63,27 +63,43 @@ def _load_safetensors_upcasting_bf16(path: Path, load_file) -> dict[str, np.ndar
 def read_torch(path: str | Path, top_key: str | None = None) -> dict[str, np.ndarray]:
     """A torch.save'd state dict (`torch.load(weights_only=True)`), optionally nested under
     `top_key` (e.g. 'module', 'state_dict'); bf16 tensors are upcast to float32."""
-    path = _require(Path(path), "torch checkpoint")
-    try:
-        import torch
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise CheckpointError(f"reading {path} needs torch: pip install 'landiff-jax[torch]'") from e
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"cannot read torch checkpoint {path}: {e}") from e
+    path = Path(path)
+    torch, obj = _torch_load(path)
     if top_key is not None:
         if not isinstance(obj, dict) or top_key not in obj:
             found = list(obj.keys()) if isinstance(obj, dict) else type(obj).__name__
             raise CheckpointError(f"{path}: expected a dict with key '{top_key}', found {found}")
         obj = obj[top_key]
-    out = {}
-    for k, v in obj.items():
-        if not hasattr(v, "numpy"):
-            continue
-        v = v.detach()
-        out[k] = (v.float() if v.dtype == torch.bfloat16 else v).numpy()
-    return out
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a state dict, found {type(obj).__name__}")
+    return {k: _to_numpy(torch, v) for k, v in obj.items() if hasattr(v, "numpy")}
+
+
+def read_torch_tensor(path: str | Path) -> np.ndarray:
+    """A file holding one torch.save'd tensor (e.g. a stacked mean/std); bf16 is upcast to float32."""
+    path = Path(path)
+    torch, obj = _torch_load(path)
+    if not isinstance(obj, torch.Tensor):
+        raise CheckpointError(f"{path}: expected one saved tensor, found {type(obj).__name__}")
+    return _to_numpy(torch, obj)
+
+
+def _torch_load(path: Path):
+    """(torch, the object) of `torch.load(weights_only=True)`, with one-line errors."""
+    _require(path, "torch checkpoint")
+    try:
+        import torch
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise CheckpointError(f"reading {path} needs torch: pip install 'landiff-jax[torch]'") from e
+    try:
+        return torch, torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"cannot read torch checkpoint {path}: {e}") from e
+
+
+def _to_numpy(torch, v) -> np.ndarray:
+    v = v.detach()
+    return (v.float() if v.dtype == torch.bfloat16 else v).numpy()
 
 
 def read_latest(directory: str | Path, filename: str = "mp_rank_00_model_states.pt") -> Path:

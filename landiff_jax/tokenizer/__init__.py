@@ -1,7 +1,7 @@
 """Semantic video tokenizer: Theia features → TiTok I/P-frame encoder → VQ codes → TiTok decoder."""
 
 from landiff_jax.tokenizer.api import decode, encode
-from landiff_jax.tokenizer.config import TheiaConfig, TokenizerConfig
+from landiff_jax.tokenizer.config import TheiaConfig, TokenizerConfig, TokenizerTrainConfig
 from landiff_jax.tokenizer.convert import convert_tokenizer, load_tokenizer, tokenizer_rules
 from landiff_jax.tokenizer.masks import decoder_mask, encoder_mask
 from landiff_jax.tokenizer.model import VideoVQ
@@ -9,6 +9,7 @@ from landiff_jax.tokenizer.model import VideoVQ
 __all__ = [
     "TheiaConfig",
     "TokenizerConfig",
+    "TokenizerTrainConfig",
     "VideoVQ",
     "convert_tokenizer",
     "decode",

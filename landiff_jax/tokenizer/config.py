@@ -280,3 +280,66 @@ def _check_supported(block: Mapping[str, Any], name: str, mask_type: str) -> Non
             problems.append(f"{flag}=True")
     if problems:
         raise ValueError(f"unsupported {name} config: {'; '.join(problems)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerTrainConfig:
+    """Training of the semantic tokenizer: VideoVQ's loss and its VectorQuantize in train mode
+    (vector_quantize_pytorch 1.19.2 defaults, as released and in the paper).
+
+    total = recon_loss_weight · MSE(decoded, features) + commit_loss_weight · commitment_weight ·
+    MSE(code, projected); the codebook is EMA state (see codebook.py).
+    """
+
+    model: TokenizerConfig = TokenizerConfig(theia=None)
+    recon_loss_weight: float = 1.0
+    commit_loss_weight: float = 1.0
+    commitment_weight: float = 1.0  # VectorQuantize's own factor on its commitment MSE
+    decay: float = 0.8
+    eps: float = 1e-5
+    threshold_ema_dead_code: float = 2.0  # also the cluster size a replaced code restarts with
+    kmeans_init: bool = True
+    kmeans_iters: int = 10
+    rotation_trick: bool = True  # False: plain straight-through gradient
+    normalize: bool = False  # features → (f − mean)/(std + 1e-8) by model_state's mean/std
+
+    def __post_init__(self):
+        if not 0.0 <= self.decay < 1.0:
+            raise ValueError(f"decay must lie in [0, 1), got {self.decay}")
+        if self.kmeans_iters < 1:
+            raise ValueError(f"kmeans_iters must be ≥ 1, got {self.kmeans_iters}")
+        if self.normalize and self.model.mean_std_dim != self.model.image_channels:
+            raise ValueError(f"normalize needs mean_std_dim == image_channels ({self.model.image_channels}), "
+                             f"got {self.model.mean_std_dim}")
+
+    @classmethod
+    def tiny(cls, **kw) -> "TokenizerTrainConfig":
+        """The public fixtures' sizes, no Theia (training reads stored features)."""
+        return cls(model=TokenizerConfig.tiny(theia=None), **kw)
+
+    @classmethod
+    def from_original(cls, cfg: Mapping[str, Any], **kw) -> "TokenizerTrainConfig":
+        """From the nested `build_tokenizer()` config of a training case (meta.json `config`);
+        VectorQuantize defaults are read from the quantizer block or its `__defaults_that_matter__`."""
+        vq = dict(cfg["quantizer"])
+        vq = {**vq.pop("__defaults_that_matter__", {}), **vq}
+        unsupported = {"use_cosine_sim": True, "stochastic_sample_codes": True, "learnable_codebook": True,
+                       "ema_update": False}
+        bad = [f"{k}={vq[k]}" for k, v in unsupported.items() if k in vq and bool(vq[k]) == v]
+        if vq.get("heads", 1) != 1:
+            bad.append(f"heads={vq['heads']}")
+        if bad:
+            raise ValueError(f"unsupported quantizer training setting(s): {', '.join(bad)}")
+        return cls(
+            model=TokenizerConfig.from_original(cfg, **kw),
+            recon_loss_weight=float(cfg.get("recon_loss_weight", 1.0)),
+            commit_loss_weight=float(cfg.get("commit_loss_weight", 1.0)),
+            commitment_weight=float(vq.get("commitment_weight", 1.0)),
+            decay=float(vq.get("decay", 0.8)),
+            eps=float(vq.get("eps", 1e-5)),
+            threshold_ema_dead_code=float(vq.get("threshold_ema_dead_code", 0.0)),
+            kmeans_init=bool(vq.get("kmeans_init", False)),
+            kmeans_iters=int(vq.get("kmeans_iters", 10)),
+            rotation_trick=bool(vq.get("rotation_trick", True)),
+            normalize=cfg.get("mean_std_path") is not None,
+        )

@@ -7,6 +7,9 @@ used at inference are skipped through `ignore_prefixes` and counted in the repor
 heads `feature_extractor.model.translator.*`. Theia's backbone is optional: taken from the file's
 `feature_extractor.model.backbone.model.*` keys, or from a separate Theia directory holding the
 same keys without the `feature_extractor.model.` prefix.
+
+Training reads those buffers with `convert_train_state` (the EMA codebook, and mean/std when the
+features are normalised) through the same engine, and a `mean_std_path` file with `read_mean_std`.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ from landiff_jax.convert import (
     convert,
     layer_keys,
     read_safetensors,
+    read_torch_tensor,
 )
-from landiff_jax.tokenizer.config import TokenizerConfig
+from landiff_jax.tokenizer.config import TokenizerConfig, TokenizerTrainConfig
+from landiff_jax.tokenizer.losses import init_model_state
 from landiff_jax.tokenizer.model import VideoVQ, init_inputs
 
 THEIA_PREFIX = "feature_extractor.model."
@@ -206,3 +211,40 @@ def load_tokenizer(path: str | Path, config: TokenizerConfig | None = None, thei
     params, report = convert_tokenizer(state_dict, config, theia=with_theia, source=str(path))
     return VideoVQ(config), params, report
 
+
+
+# ---- training state -------------------------------------------------------------------------
+SCALAR = Transform("scalar", lambda a: a.reshape(()), lambda s: (1,))
+
+
+def train_state_rules(config: TokenizerTrainConfig, prefix: str = "") -> list[Rule]:
+    """The key table of the tokenizer's model_state (see losses.py): the EMA codebook buffers, and
+    the mean/std buffers when the config normalises features."""
+    c = prefix + "quantizer._codebook."
+    rules = [Rule("codebook/embed", c + "embed", SQUEEZE_LEADING),
+             Rule("codebook/embed_avg", c + "embed_avg", SQUEEZE_LEADING),
+             Rule("codebook/cluster_size", c + "cluster_size", SQUEEZE_LEADING),
+             Rule("codebook/initted", c + "initted", SCALAR)]
+    if config.normalize:
+        rules += [Rule("mean", prefix + "mean"), Rule("std", prefix + "std")]
+    return rules
+
+
+def convert_train_state(state_dict: Mapping[str, np.ndarray], config: TokenizerTrainConfig, prefix: str = "",
+                        *, source: str = "tokenizer checkpoint"):
+    """(model_state, report) of a VideoVQ state dict: what `losses.train_loss` updates in the step
+    (the parameters come from `convert_tokenizer` and `losses.split_params`)."""
+    abstract = jax.eval_shape(lambda: init_model_state(config, jax.random.key(0)))
+    skipped = ("encoder.", "decoder.", "quantizer.project_in.", "quantizer.project_out.", THEIA_PREFIX)
+    if not config.normalize:
+        skipped += ("mean", "std")
+    return convert(train_state_rules(config, prefix), state_dict, abstract,
+                   ignore_prefixes=tuple(prefix + p for p in skipped), source=source)
+
+
+def read_mean_std(path: str | Path, channels: int):
+    """A `mean_std_path` file (torch.save(stack([mean, std]))) → (mean [C], std [C]) float32."""
+    stats = read_torch_tensor(path)
+    if stats.shape != (2, channels):
+        raise CheckpointError(f"{path}: mean/std tensor has shape {stats.shape}, expected (2, {channels})")
+    return stats[0].astype(np.float32), stats[1].astype(np.float32)

@@ -5,6 +5,7 @@ Use through `model.apply({'params': params}, ..., method=...)`:
   encode_video(video uint8 [b t H W 3]) → codes [b N]      (needs Theia weights)
   extract_features(video uint8 [b t H W 3]) → features [b t h w c]
   decode_codes(codes [b N] int, num_frames) → features [b t h w c]
+  project_features / decode_vectors: the two halves of a training step (see losses.py)
 with N = I + (T−1)·P. Every method is jit-compatible with `num_frames` static. The `trace_*`
 methods (with `trace=True`) return the intermediates the parity checks compare.
 """
@@ -42,6 +43,12 @@ class VideoVQ(nn.Module):
         latent, _ = self.encoder(features)
         return self.quantizer(latent)[0]
 
+    def project_features(self, features):
+        """Features [b t h w c] → (continuous latent [b N token_size], projected [b N codebook_dim]):
+        the encoder side of a training step, before any code is chosen."""
+        latent, _ = self.encoder(features)
+        return latent, self.quantizer.project(latent)
+
     def encode_video(self, video):
         """uint8 video [b t H W 3] → codes [b N] int32."""
         return self.encode_features(self.extract_features(video))
@@ -53,6 +60,12 @@ class VideoVQ(nn.Module):
         Codes must lie in [0, codebook_size): out-of-range codes give NaN features."""
         num_frames = self.config.temporal_size if num_frames is None else num_frames
         return self.decoder(self.quantizer.lookup(codes), num_frames)[0]
+
+    def decode_vectors(self, vectors, num_frames: int):
+        """Codebook-space vectors [b N codebook_dim] → (features [b t h w c], project_out(vectors)
+        [b N token_size]): the decoder side of a training step (vectors carry the quantizer's gradient)."""
+        quantized = self.quantizer.unproject(vectors)
+        return self.decoder(quantized, num_frames)[0], quantized
 
     # ---- parity traces -------------------------------------------------------------------
     def trace_encode(self, features):

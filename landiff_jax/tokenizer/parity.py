@@ -21,7 +21,7 @@ from landiff_jax.tokenizer.convert import convert_tokenizer
 from landiff_jax.tokenizer.model import VideoVQ
 
 
-def _as_original_latent(x):  # [b n c] -> [b c 1 n] (TiTok's fake 2D layout)
+def as_original_latent(x):  # [b n c] -> [b c 1 n] (TiTok's fake 2D layout)
     return np.asarray(x).transpose(0, 2, 1)[:, :, None, :]
 
 
@@ -57,12 +57,12 @@ def run_tokenizer(case_dir: Path, meta: dict) -> list[Check]:
     enc = _jit_method(tracer, VideoVQ.trace_encode)({"params": params}, features)
     for name in ("enc_ln_pre_out", "enc_layer_outputs", "vq_projected_in", "vq_distances", "quantized"):
         check(name, enc[name])
-    check("encoder_out", _as_original_latent(enc["encoder_out"]))
+    check("encoder_out", as_original_latent(enc["encoder_out"]))
 
     codes = arrays["indices"]  # the stored input of index_to_feature
     check("decoded", channels_first(api.decode(model, params, codes, num_frames)))
     dec = _jit_method(tracer, VideoVQ.trace_decode, static_argnums=2)({"params": params}, codes, num_frames)
-    check("latent_from_indices", _as_original_latent(dec["latent_from_indices"]))
+    check("latent_from_indices", as_original_latent(dec["latent_from_indices"]))
     for name in ("dec_embed_out", "dec_ln_pre_out", "dec_layer_outputs"):
         check(name, dec[name])
 

@@ -1,4 +1,7 @@
-"""Vector quantizer (vector_quantize_pytorch's `VectorQuantize`, Euclidean, inference only)."""
+"""Vector quantizer (vector_quantize_pytorch's `VectorQuantize`, Euclidean; inference forward).
+
+Training (EMA codebook, dead codes, rotation trick) lives in `codebook.py` and `losses.py`.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,15 @@ from landiff_jax.nn import dense
 from landiff_jax.tokenizer.config import TokenizerConfig
 
 _HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def euclidean_distances(zp, codebook):
+    """Distance of vectors [..., d] to every code of codebook [K, d] → [..., K], float32 at the
+    highest matmul precision: sqrt(max(|z|² + |e|² − 2 z·e, 0)) as the original computes it."""
+    codes = codebook.astype(jnp.float32)
+    cross = jnp.einsum("...d,kd->...k", zp, codes, precision=_HIGHEST)
+    sq = jnp.sum(zp * zp, axis=-1, keepdims=True) + jnp.sum(codes * codes, axis=-1) - 2.0 * cross
+    return jnp.sqrt(jnp.maximum(sq, 0.0))
 
 
 class VectorQuantizer(nn.Module):
@@ -41,15 +53,16 @@ class VectorQuantizer(nn.Module):
 
     def distances(self, zp):
         """Euclidean distance of projected vectors [..., codebook_dim] to every code → [..., K]."""
-        codes = self.codebook.astype(jnp.float32)
-        cross = jnp.einsum("...d,kd->...k", zp, codes, precision=_HIGHEST)
-        sq = jnp.sum(zp * zp, axis=-1, keepdims=True) + jnp.sum(codes * codes, axis=-1) - 2.0 * cross
-        return jnp.sqrt(jnp.maximum(sq, 0.0))
+        return euclidean_distances(zp, self.codebook)
+
+    def unproject(self, vectors):
+        """Codebook-space vectors [..., codebook_dim] → project_out(vectors) [..., token_size]."""
+        vectors = vectors.astype(self.config.dtype)
+        return self.project_out(vectors) if self.config.has_vq_projection else vectors
 
     def lookup(self, codes):
         """int codes [...] → project_out(codebook[codes]) [..., token_size]."""
-        vectors = jnp.take(self.codebook, codes, axis=0).astype(self.config.dtype)
-        return self.project_out(vectors) if self.config.has_vq_projection else vectors
+        return self.unproject(jnp.take(self.codebook, codes, axis=0))
 
     def __call__(self, z):
         """z [..., token_size] → (codes [...] int32, distances [..., K], projected [..., codebook_dim])."""
