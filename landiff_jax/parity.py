@@ -26,6 +26,7 @@ RUNNERS = {
     "lm": "landiff_jax.lm.parity",
     "dit": "landiff_jax.diffusion.parity",
     "sampler": "landiff_jax.diffusion.parity",
+    "diffusion_train": "landiff_jax.diffusion.train_parity",
     "vae": "landiff_jax.vae.parity",
     "e2e": "landiff_jax.pipeline_parity",
 }
