@@ -15,6 +15,7 @@ Frozen params go through stop_gradient, so they can never receive a gradient.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import flax.linen as nn
@@ -191,6 +192,12 @@ def init_train_state(cfg: DiffusionTrainConfig, key) -> tuple[dict, dict, dict]:
     """(trainable, frozen, model_state) from scratch. In mode 'control' the control branch is a copy
     of the (random) main DiT with zero output linears and a zero semantic conv_out, as the original
     initialises it on top of a base model: step 0 of the controlled model equals the base model."""
+    params = _init_params(cfg, key)
+    return split_params(params, cfg.mode) + ({},)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_params(cfg: DiffusionTrainConfig, key) -> dict:
     c = cfg.dit
     k_dit, k_sem, k_tok = jax.random.split(key, 3)
     t = c.latent_frames
@@ -198,8 +205,7 @@ def init_train_state(cfg: DiffusionTrainConfig, key) -> tuple[dict, dict, dict]:
     timesteps = jnp.zeros((1,), jnp.float32)
     context = jnp.zeros((1, c.text_length, c.text_hidden_size), jnp.float32)
     if cfg.mode == "base":
-        dit = ControlDiT(cfg.model).init(k_dit, x, timesteps, context)["params"]
-        return split_params({"dit": nn.meta.unbox(dit)}, "base") + ({},)
+        return {"dit": nn.meta.unbox(ControlDiT(cfg.model).init(k_dit, x, timesteps, context)["params"])}
     dit = nn.meta.unbox(ControlDiT(c).init(k_dit, x, timesteps, context, x)["params"])
     dit["control"] = control_from_base(cfg, dit["main"], dit["control"])
     features = jnp.zeros((1, t, c.latent_height // 2, c.latent_width // 2, c.semantic.z_channels), jnp.float32)
@@ -210,4 +216,4 @@ def init_train_state(cfg: DiffusionTrainConfig, key) -> tuple[dict, dict, dict]:
         codes = jnp.zeros((1, cfg.tokenizer.num_codes(t)), jnp.int32)
         params["tokenizer"] = nn.meta.unbox(VideoVQ(cfg.tokenizer).init(k_tok, codes, t,
                                                                         method=VideoVQ.decode_codes)["params"])
-    return split_params(params, "control") + ({},)
+    return params
