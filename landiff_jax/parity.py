@@ -29,6 +29,7 @@ RUNNERS = {
     "lm_train": "landiff_jax.lm.train_parity",
     "dit": "landiff_jax.diffusion.parity",
     "sampler": "landiff_jax.diffusion.parity",
+    "diffusion_train": "landiff_jax.diffusion.train_parity",
     "vae": "landiff_jax.vae.parity",
     "e2e": "landiff_jax.pipeline_parity",
 }

@@ -11,6 +11,8 @@ from typing import Any, Mapping
 
 import jax.numpy as jnp
 
+from landiff_jax.tokenizer.config import TokenizerConfig
+
 
 def _model_block(cfg: Mapping) -> Mapping:
     return cfg["model"] if "model" in cfg else cfg
@@ -63,7 +65,7 @@ class DiTConfig:
     hidden_size: int = 1920
     num_heads: int = 30
     num_layers: int = 30
-    control_layers: int = 15
+    control_layers: int = 15  # 0: the base DiT alone (text → latent, no control branch)
     time_embed_dim: int = 512
     text_length: int = 226
     text_hidden_size: int = 4096
@@ -85,6 +87,9 @@ class DiTConfig:
     # dot_product_attention implementation; None: nn.full_attention_implementation (our Hopper
     # kernel for bf16 on one H100/H200, cuDNN on other GPUs, XLA on CPU)
     attention: str | None = None
+    # activation rematerialisation of both scanned stacks: 'none', 'full' or 'dots'
+    # (nn.dense.REMAT_POLICIES); gradients are the same for every choice
+    remat: str = "none"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -206,6 +211,86 @@ class SamplerConfig:
             cfg_num_steps=int(guider["params"]["num_steps"]),
             denoiser_shift_scale=float(den_disc.get("params", {}).get("shift_scale", 1.0)),
             denoiser_num_idx=int(den_params["num_idx"]),
+        )
+        values.update(overrides)
+        return cls(**values)
+
+
+TRAIN_MODES = ("control", "base")
+SEMANTIC_SOURCES = ("codes", "features")
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffusionTrainConfig:
+    """Training loss of the diffusion stage (the original's VideoDiffusionLoss).
+
+    mode 'control': the control branch and the semantic conditioner train on the frozen main DiT
+    (and frozen tokenizer copy); 'base': the base DiT alone (text → latent) trains, all of it.
+    semantic_source: 'codes' decodes the batch's semantic codes with the frozen tokenizer (what
+    the fixtures do), 'features' takes the batch's stored tokenizer-space (Theia) features.
+    fixed_frames: a clean latent prefix of this many frames (the streaming prompt), excluded from
+    the loss mean. Timesteps are drawn uniformly from the `num_timesteps` entries of the zero-SNR
+    DDPM table with `shift_scale`, which is also the denoiser's table.
+    """
+
+    dit: DiTConfig = DiTConfig()
+    tokenizer: TokenizerConfig | None = None  # needed by semantic_source 'codes' only
+    mode: str = "control"
+    semantic_source: str = "codes"
+    fixed_frames: int = 0
+    text_drop_prob: float = 0.1
+    num_timesteps: int = 1000
+    shift_scale: float = 3.0
+
+    def __post_init__(self):
+        if self.mode not in TRAIN_MODES:
+            raise ValueError(f"mode must be one of {TRAIN_MODES}, got {self.mode!r}")
+        if self.semantic_source not in SEMANTIC_SOURCES:
+            raise ValueError(f"semantic_source must be one of {SEMANTIC_SOURCES}, got {self.semantic_source!r}")
+        if self.mode == "control" and self.dit.control_layers < 1:
+            raise ValueError("mode 'control' needs dit.control_layers >= 1")
+        if self.mode == "control" and self.semantic_source == "codes" and self.tokenizer is None:
+            raise ValueError("semantic_source 'codes' needs a tokenizer config")
+        if not 0 <= self.fixed_frames < self.dit.latent_frames:
+            raise ValueError(f"fixed_frames must be in [0, {self.dit.latent_frames}), got {self.fixed_frames}")
+        if not 0.0 <= self.text_drop_prob <= 1.0:
+            raise ValueError(f"text_drop_prob must be in [0, 1], got {self.text_drop_prob}")
+
+    @property
+    def model(self) -> DiTConfig:
+        """The DiT the loss runs: the control DiT, or the main DiT alone in mode 'base'."""
+        return self.dit if self.mode == "control" else dataclasses.replace(self.dit, control_layers=0)
+
+    @classmethod
+    def from_original(cls, cfg: Mapping, tokenizer: TokenizerConfig | None = None, **overrides) -> "DiffusionTrainConfig":
+        """The yaml `model:` block's network, loss and conditioner settings (control mode)."""
+        model = _model_block(cfg)
+        loss = model["loss_fn_config"]
+        _require(loss["target"].endswith("VideoDiffusionLoss"), f"loss {loss['target']}")
+        params = loss["params"]
+        _require(not params.get("offset_noise_level"), "offset_noise_level")
+        _require(not any(params.get("extra_loss_weight", {}).values()), "non-zero extra_loss_weight")
+        sampling = params["sigma_sampler_config"]
+        _require(sampling["target"].endswith("DiscreteSampling"), f"sigma sampler {sampling['target']}")
+        disc = sampling["params"]["discretization_config"]
+        _require(disc["target"].endswith("ZeroSNRDDPMDiscretization"), f"discretization {disc['target']}")
+        shift = float(disc.get("params", {}).get("shift_scale", 1.0))
+        num_idx = int(sampling["params"]["num_idx"])
+        den = model["denoiser_config"]["params"]
+        den_shift = float(den["discretization_config"].get("params", {}).get("shift_scale", 1.0))
+        _require((int(den["num_idx"]), den_shift) == (num_idx, shift),
+                 "a denoiser table different from the timestep sampler's")
+        _require(den["scaling_config"]["target"].endswith("VideoScaling"), "denoiser scaling")
+        embedders = model["conditioner_config"]["params"]["emb_models"]
+        text = [e for e in embedders if e.get("input_key") == "txt"]
+        _require(len(text) == 1 and len(embedders) == 1, "conditioners other than one text embedder")
+        values = dict(
+            dit=DiTConfig.from_original(cfg),
+            tokenizer=tokenizer,
+            fixed_frames=int(params.get("fixed_frames") or 0),
+            text_drop_prob=float(text[0].get("ucg_rate", 0.0)),
+            num_timesteps=num_idx,
+            shift_scale=shift,
         )
         values.update(overrides)
         return cls(**values)

@@ -6,7 +6,8 @@ two sets: shift/scale/gate for attention and MLP, for video tokens (first six) a
 (last six). The control branch copies the first N layers; after each, a bias-free zero-init
 linear projects its output, which is both the next control layer's input and what main layer i
 adds to ALL its tokens (text too) after it runs. Both stacks are scanned; the main stack reads
-control output i from the stacked control outputs (nothing is added past layer N).
+control output i from the stacked control outputs (nothing is added past layer N). With
+`control_layers == 0` the model is the base DiT alone (no control branch, no semantic feature).
 """
 
 from __future__ import annotations
@@ -99,6 +100,8 @@ class DiTLayer(nn.Module):
         if self.is_control:
             x = dense(d, ("mlp", "embed"), use_bias=False, name="zero_linear", **_dtypes(c))(x)
             return x, x
+        if not injection:  # the base DiT
+            return x, (x if self.collect else None)
         controls, layer_index = injection  # [N b s d], scalar
         n = controls.shape[0]
         control = jax.lax.dynamic_index_in_dim(controls, jnp.minimum(layer_index, n - 1), keepdims=False)
@@ -157,10 +160,14 @@ class DiTBranch(nn.Module):
 
         n = c.control_layers if self.is_control else c.num_layers
         if self.is_control:
-            layers = scan_layers(DiTLayer, n, in_axes=(nn.broadcast,), cfg=c, is_control=True)
+            layers = scan_layers(DiTLayer, n, in_axes=(nn.broadcast,), remat=c.remat, cfg=c, is_control=True)
+            hidden, per_layer = layers(hidden, emb)
+        elif controls is None:
+            layers = scan_layers(DiTLayer, n, in_axes=(nn.broadcast,), remat=c.remat, cfg=c, collect=self.collect)
             hidden, per_layer = layers(hidden, emb)
         else:
-            layers = scan_layers(DiTLayer, n, in_axes=(nn.broadcast, nn.broadcast, 0), cfg=c, collect=self.collect)
+            layers = scan_layers(DiTLayer, n, in_axes=(nn.broadcast, nn.broadcast, 0), remat=c.remat, cfg=c,
+                                 collect=self.collect)
             hidden, per_layer = layers(hidden, emb, controls, jnp.arange(n))
 
         if self.is_control:
@@ -178,7 +185,8 @@ class ControlDiT(nn.Module):
     """ControlDiffWarp: the control branch sees x + semantic feature, the main branch x.
 
     x: [b t H W c] latent (channels-last), timesteps: [b] (the network's c_noise), context:
-    [b text_length text_hidden] T5 states, semantic_feature: [1 or b, t, H, W, c].
+    [b text_length text_hidden] T5 states, semantic_feature: [1 or b, t, H, W, c] (None for the
+    base DiT, `control_layers == 0`).
     Returns the v-prediction network output [b t H W c] (and intermediates with `collect`).
     """
 
@@ -186,9 +194,14 @@ class ControlDiT(nn.Module):
     collect: bool = False
 
     @nn.compact
-    def __call__(self, x, timesteps, context, semantic_feature):
+    def __call__(self, x, timesteps, context, semantic_feature=None):
         check_inputs(self.cfg, x, timesteps, context, semantic_feature)
         c = self.cfg
+        if c.control_layers == 0:
+            main = DiTBranch(c, collect=self.collect, name="main")(x, timesteps, context)
+            if not self.collect:
+                return main
+            return main[0], {f"main_{k}": v for k, v in main[1].items()}
         control_input = x.astype(c.dtype) + semantic_feature.astype(c.dtype)
         control = DiTBranch(c, is_control=True, collect=self.collect, name="control")(
             control_input, timesteps, context)
@@ -216,6 +229,12 @@ def check_inputs(cfg: DiTConfig, x, timesteps, context, semantic_feature) -> Non
         raise ValueError(f"timesteps must be [{b}], got {timesteps.shape}")
     if context.shape != (b, cfg.text_length, cfg.text_hidden_size):
         raise ValueError(f"context must be {(b, cfg.text_length, cfg.text_hidden_size)}, got {context.shape}")
+    if cfg.control_layers == 0:
+        if semantic_feature is not None:
+            raise ValueError("the base DiT (control_layers=0) takes no semantic_feature")
+        return
+    if semantic_feature is None:
+        raise ValueError("semantic_feature is required by the control branch (control_layers > 0)")
     if semantic_feature.shape[1:] != x.shape[1:] or semantic_feature.shape[0] not in (1, b):
         raise ValueError(f"semantic_feature must be [1 or {b}, {t}, {height}, {width}, {ch}], "
                          f"got {semantic_feature.shape}")

@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+
+# activation rematerialisation of a scanned layer body: what the backward pass keeps
+REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,  # keep only each layer's input
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep weight matmul outputs
+}
 
 
 def dense(
@@ -30,12 +37,18 @@ def dense(
     )
 
 
-def scan_layers(block_cls: type[nn.Module], num_layers: int, *, in_axes=(), name="layers", **block_kwargs):
+def scan_layers(block_cls: type[nn.Module], num_layers: int, *, in_axes=(), name="layers", remat: str = "none",
+                **block_kwargs):
     """Instantiate `block_cls` once, scanned `num_layers` times over a leading `layers` axis.
 
     The block's `__call__(x, *args)` must return `(x, per_layer_output_or_None)`; `in_axes` says
     how each extra argument is fed (`nn.broadcast` for shared inputs, 0 for per-layer ones).
+    remat: 'none', or a key of REMAT_POLICIES (the layer body is recomputed in the backward pass).
     """
+    if remat != "none":
+        if remat not in REMAT_POLICIES:
+            raise ValueError(f"remat must be 'none' or one of {sorted(REMAT_POLICIES)}, got {remat!r}")
+        block_cls = nn.remat(block_cls, policy=REMAT_POLICIES[remat], prevent_cse=False)
     scanned = nn.scan(
         block_cls,
         variable_axes={"params": 0},
