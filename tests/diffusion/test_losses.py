@@ -38,6 +38,7 @@ def _batch(key, b=2, t=3):
             "text_embedding": jax.random.normal(k2, (b, c.text_length, c.text_hidden_size))}
 
 
+@jax.jit
 def _perturbed(trainable, key, scale=0.05):
     """Trainable params moved off the zero init (so every control parameter gets a gradient)."""
     leaves, tree = jax.tree.flatten(trainable)
