@@ -5,11 +5,11 @@ Prints `component/case PASS|FAIL worst-error (array)` per case, then `N passed, 
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from landiff_jax.parity import main  # noqa: E402
+from landiff_jax.parity import main
 
 if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        print("usage: parity.py DIR [DIR ...]", file=sys.stderr)
+        sys.exit(2)
     sys.exit(main(sys.argv[1:]))

@@ -15,7 +15,7 @@ from landiff_jax.convert.io import CheckpointError
 from landiff_jax.convert.release import convert_release
 from landiff_jax.parity import load_case
 from landiff_jax.pipeline import GenerateOptions, LanDiff
-from landiff_jax.pipeline_parity import run as run_e2e
+from landiff_jax.parity import RUNNERS
 from landiff_jax.video_io import read_mp4
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,7 +63,7 @@ def test_generate_rejects_misshaped_codes(tiny_pipe):
 def test_e2e_parity(fixtures_dir):
     case = fixtures_dir / E2E_CASE
     meta, _ = load_case(case)
-    failed = [c for c in run_e2e(case, meta) if not c.passed]
+    failed = [c for c in RUNNERS["e2e"](case, meta) if not c.passed]
     assert not failed, failed
 
 

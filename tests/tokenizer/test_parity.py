@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from landiff_jax.convert import read_torch
-from landiff_jax.parity import compare, load_case, tolerance_for
-from landiff_jax.tokenizer import TokenizerConfig, VideoVQ, api, parity
+from landiff_jax.parity import RUNNERS, compare, load_case, tolerance_for
+from landiff_jax.tokenizer import TokenizerConfig, VideoVQ, api
 from landiff_jax.tokenizer.convert import convert_tokenizer, load_tokenizer
 
 
@@ -23,7 +23,7 @@ def test_public_cases_pass(fixtures_dir, component):
     cases = _cases(fixtures_dir, component)
     assert len(cases) >= 2, f"expected the public {component} cases under {fixtures_dir / component}"
     for case in cases:
-        checks = parity.run(case, json.loads((case / "meta.json").read_text()))
+        checks = RUNNERS[component](case, json.loads((case / "meta.json").read_text()))
         failed = [c for c in checks if not c.passed]
         assert checks and not failed, f"{case.name}: {failed}"
     must = {"tokenizer": {"indices", "decoded", "mask_encoder", "mask_decoder", "rope_freqs_cis"},

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from landiff_jax.convert import read_safetensors
-from landiff_jax.parity import Check, channels_first, channels_last, compare, load_case, tolerance_for
+from landiff_jax.parity.harness import Check, channels_first, channels_last, compare, load_case, tolerance_for
 from landiff_jax.tokenizer import api, masks
 from landiff_jax.tokenizer.config import TokenizerConfig
 from landiff_jax.tokenizer.convert import convert_tokenizer
@@ -88,11 +88,3 @@ def run_theia(case_dir: Path, meta: dict) -> list[Check]:
     check("indices_from_video", api.encode(VideoVQ(config), params, video))
     return checks
 
-
-def run(case_dir: Path, meta: dict) -> list[Check]:
-    component = meta.get("component", Path(case_dir).parent.name)
-    if component == "theia":
-        return run_theia(Path(case_dir), meta)
-    if component == "tokenizer":
-        return run_tokenizer(Path(case_dir), meta)
-    raise ValueError(f"landiff_jax.tokenizer.parity cannot run component '{component}'")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from landiff_jax.parity import Check, compare, load_case, tolerance_for
+from landiff_jax.parity.harness import Check, compare, load_case, tolerance_for
 from landiff_jax.text.config import T5Config
 from landiff_jax.text.convert import load_t5
 from landiff_jax.text.encoders import encode_for_diffusion, encode_for_lm, unpadded

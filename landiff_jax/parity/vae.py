@@ -17,7 +17,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from landiff_jax.parity import Check, Tolerance, compare, from_ncthw, load_case, to_ncthw, tolerance_for
+from landiff_jax.parity.harness import Check, Tolerance, compare, from_ncthw, load_case, to_ncthw, tolerance_for
 from landiff_jax.vae import api
 from landiff_jax.vae.config import VAEConfig
 from landiff_jax.vae.convert import load_vae

@@ -16,7 +16,7 @@ from landiff_jax.lm.convert import load_lm
 from landiff_jax.lm.model import SemanticLM
 from landiff_jax.lm.sampler import SampleOptions, micro_values, sample, step_logits
 from landiff_jax.nn import rope_1d_angles, timestep_embedding
-from landiff_jax.parity import Check, compare, load_case, tolerance_for
+from landiff_jax.parity.harness import Check, compare, load_case, tolerance_for
 from landiff_jax.text.convert import load_t5
 from landiff_jax.text.encoders import encode_for_lm
 from landiff_jax.text.tokenizer import T5TextTokenizer

@@ -1,4 +1,4 @@
-"""Parity runner for the `dit` and `sampler` fixture cases (see tools/parity.py).
+"""Parity runners for the `dit` and `sampler` fixture cases (see tools/parity.py).
 
 Both build the configs from meta.json, convert the case's two checkpoints with
 `load_diffusion`, compute the semantic feature from the stored semantic tokens through the
@@ -23,7 +23,7 @@ from landiff_jax.diffusion.denoiser import denoise, video_scalings
 from landiff_jax.diffusion.dit import ControlDiT
 from landiff_jax.diffusion.sampler import sample
 from landiff_jax.diffusion.schedule import alphas_cumprod_shifted, denoiser_sigma_table, step_schedule
-from landiff_jax.parity import Check, channels_first, channels_last, compare, load_case, tolerance_for
+from landiff_jax.parity.harness import Check, channels_first, channels_last, compare, load_case, tolerance_for
 from landiff_jax.tokenizer.config import TokenizerConfig
 
 
@@ -48,10 +48,13 @@ def _semantic(cfg, tokenizer_cfg, params, arrays):
     return semantic_feature(cfg, tokenizer_cfg, params, codes, collect=True)
 
 
-def run(case_dir: Path, meta: dict) -> list[Check]:
+def run_dit(case_dir: Path, meta: dict) -> list[Check]:
     with jax.default_matmul_precision("highest"):
-        if meta["component"] == "dit":
-            return _run_dit(case_dir, meta)
+        return _run_dit(case_dir, meta)
+
+
+def run_sampler(case_dir: Path, meta: dict) -> list[Check]:
+    with jax.default_matmul_precision("highest"):
         return _run_sampler(case_dir, meta)
 
 
