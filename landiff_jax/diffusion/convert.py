@@ -22,8 +22,6 @@ import math
 from pathlib import Path
 from typing import Mapping
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from landiff_jax.convert import (
@@ -38,12 +36,10 @@ from landiff_jax.convert import (
     read_latest,
     read_torch,
 )
-from landiff_jax.diffusion.conditioner import SemanticCond
+from landiff_jax.diffusion.api import abstract_params
 from landiff_jax.diffusion.config import DiTConfig
-from landiff_jax.diffusion.dit import ControlDiT
 from landiff_jax.diffusion.pos_embed import full_pos_embedding
 from landiff_jax.tokenizer.config import TokenizerConfig
-from landiff_jax.tokenizer.convert import abstract_params as tokenizer_abstract_params
 from landiff_jax.tokenizer.convert import tokenizer_ignore_prefixes, tokenizer_rules
 
 BASE_PREFIX = "model.diffusion_model."
@@ -167,21 +163,6 @@ def diffusion_rules(cfg: DiTConfig, tokenizer_cfg: TokenizerConfig) -> list[Rule
 def ignore_prefixes() -> tuple[str, ...]:
     return (OUTSIDE_MODEL + UNUSED_CONTROL + (BASE_PREFIX + POS_EMBEDDING, CONTROL_PREFIX + POS_EMBEDDING)
             + tokenizer_ignore_prefixes(TOKENIZER_PREFIX))
-
-
-def abstract_params(cfg: DiTConfig, tokenizer_cfg: TokenizerConfig):
-    """jax.eval_shape of every parameter (boxed with logical names); uses no memory."""
-    h, w = cfg.latent_height, cfg.latent_width
-    x = jax.ShapeDtypeStruct((1, 1, h, w, cfg.in_channels), jnp.float32)
-    ctx = jax.ShapeDtypeStruct((1, cfg.text_length, cfg.text_hidden_size), jnp.float32)
-    t = jax.ShapeDtypeStruct((1,), jnp.float32)
-    feats = jax.ShapeDtypeStruct((1, 1, h // 2, w // 2, cfg.semantic.z_channels), jnp.float32)
-    key = jax.random.key(0)
-    return {
-        "dit": jax.eval_shape(ControlDiT(cfg).init, key, x, t, ctx, x)["params"],
-        "semantic": jax.eval_shape(SemanticCond(cfg.semantic, cfg.dtype, cfg.param_dtype).init, key, feats)["params"],
-        "tokenizer": tokenizer_abstract_params(tokenizer_cfg),
-    }
 
 
 @dataclasses.dataclass

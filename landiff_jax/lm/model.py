@@ -42,7 +42,7 @@ from landiff_jax.nn import (
     scan_layers,
     timestep_embedding,
 )
-from landiff_jax.nn.decode_attention import BLOCK as DECODE_BLOCK
+from landiff_jax.kernels import DECODE_BLOCK
 from landiff_jax.nn.mlp import gelu_tanh
 
 

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from landiff_jax.lm import layout as L
-from landiff_jax.lm.config import LMConfig
+from landiff_jax.lm.original import lm_config
 from landiff_jax.lm.convert import load_lm
 from landiff_jax.lm.model import SemanticLM
 from landiff_jax.lm.sampler import SampleOptions, micro_values, sample, step_logits
@@ -38,7 +38,7 @@ def _actual(case_dir: Path, meta: dict) -> dict:
     ids, _ = tokenizer.encode_lm(inputs["caption"])
     hidden, mask = encode_for_lm(tokenizer, t5_params, t5_cfg, inputs["caption"])
 
-    cfg = LMConfig.from_original(meta["config"], text_dim=t5_cfg.d_model)
+    cfg = lm_config(meta["config"], text_dim=t5_cfg.d_model)
     params = load_lm(case_dir / meta["checkpoint"]["file"], cfg)
     options = _options(args)
     num_frames = args["num_frames"]

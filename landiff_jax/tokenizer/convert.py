@@ -15,8 +15,6 @@ import dataclasses
 from pathlib import Path
 from typing import Mapping
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from landiff_jax.convert import (
@@ -30,7 +28,8 @@ from landiff_jax.convert import (
     read_safetensors,
 )
 from landiff_jax.tokenizer.config import TokenizerConfig
-from landiff_jax.tokenizer.model import VideoVQ, init_inputs
+from landiff_jax.tokenizer.api import abstract_params
+from landiff_jax.tokenizer.model import VideoVQ
 
 THEIA_PREFIX = "feature_extractor.model."
 THEIA_BACKBONE = THEIA_PREFIX + "backbone.model."
@@ -150,18 +149,6 @@ def tokenizer_ignore_prefixes(prefix: str = "", *, theia: bool = False, decode_o
     if decode_only:
         skipped += ("encoder.", "quantizer.project_in.")
     return tuple(prefix + p for p in skipped)
-
-
-def abstract_params(config: TokenizerConfig, *, theia: bool = False, decode_only: bool = False):
-    """jax.eval_shape of VideoVQ's params (boxed with logical axis names); no memory is used."""
-    model = VideoVQ(config)
-    if decode_only:
-        codes = jnp.zeros((1, config.num_codes(1)), jnp.int32)
-        init = lambda: model.init(jax.random.key(0), codes, 1, method=VideoVQ.decode_codes)
-    else:
-        inputs = init_inputs(config, with_video=theia)
-        init = lambda: model.init(jax.random.key(0), *inputs, method=VideoVQ.initialize)
-    return jax.eval_shape(init)["params"]
 
 
 def has_theia(state_dict: Mapping[str, np.ndarray], prefix: str = "") -> bool:

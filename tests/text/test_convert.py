@@ -13,7 +13,8 @@ from safetensors.numpy import save_file
 
 from landiff_jax.convert import CheckpointError, ConversionError
 from landiff_jax.text.config import T5Config
-from landiff_jax.text.convert import abstract_t5_params, convert_t5, load_t5, t5_rules
+from landiff_jax.text.convert import convert_t5, load_t5, t5_rules
+from landiff_jax.text.t5 import abstract_params
 
 # google/t5-v1_1-xxl and google/flan-t5-xxl config.json (encoder-relevant fields)
 XXL_HF_CONFIG = {
@@ -47,9 +48,9 @@ def _standin(shape):
 
 
 def _coverage(cfg, state_dict):
-    abstract = abstract_t5_params(cfg)
+    abstract = abstract_params(cfg)
     zero_size = jax.tree.map(lambda s: _standin(s.shape), nn.meta.unbox(abstract))
-    params = convert_t5(state_dict, cfg, abstract_params=zero_size)
+    params, _ = convert_t5(state_dict, cfg, abstract_params=zero_size)
     got = jax.tree.map(lambda a: a.shape, params)
     assert got == jax.tree.map(lambda s: s.shape, nn.meta.unbox(abstract))
     return abstract
@@ -94,7 +95,7 @@ def test_small_converts_and_ignores_decoder(small_state):
     cfg = T5Config.from_hf_config(SMALL)
     extra = {"decoder.block.0.layer.0.SelfAttention.q.weight": np.zeros((12, 8), np.float32),
              "lm_head.weight": np.zeros((64, 8), np.float32)}
-    params = convert_t5(small_state | extra, cfg)
+    params, _ = convert_t5(small_state | extra, cfg)
     q = small_state["encoder.block.1.layer.0.SelfAttention.q.weight"]
     np.testing.assert_array_equal(params["layers"]["attention"]["q"]["kernel"][1], q.T)
 
@@ -103,7 +104,7 @@ def test_embedding_alias(small_state):
     cfg = T5Config.from_hf_config(SMALL)
     only_alias = dict(small_state)
     only_alias["encoder.embed_tokens.weight"] = only_alias.pop("shared.weight")
-    params = convert_t5(only_alias, cfg)
+    params, _ = convert_t5(only_alias, cfg)
     np.testing.assert_array_equal(params["token_embedding"]["embedding"], small_state["shared.weight"])
     both = small_state | {"encoder.embed_tokens.weight": small_state["shared.weight"].copy()}
     convert_t5(both, cfg)

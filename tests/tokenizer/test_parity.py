@@ -33,7 +33,7 @@ def test_public_cases_pass(fixtures_dir, component):
 
 def _check_decode(model, params, meta, arrays, codes_name):
     codes = arrays[codes_name].reshape(1, -1)
-    features = np.moveaxis(np.asarray(api.decode(model, params, codes)), -1, 2)  # [1 t c h w]
+    features = np.moveaxis(np.asarray(api.decode(params, model.config, codes)), -1, 2)  # [1 t c h w]
     check = compare("tokenizer_features", features, arrays["tokenizer_features"],
                     tolerance_for(meta["tolerance"], "tokenizer_features"))
     assert check.passed, check
