@@ -28,7 +28,8 @@ TEXT_DIRS = {"t5_lm": "flan_t5", "t5_dit": "t5_v1_1"}
 TOKENIZER_FILES = ("spiece.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "config.json")
 CONFIG_FILE = "landiff_config.json"
-RECONVERT = "re-convert the release with this version: python tools/convert.py --release ... --flan_t5 ... --out NEW_DIR"
+RECONVERT = ("re-convert the release with this version: "
+             "python tools/convert.py --release ... --flan_t5 ... --out NEW_DIR")
 
 
 def copy_text_tokenizer(src: Path, dst: Path) -> None:

@@ -89,7 +89,8 @@ class LanDiffConfig:
         vae = cast(self.vae)
         if dtype != jnp.float32:
             vae = dataclasses.replace(vae, precision="default")
-        return dataclasses.replace(self, t5_lm=cast(self.t5_lm), t5_dit=cast(self.t5_dit), tokenizer=cast(self.tokenizer),
+        return dataclasses.replace(self, t5_lm=cast(self.t5_lm), t5_dit=cast(self.t5_dit),
+                                   tokenizer=cast(self.tokenizer),
                                    lm=cast(self.lm), dit=cast(self.dit), vae=vae)
 
     # ---- constructors ------------------------------------------------------------------
@@ -104,7 +105,8 @@ class LanDiffConfig:
         """A few-MB system for tests and the CPU demo: 9 frames of 64×96 from 3 semantic frames."""
         tokenizer = TokenizerConfig.tiny()
         dit = DiTConfig.tiny(text_length=96,  # room for byte-level prompts in the random-weight demo
-                             semantic=dataclasses.replace(DiTConfig.tiny().semantic, z_channels=tokenizer.output_channels))
+                             semantic=dataclasses.replace(DiTConfig.tiny().semantic,
+                                                          z_channels=tokenizer.output_channels))
         return cls(T5Config.tiny(), T5Config.tiny(), tokenizer, LMConfig.tiny(), dit,
                    SamplerConfig(num_steps=4, cfg_num_steps=4), VAEConfig.tiny()).check()
 
@@ -115,7 +117,8 @@ class LanDiffConfig:
         return getattr(cls, name)()
 
     @classmethod
-    def select(cls, config: str | None = None, preset: str | None = None, default: str | None = None) -> "LanDiffConfig":
+    def select(cls, config: str | None = None, preset: str | None = None,
+               default: str | None = None) -> "LanDiffConfig":
         """The tools' choice: `config`, a file `configs/*.py` whose `get_config()` returns a
         LanDiffConfig, or `preset` (a shorthand for the named configs), else `default`'s preset.
         Raises config_file.ConfigError (one line) for a bad file or both given."""
@@ -148,7 +151,8 @@ class LanDiffConfig:
         naming it."""
         version = data.get("version") if isinstance(data, Mapping) else None
         if version != DICT_VERSION:
-            raise ValueError(f"LanDiff config dict version {version!r} is not supported (this code reads {DICT_VERSION})")
+            raise ValueError(f"LanDiff config dict version {version!r} is not supported "
+                             f"(this code reads {DICT_VERSION})")
         return _build(cls, data.get("config"), "config").check()
 
 

@@ -23,8 +23,8 @@ import numpy as np
 from jax.sharding import Mesh
 
 from landiff_jax import checkpoint, diffusion, lm, runtime, text, tokenizer, vae
-from landiff_jax.diffusion import conditioner, sampler
 from landiff_jax.config import LanDiffConfig
+from landiff_jax.diffusion import conditioner, sampler
 from landiff_jax.nn.init import random_params
 from landiff_jax.parallel import replicate, shard_params
 
@@ -139,6 +139,7 @@ class LanDiff:
 
     # ---- checks -------------------------------------------------------------------------
     def check_prompts(self, prompts: Sequence[str]) -> list[str]:
+        """The one check of the prompts (the pipeline's edge; the stages below take them as given)."""
         if isinstance(prompts, str) or not prompts:
             raise ValueError("give a non-empty list of prompts")
         empty = [i for i, p in enumerate(prompts) if not isinstance(p, str) or not p.strip()]

@@ -124,13 +124,15 @@ def verify_checksums(root: Path, checksum_file: Path | None = None,
     return checksum_file
 
 
-def config_from_original(config: Mapping[str, Any], t5_lm: Mapping[str, Any], t5_dit: Mapping[str, Any]) -> LanDiffConfig:
+def config_from_original(config: Mapping[str, Any], t5_lm: Mapping[str, Any],
+                         t5_dit: Mapping[str, Any]) -> LanDiffConfig:
     """Our config from the original's configuration as the e2e fixture's `meta.json` holds it
     (`tokenizer_build_tokenizer_overrides` or `tokenizer`, `llm`, `diffusion.model`) and the two
     T5 directories' `config.json` dicts."""
     t5_lm_cfg, t5_dit_cfg = t5_config(t5_lm), t5_config(t5_dit)
     if "tokenizer_build_tokenizer_overrides" in config:
-        tokenizer_cfg = tokenizer_original.tokenizer_config_from_overrides(config["tokenizer_build_tokenizer_overrides"])
+        overrides = config["tokenizer_build_tokenizer_overrides"]
+        tokenizer_cfg = tokenizer_original.tokenizer_config_from_overrides(overrides)
     else:
         tokenizer_cfg = tokenizer_original.tokenizer_config(config["tokenizer"])
     llm = dict(config["llm"])
@@ -138,8 +140,9 @@ def config_from_original(config: Mapping[str, Any], t5_lm: Mapping[str, Any], t5
         llm["tokenizer"] = {**llm["tokenizer"], "tokenizer": config["tokenizer"]}
     model = config["diffusion"]["model"]
     vae_cfg = vae_config(model, scale_factor=float(model.get("scale_factor", VAEConfig().scale_factor)))
-    return LanDiffConfig(t5_lm_cfg, t5_dit_cfg, tokenizer_cfg, lm_config(llm, text_dim=t5_lm_cfg.d_model),
-                         diffusion_original.dit_config(model), diffusion_original.sampler_config(model), vae_cfg).check()
+    lm_cfg = lm_config(llm, text_dim=t5_lm_cfg.d_model)
+    dit_cfg, sampler_cfg = diffusion_original.dit_config(model), diffusion_original.sampler_config(model)
+    return LanDiffConfig(t5_lm_cfg, t5_dit_cfg, tokenizer_cfg, lm_cfg, dit_cfg, sampler_cfg, vae_cfg).check()
 
 
 def convert_release(release: Path, flan_t5: Path, out: Path, config: LanDiffConfig | Mapping[str, Any], *,

@@ -93,13 +93,15 @@ def main(argv):
             cfg = LanDiffConfig.select(FLAGS.config, FLAGS.preset, default="tiny").with_dtype(dtype)
         except ConfigError as e:
             raise app.UsageError(str(e))
-        print(f"WARNING: RANDOM weights ({FLAGS.config or FLAGS.preset or 'tiny'}): the video is noise, not a generation.")
+        source = FLAGS.config or FLAGS.preset or "tiny"
+        print(f"WARNING: RANDOM weights ({source}): the video is noise, not a generation.")
         pipe = LanDiff.random(cfg, seed=FLAGS.seed, dit_attention=FLAGS.dit_attention)
     else:
         if not FLAGS.checkpoint:
             raise app.UsageError("give --checkpoint DIR (see tools/convert.py), or --random_weights")
         if FLAGS.config or FLAGS.preset:
-            raise app.UsageError("a converted checkpoint carries its config; --config/--preset go with --random_weights")
+            raise app.UsageError("a converted checkpoint carries its config; "
+                                 "--config/--preset go with --random_weights")
         if not Path(FLAGS.checkpoint).is_dir():
             raise app.UsageError(f"checkpoint directory not found: {FLAGS.checkpoint}")
         from landiff_jax.checkpoint import load_config

@@ -88,14 +88,12 @@ def convert(
     *,
     ignore_prefixes: Sequence[str] = (),
     source: str = "checkpoint",
-    reshape_to_target: bool = False,
 ):
     """Build our params pytree from `state_dict` following `rules`.
 
     Every parameter of `abstract_params` needs exactly one rule; every state-dict key must be
     used by some rule or start with one of `ignore_prefixes` (counted in the report). Arrays are
-    cast to the parameter's dtype. With `reshape_to_target`, a transformed array whose size
-    matches is reshaped to the parameter's shape (used for per-head layouts).
+    cast to the parameter's dtype.
     """
     rules = list(rules)
     targets = flat_shapes(abstract_params)
@@ -121,21 +119,18 @@ def convert(
                 continue
             used.add(key)
             src = np.asarray(state_dict[key])
-            if rule.transform.source_shape is not None and not reshape_to_target:
+            if rule.transform.source_shape is not None:
                 exp = tuple(rule.transform.source_shape(per_key_shape))
                 if tuple(src.shape) != exp:
                     problems.append(f"key '{key}' has shape {tuple(src.shape)}, expected {exp} (for '{rule.param}')")
                     continue
             arr = rule.transform.apply(src)
             if tuple(arr.shape) != tuple(per_key_shape):
-                if reshape_to_target and arr.size == int(np.prod(per_key_shape)):
-                    arr = arr.reshape(per_key_shape)
-                else:
-                    problems.append(
-                        f"key '{key}' has shape {tuple(src.shape)}; after '{rule.transform.name}' "
-                        f"{tuple(arr.shape)}, but '{rule.param}' needs {tuple(per_key_shape)}"
-                    )
-                    continue
+                problems.append(
+                    f"key '{key}' has shape {tuple(src.shape)}; after '{rule.transform.name}' "
+                    f"{tuple(arr.shape)}, but '{rule.param}' needs {tuple(per_key_shape)}"
+                )
+                continue
             arrays.append(arr)
         if len(arrays) == len(rule.key_list):
             value = np.stack(arrays) if rule.stacked else arrays[0]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from landiff_jax.lm.config import LMConfig
+from landiff_jax.lm.config import NUM_SPECIALS, LMConfig
 
 
 def lm_config(config: dict, *, text_dim: int, **kw) -> LMConfig:
@@ -56,7 +56,8 @@ def lm_config(config: dict, *, text_dim: int, **kw) -> LMConfig:
         **kw,
     )
     if tr["visual_vocab_size"] != out.vocab_size:
-        raise ValueError(f"transformer.visual_vocab_size {tr['visual_vocab_size']} != codebook_size + 7 = {out.vocab_size}")
+        raise ValueError(f"transformer.visual_vocab_size {tr['visual_vocab_size']} != codebook_size + {NUM_SPECIALS} "
+                         f"= {out.vocab_size}")
     if rope["dim"] != out.head_dim:
         raise ValueError(f"rope.dim {rope['dim']} != head dim {out.head_dim}")
     return out

@@ -181,7 +181,8 @@ def _check_text(cfg: LMConfig, text_hidden, text_mask) -> np.ndarray:
         raise ValueError(f"text_hidden {tuple(text_hidden.shape)} / text_mask {mask.shape}: expected [b n {cfg.text_dim}] / [b n]")
     counts = mask.sum(axis=1)
     if (counts == 0).any():
-        raise ValueError(f"empty prompt(s) at rows {np.flatnonzero(counts == 0).tolist()}: the text condition needs a token")
+        raise ValueError(f"text_mask rows {np.flatnonzero(counts == 0).tolist()} hold no token: the text condition "
+                         "needs one")
     left_padded = mask == (np.arange(mask.shape[1])[None, :] >= (mask.shape[1] - counts)[:, None])
     if not left_padded.all():
         raise ValueError("text_mask must be left-padded (padding first, as the LM-side T5 tokenizer pads)")

@@ -5,6 +5,7 @@ and code paths, and every expected array is compared (`tools/parity.py DIR...`).
 `run(case_dir, meta) -> list[Check]`; one module per component family holds them.
 """
 
+from landiff_jax.parity import diffusion, e2e, lm, text, tokenizer, vae  # noqa: E402  (they use the names above)
 from landiff_jax.parity.harness import (
     EXACT,
     Check,
@@ -20,7 +21,6 @@ from landiff_jax.parity.harness import (
     to_ncthw,
     tolerance_for,
 )
-from landiff_jax.parity import diffusion, e2e, lm, text, tokenizer, vae  # noqa: E402  (they use the names above)
 
 RUNNERS = {
     "t5": text.run,

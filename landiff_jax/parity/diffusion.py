@@ -16,8 +16,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from landiff_jax.diffusion.conditioner import semantic_feature
 from landiff_jax.diffusion import original as diffusion_original
+from landiff_jax.diffusion.conditioner import semantic_feature
 from landiff_jax.diffusion.convert import load_diffusion
 from landiff_jax.diffusion.denoiser import denoise, video_scalings
 from landiff_jax.diffusion.dit import ControlDiT

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from landiff_jax import vae
-from landiff_jax.release import convert_release
 from landiff_jax.diffusion.schedule import step_schedule
 from landiff_jax.lm import layout as L
 from landiff_jax.parity.harness import Check, channels_first, channels_last, compare, load_case, to_ncthw, tolerance_for
 from landiff_jax.pipeline import GenerateOptions, LanDiff
+from landiff_jax.release import convert_release
 from landiff_jax.text.encoders import encode_for_lm, encode_ids
 
 

@@ -16,9 +16,9 @@ import numpy as np
 from landiff_jax.convert import read_safetensors
 from landiff_jax.parity.harness import Check, channels_first, channels_last, compare, load_case, tolerance_for
 from landiff_jax.tokenizer import api, masks
-from landiff_jax.tokenizer.original import tokenizer_config
 from landiff_jax.tokenizer.convert import convert_tokenizer
 from landiff_jax.tokenizer.model import VideoVQ
+from landiff_jax.tokenizer.original import tokenizer_config
 
 
 def _as_original_latent(x):  # [b n c] -> [b c 1 n] (TiTok's fake 2D layout)

@@ -20,9 +20,9 @@ import numpy as np
 from landiff_jax.parity.harness import Check, Tolerance, compare, from_ncthw, load_case, to_ncthw, tolerance_for
 from landiff_jax.vae import api
 from landiff_jax.vae.config import VAEConfig
-from landiff_jax.vae.original import vae_config
 from landiff_jax.vae.convert import load_vae
 from landiff_jax.vae.model import Decoder, Encoder
+from landiff_jax.vae.original import vae_config
 
 
 def tolerance(meta: dict, name: str) -> Tolerance:

@@ -8,7 +8,6 @@ import jax.numpy as jnp
 
 from landiff_jax.text.config import T5Config
 
-
 # The only feed-forward variant LanDiff's two T5s (T5-v1.1-XXL, Flan-T5-XXL) use.
 _GATED_GELU = {"feed_forward_proj": "gated-gelu", "dense_act_fn": "gelu_new", "is_gated_act": True}
 

@@ -27,8 +27,8 @@ from landiff_jax.convert import (
     layer_keys,
     read_safetensors,
 )
-from landiff_jax.tokenizer.config import TokenizerConfig
 from landiff_jax.tokenizer.api import abstract_params
+from landiff_jax.tokenizer.config import TokenizerConfig
 from landiff_jax.tokenizer.model import VideoVQ
 
 THEIA_PREFIX = "feature_extractor.model."

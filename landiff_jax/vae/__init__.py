@@ -16,8 +16,8 @@ from landiff_jax.vae.api import (
     posterior,
     sample_latents,
     split_moments,
-    to_uint8,
     to_decoder_space,
+    to_uint8,
     to_unit,
     uint8_to_unit,
 )

@@ -3,10 +3,10 @@
 import dataclasses
 import json
 
+import flax.linen as nn
 import numpy as np
 import pytest
 from flax import traverse_util
-import flax.linen as nn
 
 from landiff_jax.config import LanDiffConfig
 from landiff_jax.pipeline import abstract_params

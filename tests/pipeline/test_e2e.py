@@ -12,9 +12,9 @@ import pytest
 
 from landiff_jax.config import LanDiffConfig
 from landiff_jax.convert.io import CheckpointError
-from landiff_jax.release import convert_release
 from landiff_jax.parity import RUNNERS, load_case
 from landiff_jax.pipeline import GenerateOptions, LanDiff
+from landiff_jax.release import convert_release
 from landiff_jax.video_io import read_mp4
 
 REPO = Path(__file__).resolve().parents[2]

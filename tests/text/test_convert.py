@@ -14,6 +14,7 @@ from safetensors.numpy import save_file
 from landiff_jax.convert import CheckpointError, ConversionError
 from landiff_jax.text.config import T5Config
 from landiff_jax.text.convert import convert_t5, load_t5, t5_rules
+from landiff_jax.text.original import t5_config
 from landiff_jax.text.t5 import abstract_params
 
 # google/t5-v1_1-xxl and google/flan-t5-xxl config.json (encoder-relevant fields)
@@ -57,7 +58,7 @@ def _coverage(cfg, state_dict):
 
 
 def test_xxl_coverage_from_hf_config():
-    cfg = T5Config.from_hf_config(XXL_HF_CONFIG, dtype=jnp.bfloat16)
+    cfg = t5_config(XXL_HF_CONFIG, dtype=jnp.bfloat16)
     assert cfg == T5Config.xxl(dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
     shapes = hf_encoder_shapes(XXL_HF_CONFIG)
     abstract = _coverage(cfg, {k: _standin(s) for k, s in shapes.items()})
@@ -92,7 +93,7 @@ def small_state():
 
 
 def test_small_converts_and_ignores_decoder(small_state):
-    cfg = T5Config.from_hf_config(SMALL)
+    cfg = t5_config(SMALL)
     extra = {"decoder.block.0.layer.0.SelfAttention.q.weight": np.zeros((12, 8), np.float32),
              "lm_head.weight": np.zeros((64, 8), np.float32)}
     params, _ = convert_t5(small_state | extra, cfg)
@@ -101,7 +102,7 @@ def test_small_converts_and_ignores_decoder(small_state):
 
 
 def test_embedding_alias(small_state):
-    cfg = T5Config.from_hf_config(SMALL)
+    cfg = t5_config(SMALL)
     only_alias = dict(small_state)
     only_alias["encoder.embed_tokens.weight"] = only_alias.pop("shared.weight")
     params, _ = convert_t5(only_alias, cfg)
@@ -114,7 +115,7 @@ def test_embedding_alias(small_state):
 
 
 def test_bad_keys_are_named(small_state):
-    cfg = T5Config.from_hf_config(SMALL)
+    cfg = t5_config(SMALL)
     bad = dict(small_state)
     bad["encoder.block.1.layer.1.DenseReluDense.wo.weight"] = np.zeros((12, 8), np.float32)  # transposed
     bad["encoder.block.0.layer.0.SelfAttention.bogus.weight"] = np.zeros((3,), np.float32)
@@ -141,4 +142,4 @@ def test_missing_files_are_named(tmp_path, small_state):
 
 def test_unsupported_feed_forward_refused():
     with pytest.raises(ValueError, match="feed_forward_proj"):
-        T5Config.from_hf_config({**SMALL, "feed_forward_proj": "relu", "is_gated_act": False})
+        t5_config({**SMALL, "feed_forward_proj": "relu", "is_gated_act": False})

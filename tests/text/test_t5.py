@@ -13,7 +13,13 @@ from landiff_jax.nn import RMSNorm, dot_product_attention
 from landiff_jax.text.config import T5Config
 from landiff_jax.text.convert import convert_t5
 from landiff_jax.text.encoders import encode_ids
-from landiff_jax.text.t5 import T5Block, T5Encoder, position_bias, relative_position_buckets
+from landiff_jax.text.original import t5_config
+from landiff_jax.text.t5 import (
+    T5Block,
+    T5Encoder,
+    position_bias,
+    relative_position_buckets,
+)
 
 CFG = T5Config.tiny(d_model=24, d_kv=12, num_heads=3, d_ff=40, num_layers=3,
                     relative_attention_num_buckets=16, relative_attention_max_distance=20)
@@ -63,7 +69,7 @@ def test_matches_hf_torch_model(inputs):
             if "layer_norm" in name:  # not all ones, so that they matter
                 p.copy_(1 + 0.2 * torch.randn_like(p))
     state = {k: v.numpy() for k, v in model.state_dict().items()}
-    assert T5Config.from_hf_config(model.config.to_dict()) == CFG
+    assert t5_config(model.config.to_dict()) == CFG
     params, _ = convert_t5(state, CFG)
     ids, mask = inputs
     for attention_mask in (mask, None):

@@ -12,7 +12,11 @@ from safetensors.numpy import save_file
 
 from landiff_jax.convert import CheckpointError, ConversionError
 from landiff_jax.tokenizer import TokenizerConfig, abstract_params, api
-from landiff_jax.tokenizer.convert import convert_tokenizer, load_tokenizer, tokenizer_rules
+from landiff_jax.tokenizer.convert import (
+    convert_tokenizer,
+    load_tokenizer,
+    tokenizer_rules,
+)
 from landiff_jax.tokenizer.model import VideoVQ
 
 _VOID = np.dtype([])  # itemsize 0: stand-ins of any shape take no memory

@@ -16,7 +16,8 @@ from tools.bench.common import emit, peak_memory_gb
 
 flags.DEFINE_enum('preset', "full", ['tiny', 'full'], 'preset')
 flags.DEFINE_enum('dtype', "bfloat16", ['bfloat16', 'float32'], 'dtype')
-flags.DEFINE_enum('dit_attention', None, ['cudnn', 'mosaic', 'xla'], "diffusion attention kernel (default: mosaic on one H100/H200, cuDNN on other GPUs)")
+flags.DEFINE_enum('dit_attention', None, ['cudnn', 'mosaic', 'xla'],
+                  "diffusion attention kernel (default: runtime's: mosaic on one H100/H200, cuDNN on other GPUs)")
 flags.DEFINE_string('mesh', None, "data,fsdp,tensor sizes, 'auto' (tensor = all devices) or none")
 flags.DEFINE_string('also_mesh', None, "then rerun on this mesh with the same weights (for ratios)")
 flags.DEFINE_integer('prompts', 1, 'prompts')
@@ -56,7 +57,8 @@ def bench_stages(pipe, prompts, options) -> dict:
         print(f"{name}: {second:.3f} s (first call {first:.1f} s)", flush=True)
         return out
 
-    run_stage("t5_lm_encode", lambda: encode_for_lm(pipe.tokenizers["t5_lm"], pipe.params["t5_lm"], cfg.t5_lm, prompts)[0])
+    run_stage("t5_lm_encode",
+              lambda: encode_for_lm(pipe.tokenizers["t5_lm"], pipe.params["t5_lm"], cfg.t5_lm, prompts)[0])
     codes = run_stage("lm_sample", lambda: pipe.sample_codes(prompts, t, options).codes)
     context, uncond = run_stage("t5_dit_encode", lambda: pipe.text_context(prompts))
     feature = run_stage("semantic_conditioner", lambda: pipe.semantic_feature(codes, t))

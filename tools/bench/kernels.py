@@ -19,7 +19,8 @@ from absl import app, flags
 
 flags.DEFINE_enum('stage', None, ['dit', 'lm'], 'stage', required=True)
 flags.DEFINE_integer('top', 40, 'top')
-flags.DEFINE_enum('dit_attention', None, ['cudnn', 'mosaic'], "DiT attention kernel (default: the DiT's own choice, mosaic on one H100/H200)")
+flags.DEFINE_enum('dit_attention', None, ['cudnn', 'mosaic'],
+                  "DiT attention kernel (default: the config's, 'xla'; give mosaic or cudnn on a GPU)")
 FLAGS = flags.FLAGS
 
 
@@ -44,20 +45,18 @@ def kernel_times(fn, *args) -> tuple[collections.Counter, collections.Counter]:
 
 
 def dit_step(attention: str | None):
-    from tools.bench.dit import step_case, step_fn
-
     from landiff_jax.diffusion.config import DiTConfig, SamplerConfig
+    from tools.bench.dit import step_case, step_fn
 
     cfg = DiTConfig.full(dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, attention=attention)
     return step_fn(cfg), step_case(cfg, SamplerConfig(), 1, cfg.latent_frames).step_args(), 1
 
 
 def lm_sampling(frames: int = 13, text_tokens: int = 64):
-    from tools.bench.lm import sampling_inputs
-
     from landiff_jax.lm import layout as L
     from landiff_jax.lm.config import LMConfig
     from landiff_jax.lm.sampler import SampleOptions
+    from tools.bench.lm import sampling_inputs
 
     cfg = LMConfig.full(dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
     fn, args = sampling_inputs(cfg, frames, 1, text_tokens, SampleOptions.create(guidance_scale=6.5))

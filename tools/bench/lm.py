@@ -40,7 +40,8 @@ flags.DEFINE_integer('prompts', 1, "prompts per call (rows = 2x with guidance)")
 flags.DEFINE_integer('text_tokens', 64, 'text tokens')
 flags.DEFINE_float('guidance', 6.5, 'guidance')
 flags.DEFINE_bool('greedy', False, "argmax instead of a categorical draw")
-flags.DEFINE_enum('decode_attention', "auto", ['auto', 'xla', 'pallas'], "attention of the decode steps (auto: the Pallas kernel for bf16 on GPU)")
+flags.DEFINE_enum('decode_attention', "auto", ['auto', 'xla', 'pallas'],
+                  "attention of the decode steps (auto: runtime's, the Pallas kernel for bf16 on one GPU)")
 flags.DEFINE_bool('compare', False, "also run greedy with the other decode attention and "
                    "report how many tokens and how much the guided logits differ")
 flags.DEFINE_integer('repeats', 3, 'repeats')
@@ -100,7 +101,8 @@ def matmul_floor_ms(cfg: LMConfig, params, rows: int, steps: int = 200) -> float
             for p in layers:
                 x = x + jnp.dot(jnp.dot(x, p["wqkv"]["kernel"].reshape(d, -1))[:, :d], p["wo"]["kernel"].reshape(-1, d))
                 mlp = p["mlp"]
-                x = x + jnp.dot(jnp.dot(x, mlp["gate"]["kernel"]) * jnp.dot(x, mlp["up"]["kernel"]), mlp["down"]["kernel"])
+                gated = jnp.dot(x, mlp["gate"]["kernel"]) * jnp.dot(x, mlp["up"]["kernel"])
+                x = x + jnp.dot(gated, mlp["down"]["kernel"])
             return x * 1e-3
         return jax.lax.fori_loop(0, steps, body, x)
 
@@ -134,7 +136,8 @@ def compare_decode_attention(cfg: LMConfig, frames: int, params, hidden, mask, m
     """Greedy sampling with the XLA and the Pallas decode attention: the share of equal tokens, the
     first step where they differ, and the largest guided-logit difference before it."""
     options = SampleOptions.create(guidance_scale=6.5, greedy=True)
-    runs = [jax.jit(functools.partial(sample_loop, cfg=cfg.replace(decode_attention=impl), num_frames=frames, trace=True))(
+    runs = [jax.jit(functools.partial(sample_loop, cfg=cfg.replace(decode_attention=impl), num_frames=frames,
+                                      trace=True))(
         params, hidden, mask, micro, None, options, None) for impl in ("xla", "pallas")]
     (a, b) = (np.asarray(r.tokens) for r in runs)
     differ = np.flatnonzero((a != b).any(axis=0))

@@ -25,8 +25,10 @@ flags.DEFINE_enum('preset', "full", ['tiny', 'full'], 'preset')
 flags.DEFINE_enum('dtype', "bfloat16", ['bfloat16', 'float32'], 'dtype')
 flags.DEFINE_integer('batch', 2, 'batch')
 flags.DEFINE_integer('length', 226, 'length')
-flags.DEFINE_enum('side', "diffusion", ['diffusion', 'lm'], "diffusion: no attention mask; lm: left-padded rows with a mask")
-flags.DEFINE_enum('attention', "auto", ['auto', 'xla', 'cudnn'], "attention implementation (auto: cuDNN for bf16 on GPU, XLA otherwise)")
+flags.DEFINE_enum('side', "diffusion", ['diffusion', 'lm'],
+                  "diffusion: no attention mask; lm: left-padded rows with a mask")
+flags.DEFINE_enum('attention', "auto", ['auto', 'xla', 'cudnn'],
+                  "attention implementation (auto: runtime's, cuDNN for bf16 on GPU, XLA otherwise)")
 flags.DEFINE_integer('repeats', 10, 'repeats')
 FLAGS = flags.FLAGS
 

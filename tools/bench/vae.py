@@ -23,8 +23,10 @@ from tools.bench.common import emit, peak_memory_gb, time_jitted
 
 flags.DEFINE_enum('preset', "full", ['tiny', 'full'], 'preset')
 flags.DEFINE_enum('dtype', "bfloat16", ['bfloat16', 'float32'], 'dtype')
-flags.DEFINE_enum('precision', "auto", ['auto', 'default', 'high', 'highest'], "conv precision (auto: highest for float32, default for bfloat16)")
-flags.DEFINE_enum('mode', "chunked", ['chunked', 'full'], "chunked: decode_latents (the pipeline's path); full: one decoder call")
+flags.DEFINE_enum('precision', "auto", ['auto', 'default', 'high', 'highest'],
+                  "conv precision (auto: highest for float32, default for bfloat16)")
+flags.DEFINE_enum('mode', "chunked", ['chunked', 'full'],
+                  "chunked: decode_latents (the pipeline's path); full: one decoder call")
 flags.DEFINE_integer('frames', None, "latent frames (default: 13 full, 5 tiny)")
 flags.DEFINE_integer('height', None, "latent height (default: 60 full, 4 tiny)")
 flags.DEFINE_integer('width', None, "latent width (default: 90 full, 6 tiny)")
