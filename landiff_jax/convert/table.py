@@ -152,3 +152,33 @@ def convert(
         raise ConversionError(problems, source)
     params = traverse_util.unflatten_dict(out, sep="/")
     return params, ConversionReport(used=len(used), ignored=ignored)
+
+
+class Rules:
+    """The one way to write a key table: our parameter paths under `param_prefix`, torch keys
+    under `key_prefix`; with `n`, a key is a template over '{i}' stacked on the layers axis.
+
+        t = Rules("dit/main/", "model.diffusion_model.")
+        t.dense("time_embed/fc1", "time_embed.0")          # kernel <- .weight (LINEAR), bias <- .bias
+        t.norm("layers/input_layernorm", "transformer.layers.{i}.input_layernorm", n=30)
+        t.conv("patch_embed", "mixins.patch_embed.proj")   # kernel <- .weight (CONV), bias <- .bias
+        t.rules                                            # the list of Rule
+    """
+
+    def __init__(self, param_prefix: str = "", key_prefix: str = ""):
+        self.param_prefix, self.key_prefix, self.rules = param_prefix, key_prefix, []
+
+    def add(self, param: str, key: str, transform: Transform = IDENTITY, n: int | None = None) -> "Rules":
+        key = self.key_prefix + key
+        self.rules.append(Rule(self.param_prefix + param, layer_keys(key, n) if n else key, transform))
+        return self
+
+    def dense(self, param: str, key: str, bias: bool = True, n: int | None = None) -> "Rules":
+        self.add(f"{param}/kernel", f"{key}.weight", LINEAR, n)
+        return self.add(f"{param}/bias", f"{key}.bias", IDENTITY, n) if bias else self
+
+    def norm(self, param: str, key: str, n: int | None = None) -> "Rules":
+        return self.add(f"{param}/scale", f"{key}.weight", IDENTITY, n).add(f"{param}/bias", f"{key}.bias", IDENTITY, n)
+
+    def conv(self, param: str, key: str, n: int | None = None) -> "Rules":
+        return self.add(f"{param}/kernel", f"{key}.weight", CONV, n).add(f"{param}/bias", f"{key}.bias", IDENTITY, n)
