@@ -11,7 +11,8 @@ import jax.numpy as jnp
 
 def num_codes(num_frames: int, iframe_tokens: int, pframe_tokens: int, segment_length: int) -> int:
     """Codes of a clip of `num_frames` semantic frames in groups of `segment_length`: per group of f
-    frames I + (f−1)·P. The one formula: the tokenizer's clip is one group, the LM's may hold several."""
+    frames I + (f−1)·P. The one formula: a tokenizer clip is one group (segment_length = its frames),
+    the LM's sequence may hold several."""
     if isinstance(num_frames, bool) or not isinstance(num_frames, numbers.Integral) or num_frames < 1:
         raise ValueError(f"num_frames must be a positive int (semantic frames), got {num_frames!r}")
     groups = -(-num_frames // segment_length)
@@ -111,9 +112,9 @@ class TokenizerConfig:
         return self.codebook_dim != self.token_size
 
     def num_codes(self, num_frames: int) -> int:
-        """Latent length of a clip of `num_frames` frames (one group): I + (T−1)·P."""
+        """Latent length of a clip of `num_frames` frames, one group whatever its length: I + (T−1)·P."""
         self.check_num_frames(num_frames)
-        return num_codes(num_frames, self.iframe_tokens, self.pframe_tokens, self.temporal_size)
+        return num_codes(num_frames, self.iframe_tokens, self.pframe_tokens, segment_length=num_frames)
 
     def seq_len(self, num_frames: int) -> int:
         return num_frames * self.tokens_per_frame + self.num_codes(num_frames)
@@ -123,7 +124,7 @@ class TokenizerConfig:
             raise ValueError(f"num_frames must be a positive int, got {num_frames!r}")
         if num_frames > self.rope_max_time:
             raise ValueError(f"num_frames {num_frames} exceeds the 3D RoPE table's max_time {self.rope_max_time}")
-        latent = num_codes(num_frames, self.iframe_tokens, self.pframe_tokens, self.temporal_size)
+        latent = num_codes(num_frames, self.iframe_tokens, self.pframe_tokens, segment_length=num_frames)
         if latent > self.rope_one_dim_max_time:
             raise ValueError(f"{latent} latent tokens exceed the RoPE table's one_dim_max_time {self.rope_one_dim_max_time}")
 
