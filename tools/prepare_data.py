@@ -10,9 +10,6 @@ Sources: `synthetic` (LM examples of a small learnable world, sized by --lm_pres
 
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from absl import app, flags  # noqa: E402
 

@@ -23,8 +23,8 @@ import json
 import math
 import os
 import struct
-from pathlib import Path
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np

@@ -28,7 +28,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from landiff_jax.kernels import DECODE_BLOCK
 from landiff_jax.lm.config import LMConfig
+from landiff_jax.lm.layout import BOS, Vocab
 from landiff_jax.nn import (
     GatedMlp,
     LayerNorm,
@@ -42,7 +44,6 @@ from landiff_jax.nn import (
     scan_layers,
     timestep_embedding,
 )
-from landiff_jax.nn.decode_attention import BLOCK as DECODE_BLOCK
 from landiff_jax.nn.mlp import gelu_tanh
 
 
@@ -191,7 +192,7 @@ class SemanticLM(nn.Module):
         cond, null = self.text_cond(text_hidden)
         if text_keep is not None:
             cond = jnp.where(text_keep[:, None, None], cond, null)
-        bos = jnp.broadcast_to(self.embed(jnp.asarray(self.cfg.codebook_size + 1)), (b, 1, self.cfg.hidden))
+        bos = jnp.broadcast_to(self.embed(jnp.asarray(Vocab(self.cfg.codebook_size)[BOS])), (b, 1, self.cfg.hidden))
         head = jnp.concatenate([bos, self.micro_cond(micro, micro_keep)], axis=1)
         tail = self.embed(video_tokens)
         texts = [cond, jnp.broadcast_to(null, cond.shape)] if guidance else [cond]

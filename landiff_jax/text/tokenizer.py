@@ -68,7 +68,6 @@ class T5TextTokenizer:
 
     def tokenize(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
         """Ids of each text with `</s>` appended, truncated to `max_length` (with a warning)."""
-        texts = _check_texts(texts)
         if max_length < 1:
             raise ValueError(f"max_length must be >= 1, got {max_length}")
         out = []
@@ -116,18 +115,6 @@ class ByteTokenizer(T5TextTokenizer):
 
     def ids(self, text: str) -> list[int]:
         return [b + 3 for b in text.encode("utf-8")]
-
-
-def _check_texts(texts: Sequence[str]) -> list[str]:
-    if isinstance(texts, str):
-        raise TypeError("texts must be a list of prompts, not a single string")
-    texts = list(texts)
-    if not texts:
-        raise ValueError("empty prompt list: at least one prompt is needed")
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-    if bad:
-        raise TypeError(f"prompts must be strings; entries {bad} are not")
-    return texts
 
 
 def _tokenizer_options(config_file: Path) -> dict:
