@@ -7,9 +7,10 @@ shard is redone from it) and both giving every clip as uint8 frames [F H W 3] of
       {"path": "clips/0001.mp4", "caption": "a dog runs on a beach", "motion_score": 0.4}
   (`motion_score` optional; a relative path is relative to the list file). Decoding goes through
   imageio's FFMPEG plugin (the ffmpeg binary of imageio-ffmpeg), whose filter chain does the
-  work in one subprocess per video: resample to `fps` (ffmpeg's `fps` filter: for each output
-  time k/fps the nearest input frame), centre-crop to the target aspect, resize (bicubic) to the
-  target size, first `num_frames` frames. `scan` decodes every listed video once and sorts out
+  work in one subprocess per video: resample to `fps` (ffmpeg's `fps` filter, round=up: output
+  frame k is the last input frame at or before time k/fps, the frame on screen then; from a
+  constant-rate video, input frame floor(k · rate / fps)), centre-crop to the target aspect,
+  resize (bicubic) to the target size, first `num_frames` frames. `scan` decodes every listed video once and sorts out
   the unusable ones (unreadable, shorter than `num_frames` at `fps`, empty caption): they are
   counted and listed in the report, and the dataset holds the usable clips in list order.
 - `SyntheticVideos`: clips of the synthetic world (`data/synthetic.py`) rendered at the target
@@ -128,7 +129,7 @@ def filter_chain(spec: ClipSpec) -> str:
     """ffmpeg filters: resample to spec.fps, centre-crop to the target aspect, resize (bicubic)."""
     h, w = spec.height, spec.width
     crop = f"crop='min(iw,ih*{w}/{h})':'min(ih,iw*{h}/{w})'"  # centred by default
-    return f"fps={spec.fps},{crop},scale={w}:{h}:flags=bicubic"
+    return f"fps={spec.fps}:round=up,{crop},scale={w}:{h}:flags=bicubic"
 
 
 def decode_video(path: Path, spec: ClipSpec) -> np.ndarray:
