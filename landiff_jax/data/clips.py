@@ -10,9 +10,10 @@ shard is redone from it) and both giving every clip as uint8 frames [F H W 3] of
   work in one subprocess per video: resample to `fps` (ffmpeg's `fps` filter, round=up: output
   frame k is the last input frame at or before time k/fps, the frame on screen then; from a
   constant-rate video, input frame floor(k · rate / fps)), centre-crop to the target aspect,
-  resize (bicubic) to the target size, first `num_frames` frames. `scan` decodes every listed video once and sorts out
-  the unusable ones (unreadable, shorter than `num_frames` at `fps`, empty caption): they are
-  counted and listed in the report, and the dataset holds the usable clips in list order.
+  resize (bicubic) to the target size, first `num_frames` frames. `scan` decodes every listed
+  video once and sorts out the unusable ones (unreadable, shorter than `num_frames` at `fps`,
+  empty caption): they are counted and listed in the report, and the dataset holds the usable
+  clips in list order.
 - `SyntheticVideos`: clips of the synthetic world (`data/synthetic.py`) rendered at the target
   size, a pure function of (seed, index), canonical captions or training paraphrases.
 """
@@ -96,7 +97,7 @@ def read_list(path: str | Path) -> list[Entry]:
             item = json.loads(line)
         except ValueError as e:
             raise ListError(f"{where}: not a JSON object ({e})") from None
-        if not isinstance(item, dict) or not isinstance(item.get("path"), str) or not isinstance(item.get("caption"), str):
+        if not (isinstance(item, dict) and isinstance(item.get("path"), str) and isinstance(item.get("caption"), str)):
             raise ListError(f'{where}: expected {{"path": str, "caption": str, "motion_score": number (optional)}}')
         score = item.get("motion_score")
         if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):

@@ -199,8 +199,8 @@ def test_resume_after_interrupted_shard(synthetic_datasets, models, tmp_path):
                 np.testing.assert_allclose(resumed[i][name], value, atol=1e-6)
 
 
-def tool(*args):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
+def tool(*args, env=None):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu", **(env or {})}
     return subprocess.run([sys.executable, str(REPO / "tools" / "prepare_data.py"), *args],
                           capture_output=True, text=True, env=env, timeout=300)
 
@@ -209,7 +209,8 @@ def tool(*args):
     (["--source", "videos", "--list", "nowhere.jsonl", "--random_weights"], "--list nowhere.jsonl: no such file"),
     (["--source", "synthetic_videos", "--num_examples", "4", "--random_weights", "--stages", "lm"],
      "--stages lm with diffusion condition 'features' need the tokenizer's codes: pass --codes"),
-    (["--source", "synthetic_videos", "--num_examples", "4"], "give either --checkpoint DIR or --random_weights (with --preset)"),
+    (["--source", "synthetic_videos", "--num_examples", "4"],
+     "give either --checkpoint DIR or --random_weights (with --preset)"),
     (["--source", "synthetic_videos", "--num_examples", "4", "--random_weights", "--stages", "lm,vae"],
      "--stages must be distinct ones of tokenizer,diffusion,lm, got lm,vae"),
 ])
@@ -222,10 +223,18 @@ def test_bad_arguments_get_one_line(tmp_path, args, message):
 
 
 @pytest.mark.slow
-def test_tool_writes_every_stage(tmp_path):
-    run = tool("--source", "synthetic_videos", "--num_examples", "3", "--random_weights", "--preset", "tiny",
-               "--stages", "tokenizer,diffusion,lm", "--codes", "--batch_size", "2", "--out", str(tmp_path))
+def test_tool_on_two_devices_writes_the_same(synthetic_datasets, tmp_path):
+    """The tool's run over a 2-device data mesh gives the library's single-device datasets."""
+    full, _, infos = synthetic_datasets
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    run = tool("--source", "synthetic_videos", "--num_examples", "4", "--seed", "3", "--paraphrase", "--random_weights",
+               "--preset", "tiny", "--stages", ",".join(STAGES), "--codes", "--max_text", "64", "--batch_size", "2",
+               "--examples_per_shard", "2", "--out", str(tmp_path), env=env)
     assert run.returncode == 0, run.stderr
-    assert "3 usable clips; bad: {}" in run.stdout
-    for stage in STAGES:
-        assert records.read_info(tmp_path / stage).num_examples == 3
+    assert "4 usable clips; bad: {}" in run.stdout
+    for info in infos:
+        got, want = records.RecordSource(tmp_path / info.stage), records.RecordSource(full / info.stage)
+        assert got.info == info
+        for i in range(4):
+            for name, value in want[i].items():
+                np.testing.assert_allclose(got[i][name], value, atol=1e-5)
