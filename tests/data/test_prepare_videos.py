@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -238,3 +239,23 @@ def test_tool_on_two_devices_writes_the_same(synthetic_datasets, tmp_path):
         for i in range(4):
             for name, value in want[i].items():
                 np.testing.assert_allclose(got[i][name], value, atol=1e-5)
+
+
+def test_models_from_a_converted_checkpoint(models, fixtures_dir, tmp_path):
+    """The one loading function reads the components preparation runs, the config and the T5 tokenizers."""
+    from landiff_jax import checkpoint
+
+    for name in prepare.COMPONENTS:
+        checkpoint.save_component(tmp_path, name, models.params[name])
+    checkpoint.write_spec(tmp_path, {"preset": "tiny", "dtype": "float32"})
+    for component in ("t5_lm", "t5_dit"):
+        checkpoint.copy_text_tokenizer(fixtures_dir / "t5" / "lm_longest_left" / "t5",
+                                       checkpoint.text_tokenizer_dir(tmp_path, component))
+    loaded = prepare.load_frozen_models(tmp_path)
+    assert loaded.cfg == models.cfg and loaded.has_codes
+    assert loaded.weights == {"checkpoint": str(tmp_path.resolve())}
+    for name in prepare.COMPONENTS:
+        assert jax.tree.structure(loaded.params[name]) == jax.tree.structure(models.params[name])
+        for got, want in zip(jax.tree.leaves(loaded.params[name]), jax.tree.leaves(models.params[name])):
+            np.testing.assert_array_equal(got, want)
+    assert all(type(t).__name__ == "T5TextTokenizer" for t in loaded.tokenizers.values())  # not byte-level ids
