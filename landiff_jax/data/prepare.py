@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import time
 import warnings
@@ -98,7 +99,9 @@ def load_frozen_models(checkpoint_dir: str | Path | None = None, *, preset: str 
         return FrozenModels(cfg, params, tokenizers, {"random_weights": {"preset": preset, "seed": seed}})
     spec = checkpoint.read_spec(Path(checkpoint_dir))
     cfg = checkpoint.config_from_spec({**spec, "dtype": dtype} if dtype else spec)
-    params = {name: checkpoint.load_component(checkpoint_dir, name) for name in COMPONENTS}
+    # each component in its config's param_dtype (as the pipeline places them), one at a time
+    params = {name: jax.tree.map(lambda a, d=getattr(cfg, name).param_dtype: jnp.asarray(a, d),
+                                 checkpoint.load_component(checkpoint_dir, name)) for name in COMPONENTS}
     tokenizers = {c: text.T5TextTokenizer(checkpoint.text_tokenizer_dir(checkpoint_dir, c))
                   for c in pipeline.TEXT_COMPONENTS}
     return FrozenModels(cfg, params, tokenizers, {"checkpoint": str(Path(checkpoint_dir).resolve())})
@@ -251,11 +254,11 @@ class StageExamples:
         return out
 
     # -- computing them
-    def encode(self, clips: Sequence[Clip]) -> dict[str, np.ndarray]:
-        """One batch (padded to batch_size by repeating its last clip, so that one compile serves
-        every batch) → the model outputs of its clips, host numpy [len(clips) ...]."""
-        cfg, n = self.models.cfg, len(clips)
-        clips = list(clips) + [clips[-1]] * (self.batch_size - n)
+    def launch(self, clips: Sequence[Clip]) -> tuple[dict[str, jax.Array], np.ndarray]:
+        """Start one batch on the device(s) (padded to batch_size by repeating its last clip, so
+        that one compile serves every batch): (its device outputs, the left-padded LM mask)."""
+        cfg = self.models.cfg
+        clips = list(clips) + [clips[-1]] * (self.batch_size - len(clips))
         captions = [c.caption for c in clips]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", TruncationWarning)  # listed in the report instead
@@ -266,7 +269,11 @@ class StageExamples:
             from landiff_jax.parallel import batch_sharding
 
             inputs = [jax.device_put(x, batch_sharding(self.mesh, x.ndim)) for x in inputs]
-        out = encode_batch(self._params, *inputs, cfg=cfg, outputs=self.outputs)
+        return encode_batch(self._params, *inputs, cfg=cfg, outputs=self.outputs), lm_mask
+
+    def collect(self, launched: tuple[dict[str, jax.Array], np.ndarray], n: int) -> dict[str, np.ndarray]:
+        """The host numpy outputs of the first n clips of a launched batch (waits for it)."""
+        out, lm_mask = launched
         out = {k: np.asarray(v)[:n] for k, v in out.items()}
         if "lm_text" in out:
             out["lm_text"], out["lm_mask"] = right_padded(out["lm_text"], lm_mask[:n])
@@ -288,17 +295,18 @@ class StageExamples:
             yield tuple(examples[stage]() for stage in self.stages)
 
     def examples(self, start: int, count: int) -> Iterator[tuple[dict[str, np.ndarray], ...]]:
-        """Clips start .. start+count-1 (decoded ahead in threads) through the models, a batch at a time."""
-        clips = ordered_map(self.source.clip, range(start, start + count), self.decode_workers,
-                            2 * self.batch_size)
-        batch = []
-        for clip in clips:
-            batch.append(clip)
-            if len(batch) == self.batch_size:
-                yield from self.rows(batch, self.encode(batch))
-                batch = []
-        if batch:
-            yield from self.rows(batch, self.encode(batch))
+        """Clips start .. start+count-1 (decoded ahead in threads) through the models, a batch at a
+        time; the next batch is launched before the previous one's outputs are fetched and written."""
+        clips = iter(ordered_map(self.source.clip, range(start, start + count), self.decode_workers,
+                                 2 * self.batch_size))
+        previous = None
+        while batch := list(itertools.islice(clips, self.batch_size)):
+            launched = (batch, self.launch(batch))
+            if previous is not None:
+                yield from self.rows(previous[0], self.collect(previous[1], len(previous[0])))
+            previous = launched
+        if previous is not None:
+            yield from self.rows(previous[0], self.collect(previous[1], len(previous[0])))
 
 
 def write(examples: StageExamples, out: str | Path, examples_per_shard: int,
