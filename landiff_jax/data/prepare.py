@@ -229,7 +229,8 @@ class StageExamples:
 
     def meta(self, stage: str) -> dict[str, Any]:
         spec = self.source.spec
-        meta = {**self.source.meta, "clip": dataclasses.asdict(spec), "weights": self.models.weights}
+        meta = {**self.source.meta, "clip": dataclasses.asdict(spec), "weights": self.models.weights,
+                "dtype": jnp.dtype(self.models.cfg.vae.dtype).name}
         if stage == "lm":
             meta.update(frames=self.frames, codebook_size=self.models.cfg.tokenizer.codebook_size)
         if stage == "diffusion":
