@@ -190,6 +190,7 @@ def test_resume_after_interrupted_shard(synthetic_datasets, models, tmp_path):
 
     lines = []
     prepare.write(examples, tmp_path, examples_per_shard=2, log=lines.append)
+    lines = [line for line in lines if line.startswith("shard")]  # without progress lines (a loaded machine)
     assert lines[0].startswith("shard 0: written; 2/4 clips") and lines[1].startswith("shard 1: written; 4/4 clips")
     assert [first[s].stat().st_mtime_ns == kept[s] for s in STAGES] == [True, True, False]
     for stage in STAGES:
