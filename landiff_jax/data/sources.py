@@ -3,8 +3,9 @@
 A source has a `stage`, the `schema` of its examples, `meta` (recorded in dataset.json) and
 `examples(start, count)`, which yields examples `start .. start+count-1` and must give the same
 examples every time it is asked (an interrupted shard is redone from it). The synthetic source
-below lets the LM train before any video is prepared; the video source of the tokenizer issue
-(video → features, latents, T5 states, codes) is another class of the same shape.
+below lets the LM train before any video is prepared. Videos (`clips`) become the examples of
+several stages at once through the frozen models (`prepare.StageExamples`, one dataset per stage
+from one computation, written by `records.write_datasets`).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class SyntheticLM:
 
     @property
     def meta(self) -> dict[str, Any]:
-        return {"source": "synthetic", **dataclasses.asdict(self)}
+        return {"source": "synthetic_lm", **dataclasses.asdict(self)}
 
     def _prototypes(self) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng([self.seed, 0])
