@@ -135,9 +135,9 @@ def encode_batch(params, frames, lm_ids, lm_mask, dit_ids, *, cfg: LanDiffConfig
         out["latent_mean"] = mean.astype(jnp.float32)
         out["latent_std"] = jnp.exp(0.5 * logvar.astype(jnp.float32))
     if outputs.lm_text:
-        out["lm_text"] = encode_ids(params["t5_lm"], lm_ids, lm_mask, cfg.t5_lm).astype(jnp.float32)
+        out["lm_text"] = encode_ids(params["t5_lm"], cfg.t5_lm, lm_ids, lm_mask).astype(jnp.float32)
     if outputs.dit_text:
-        out["dit_text"] = encode_ids(params["t5_dit"], dit_ids, None, cfg.t5_dit).astype(jnp.float32)
+        out["dit_text"] = encode_ids(params["t5_dit"], cfg.t5_dit, dit_ids, None).astype(jnp.float32)
     return out
 
 

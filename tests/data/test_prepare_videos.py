@@ -248,7 +248,7 @@ def test_models_from_a_converted_checkpoint(models, fixtures_dir, tmp_path):
 
     for name in prepare.COMPONENTS:
         checkpoint.save_component(tmp_path, name, models.params[name])
-    checkpoint.write_spec(tmp_path, {"preset": "tiny", "dtype": "float32"})
+    checkpoint.write_config(tmp_path, models.cfg, converted_from="test")
     for component in ("t5_lm", "t5_dit"):
         checkpoint.copy_text_tokenizer(fixtures_dir / "t5" / "lm_longest_left" / "t5",
                                        checkpoint.text_tokenizer_dir(tmp_path, component))
