@@ -10,9 +10,9 @@ import jax.numpy as jnp
 NUM_SPECIALS = 7  # EOS, BOS, START/END of I-frame, START/END of P-frame, PAD
 # names of `jax.checkpoint_policies` accepted by LMConfig.remat, besides "none" and "full"
 REMAT_POLICIES = ("dots_saveable", "dots_with_no_batch_dims_saveable", "nothing_saveable")
-# LMConfig.remat values besides those: the dots policy that also saves each block's attention
-# output (named ATTENTION_OUTPUT), so that the backward does not rerun a fused attention
-ATTENTION_SAVING_POLICIES = ("dots_saveable+attention", "dots_with_no_batch_dims_saveable+attention")
+# LMConfig.remat values besides those: a dots policy that also keeps each block's attention
+# (model.remat_policy), so that the backward does not rerun a fused attention
+ATTENTION_SAVING_POLICIES = tuple(f"{p}+attention" for p in REMAT_POLICIES)
 TRAIN_ATTENTIONS = ("xla", "cudnn")
 
 

@@ -142,14 +142,23 @@ class LlamaBlock(nn.Module):
         return x, cache
 
 
+def _cudnn_attention_forward(prim, *_, **__) -> bool:
+    """Remat policy: keep the outputs of cuDNN's fused attention forward (its output and softmax
+    statistics, the residuals of its backward). Naming the attention output is not enough: the
+    statistics would be recomputed by running the whole forward again."""
+    return prim.name.startswith("dot_product_attention_fwd")
+
+
 def remat_policy(name: str):
-    """The `jax.checkpoint` policy of an LMConfig.remat name other than "none" (None: "full")."""
+    """The `jax.checkpoint` policy of an LMConfig.remat name other than "none" (None: "full").
+    "<dots policy>+attention" also keeps each block's attention (XLA: its named output; cuDNN:
+    the fused forward's outputs), so the backward never reruns it."""
     if name == "full":
         return None
     if name in ATTENTION_SAVING_POLICIES:
-        dots = getattr(jax.checkpoint_policies, name.removesuffix("+attention"))
-        return jax.checkpoint_policies.save_from_both_policies(
-            dots, jax.checkpoint_policies.save_only_these_names(ATTENTION_OUTPUT))
+        both = jax.checkpoint_policies.save_from_both_policies
+        attention = both(jax.checkpoint_policies.save_only_these_names(ATTENTION_OUTPUT), _cudnn_attention_forward)
+        return both(getattr(jax.checkpoint_policies, name.removesuffix("+attention")), attention)
     return getattr(jax.checkpoint_policies, name)
 
 
@@ -249,10 +258,14 @@ class SemanticLM(nn.Module):
             raise ValueError(f"the uncached forward starts at slot 0, got index {index!r}")
         s = x.shape[1]
         slots = jnp.arange(s)
-        angles = rope_1d_angles(slots, self.cfg.head_dim, self.cfg.rope_theta)  # [s k/2]: positions 0..
         right = (slots[None, :] + pads[:, None]) % s  # [r s]: right-padded slot t reads slot t + pad
         x = jnp.take_along_axis(x, right[:, :, None], axis=1)
+        # jax's cuDNN attention trains only even lengths: one more slot, after every real one
+        extra = s % 2
+        x = jnp.pad(x, ((0, 0), (0, extra), (0, 0)))
+        angles = rope_1d_angles(jnp.arange(s + extra), self.cfg.head_dim, self.cfg.rope_theta)  # positions 0..
         x, _ = self.blocks(x, None, angles, None, 0, pads)
+        x = x[:, :s]
         if last_only:  # a row's last slot is its right-padded slot s - 1 - pad
             return self.logits(jnp.take_along_axis(x, (s - 1 - pads)[:, None, None], axis=1)[:, 0]), None
         left = (slots[None, :] - pads[:, None]) % s
