@@ -2,7 +2,7 @@
 sharded, donated train_step of landiff_jax/train), with random weights of the stage's shapes.
 
 usage: python -m tools.bench.train lm --preset full [--batch 8] [--remat none] [--steps 10]
-       [--text_len 256] [--dtype bfloat16] [--mesh data,fsdp,tensor]
+       [--text_len 256] [--dtype bfloat16] [--mesh data,fsdp,tensor] [--attention cudnn|xla]
 LM sequences: BOS, 2 micro conditions, `text_len` text rows, then SOI … EOS of 13 semantic
 frames (1,244 positions with 1,218 codes at full size). Prints one JSON line: median ms per
 update after compile, compile seconds, tokens/s, examples/s, model TFLOP/s, MFU against the
@@ -40,7 +40,10 @@ from landiff_jax.train.task import make_task  # noqa: E402
 def lm_config(args) -> TrainConfig:
     from landiff_jax.lm.config import LMConfig
 
-    model = LMConfig.full() if args.preset == "full" else LMConfig.tiny()
+    from landiff_jax.nn import attention_implementation
+
+    attention = args.attention or attention_implementation(args.dtype)
+    model = (LMConfig.full if args.preset == "full" else LMConfig.tiny)(train_attention=attention)
     frames = 13 if args.preset == "full" else 3
     text_len = args.text_len or (256 if args.preset == "full" else 8)
     mesh = [int(v) for v in args.mesh.split(",")]
@@ -78,6 +81,8 @@ def main(argv=None):
     p.add_argument("--text_len", type=int, default=None, help="text rows per sequence (default 256 full, 8 tiny)")
     p.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
     p.add_argument("--mesh", default="-1,1,1", help="data,fsdp,tensor sizes (-1: the rest)")
+    p.add_argument("--attention", choices=("cudnn", "xla"), default=None,
+                   help="LM training attention (default: cudnn for bf16 on GPU, else xla)")
     args = p.parse_args(argv)
 
     make_config, make_batch = STAGES[args.stage]
@@ -109,7 +114,7 @@ def main(argv=None):
     peak = peak_flops(jax.devices()[0].device_kind)
     emit({
         "stage": args.stage, "preset": args.preset, "batch": config.batch_size, "remat": args.remat,
-        "dtype": args.dtype, "tokens_per_sequence": task.tokens_per_example, "ms_per_update": round(seconds * 1e3, 2),
+        "attention": getattr(config.model, "train_attention", None), "dtype": args.dtype, "tokens_per_sequence": task.tokens_per_example, "ms_per_update": round(seconds * 1e3, 2),
         "compile_s": round(compile_s, 1), "examples_per_s": round(config.batch_size / seconds, 2),
         "tokens_per_s": round(config.batch_size * task.tokens_per_example / seconds, 1),
         "model_tflops_per_s": round(flops / 1e12, 2),
