@@ -33,9 +33,11 @@ from tools.bench.common import emit, peak_memory_gb  # noqa: E402
 
 
 def lm_config(args) -> TrainConfig:
+    from landiff_jax import runtime
     from landiff_jax.lm.config import LMConfig
 
-    model = LMConfig.full() if args.preset == "full" else LMConfig.tiny()
+    attention = args.attention or runtime.choose(args.dtype, LMConfig.full().head_dim).attention
+    model = (LMConfig.full if args.preset == "full" else LMConfig.tiny)(train_attention=attention)
     frames = 13 if args.preset == "full" else 3
     text_len = args.text_len or (256 if args.preset == "full" else 8)
     mesh = [int(v) for v in args.mesh.split(",")]
@@ -106,7 +108,8 @@ def main(argv):
     peak = peak_flops(jax.devices()[0].device_kind)
     emit({
         "stage": argv[1], "preset": args.preset, "batch": config.batch_size, "remat": args.remat,
-        "dtype": args.dtype, "tokens_per_sequence": task.tokens_per_example, "ms_per_update": round(seconds * 1e3, 2),
+        "attention": getattr(config.model, "train_attention", None), "dtype": args.dtype,
+        "tokens_per_sequence": task.tokens_per_example, "ms_per_update": round(seconds * 1e3, 2),
         "compile_s": round(compile_s, 1), "examples_per_s": round(config.batch_size / seconds, 2),
         "tokens_per_s": round(config.batch_size * task.tokens_per_example / seconds, 1),
         "model_tflops_per_s": round(flops / 1e12, 2),
