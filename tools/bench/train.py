@@ -33,11 +33,9 @@ from tools.bench.common import emit, peak_memory_gb  # noqa: E402
 
 
 def lm_config(args) -> TrainConfig:
-    from landiff_jax import runtime
     from landiff_jax.lm.config import LMConfig
 
-    attention = args.attention or runtime.choose(args.dtype, LMConfig.full().head_dim).attention
-    model = (LMConfig.full if args.preset == "full" else LMConfig.tiny)(train_attention=attention)
+    model = LMConfig.full() if args.preset == "full" else LMConfig.tiny()  # kernels: runtime, via train.task
     frames = 13 if args.preset == "full" else 3
     text_len = args.text_len or (256 if args.preset == "full" else 8)
     mesh = [int(v) for v in args.mesh.split(",")]
