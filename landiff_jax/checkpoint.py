@@ -121,8 +121,11 @@ def verify(directory: str | Path, level: str = "cheap", components=COMPONENTS) -
         verify_directory(directory / "text" / sub, level, f"text tokenizer '{sub}'")
 
 
-def write_config(directory: Path, cfg: LanDiffConfig, converted_from: str) -> None:
+def write_config(directory: Path, cfg: LanDiffConfig, converted_from: str, checksums: dict | None = None) -> None:
+    """checksums: how the release was verified ({'verified', 'list', 'differs_from_published', ...})."""
     record = {**cfg.to_dict(), "converted_from": converted_from}
+    if checksums is not None:
+        record["checksums"] = checksums
     (directory / CONFIG_FILE).write_text(json.dumps(record, indent=1))
 
 

@@ -6,8 +6,8 @@ exit; an unexpected internal error keeps its traceback.
         cli.run(main)
 
 User errors: `app.UsageError` and `UsageError` (exit 2); a bad checkpoint, config file, dataset,
-video write, an output another process is writing (`CheckpointError`, `ConfigError`,
-`RecordError`, `VideoWriteError`, `FileExistsError`) and a full disk or a permission refused
+video write, files that do not fit the config, an output another process is writing
+(`CheckpointError`, `ConfigError`, `RecordError`, `VideoWriteError`, `ConversionError`, `FileExistsError`) and a full disk or a permission refused
 (exit 1). Ctrl-C / SIGTERM: one line, exit 130 / 143.
 """
 
@@ -32,10 +32,11 @@ class UsageError(app.UsageError):
 def user_errors() -> tuple[type[BaseException], ...]:
     from landiff_jax.config_file import ConfigError
     from landiff_jax.convert.io import CheckpointError
+    from landiff_jax.convert.table import ConversionError
     from landiff_jax.data.records import RecordError
     from landiff_jax.video_io import VideoWriteError
 
-    return CheckpointError, ConfigError, RecordError, VideoWriteError, FileExistsError
+    return CheckpointError, ConversionError, ConfigError, RecordError, VideoWriteError, FileExistsError
 
 
 def quiet_libraries(verbose: bool) -> None:
