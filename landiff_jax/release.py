@@ -191,6 +191,28 @@ def check_output(out: Path) -> None:
         raise CheckpointError(f"cannot create {out}: {existing} is not writable")
 
 
+def converted_bytes(cfg: LanDiffConfig) -> int:
+    """Bytes of every converted component's parameters (what the output needs, metadata aside)."""
+    import jax
+    import numpy as np
+
+    trees = [text.abstract_params(cfg.t5_lm), text.abstract_params(cfg.t5_dit), lm.abstract_params(cfg.lm),
+             tokenizer.abstract_params(cfg.tokenizer), diffusion.abstract_params(cfg.dit, cfg.tokenizer),
+             vae.abstract_params(cfg.vae)]
+    leaves = [leaf for tree in trees for leaf in jax.tree.leaves(tree)]
+    return sum(int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize for leaf in leaves)
+
+
+def check_free_space(out: Path, needed: int) -> None:
+    existing = out.parent
+    while not existing.exists():
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise CheckpointError(f"not enough space for {out}: the converted parameters need {needed / 2**20:.1f} MiB, "
+                              f"{free / 2**20:.1f} MiB are free on {existing}")
+
+
 def _disk_full(e: BaseException) -> bool:
     """ENOSPC anywhere in the exception's chain (tensorstore reports it in its message)."""
     while e is not None:
@@ -268,6 +290,8 @@ def convert_release(release: Path, flan_t5: Path, out: Path, config: LanDiffConf
             raise CheckpointError(f"the original configuration is not of the expected form: "
                                   f"{type(e).__name__}: {e}") from e
     cfg = config.with_dtype(dtype)
+    needed = converted_bytes(cfg) + (1 << 20)  # + the tokenizers, manifests and orbax metadata
+    check_free_space(out, needed)
 
     steps = [
         ("t5_lm", lambda: text.convert(read_safetensors(paths.flan_t5), cfg.t5_lm, source=str(paths.flan_t5))),
@@ -283,6 +307,7 @@ def convert_release(release: Path, flan_t5: Path, out: Path, config: LanDiffConf
             progress(f"removing {stale} (left by an interrupted conversion)")
             shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
         check_output(out)  # another process may have finished it meanwhile
+        check_free_space(out, needed)  # with the stale temporaries gone
         tmp = temp_sibling(out, directory=True)
         try:
             for number, (name, build) in enumerate(steps, 1):
@@ -300,7 +325,7 @@ def convert_release(release: Path, flan_t5: Path, out: Path, config: LanDiffConf
         except Exception as e:
             if _disk_full(e):
                 free = shutil.disk_usage(out.parent).free
-                raise CheckpointError(f"no space left on device writing {out} ({free / 2**30:.2f} GiB free); "
+                raise CheckpointError(f"no space left on device writing {out} ({free / 2**20:.1f} MiB free); "
                                       f"nothing was written") from None
             if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
                 raise CheckpointError(f"cannot write {out}: {describe_os_error(e)}") from None
