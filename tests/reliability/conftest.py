@@ -35,3 +35,33 @@ def processes_mentioning(text: str) -> list[int]:
             except OSError:
                 pass
     return pids
+
+
+E2E_CASE = "e2e/t2v_17f_64x96"
+
+
+def e2e_tree(fixtures_dir: Path, destination: Path) -> Path:
+    """A writable copy of the e2e fixture's released tree + Flan-T5 dir (no io.npz)."""
+    import shutil
+
+    shutil.copytree(fixtures_dir / E2E_CASE, destination, ignore=shutil.ignore_patterns("io.npz"))
+    return destination
+
+
+@pytest.fixture(scope="session")
+def converted(fixtures_dir, tmp_path_factory):
+    """The e2e fixture tree converted once (the session's only conversion), with a stale temporary
+    directory of an earlier killed run beside the output: (checkpoint dir, progress lines)."""
+    import json
+
+    from landiff_jax.release import convert_release
+
+    root = tmp_path_factory.mktemp("converted")
+    case = fixtures_dir / E2E_CASE
+    out = root / "ckpt"
+    stale = root / ".ckpt.tmp-killed"
+    (stale / "params").mkdir(parents=True)
+    lines: list[str] = []
+    meta = json.loads((case / "meta.json").read_text())
+    convert_release(case / "ckpts/LanDiff", case / "flan-t5", out, meta["config"], progress=lines.append)
+    return out, lines

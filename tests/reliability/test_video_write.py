@@ -80,3 +80,15 @@ def test_sigterm_removes_temporaries_and_stops_ffmpeg(tmp_path):
     time.sleep(0.2)
     assert processes_mentioning(str(out)) == []
     assert list(out.iterdir()) == []
+
+
+def test_no_fork_warning_with_jax_running(tmp_path):
+    import warnings
+
+    import jax.numpy as jnp
+
+    jnp.ones(3).block_until_ready()  # JAX's backend (and its threads) are up: a fork would warn
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        write_video_and_codes(tmp_path, "v", np.zeros((2, 16, 16, 3), np.uint8), np.arange(3))
+    assert not [w for w in caught if "fork" in str(w.message)], [str(w.message) for w in caught]
