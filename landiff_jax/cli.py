@@ -7,8 +7,8 @@ exit; an unexpected internal error keeps its traceback.
 
 User errors: `app.UsageError` and `UsageError` (exit 2); a bad checkpoint, config file, dataset,
 video write, files that do not fit the config, an output another process is writing
-(`CheckpointError`, `ConfigError`, `RecordError`, `VideoWriteError`, `ConversionError`, `FileExistsError`) and a full disk or a permission refused
-(exit 1). Ctrl-C / SIGTERM: one line, exit 130 / 143.
+(`CheckpointError`, `ConfigError`, `RecordError`, `VideoWriteError`, `ConversionError`,
+`FileExistsError`) and a full disk or a permission refused (exit 1). Ctrl-C / SIGTERM: one line, exit 130 / 143.
 """
 
 from __future__ import annotations

@@ -99,8 +99,9 @@ class Lock:
             except FileExistsError:
                 owner = self._owner()
                 if owner is None or _alive(owner):  # None: its writer is just starting
-                    raise FileExistsError(f"another process (pid {owner}) is writing "
-                                          f"{self.file.parent / self.file.name[1:-5]} (lock file {self.file})") from None
+                    target = self.file.parent / self.file.name[1:-len(".lock")]
+                    raise FileExistsError(f"another process (pid {owner}) is writing {target} "
+                                          f"(lock file {self.file})") from None
                 self.file.unlink(missing_ok=True)  # its writer died
                 continue
             with os.fdopen(fd, "w") as f:

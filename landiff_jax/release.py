@@ -28,8 +28,8 @@ from typing import Any, Callable, Mapping
 from landiff_jax import checkpoint, diffusion, lm, text, tokenizer, vae
 from landiff_jax.config import LanDiffConfig
 from landiff_jax.convert.io import CheckpointError, read_safetensors, read_torch
-from landiff_jax.files import Lock, describe_os_error, stale_temporaries, temp_sibling
 from landiff_jax.diffusion import original as diffusion_original
+from landiff_jax.files import Lock, describe_os_error, stale_temporaries, temp_sibling
 from landiff_jax.lm.original import lm_config
 from landiff_jax.text.original import t5_config
 from landiff_jax.tokenizer import original as tokenizer_original

@@ -6,16 +6,17 @@
 
 Writes <output_dir>/<n>_<prompt>.mp4 and the semantic tokens as <n>_<prompt>.npy (reusable with
 --codes to skip the LM); an existing pair is kept and the new one gets the next free name
-<n>_<prompt>-1, -2, ... unless --overwrite. Every argument is checked before any weight is read. Defaults follow the original CLI (LM cfg 7.5, motion score 0.1, seed 42,
-50 diffusion steps, dynamic CFG 6 / exp 5).
+<n>_<prompt>-1, -2, ... unless --overwrite. Every argument is checked before any weight is read.
+Defaults follow the original CLI (LM cfg 7.5, motion score 0.1, seed 42, 50 diffusion steps,
+dynamic CFG 6 / exp 5).
 """
 
-import re
 import os
+import re
 import sys
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 
 from landiff_jax import cli
 
@@ -125,7 +126,8 @@ def check_arguments():
         if not FLAGS.checkpoint:
             raise cli.UsageError("give --checkpoint DIR (see tools/convert.py), or --random_weights")
         if FLAGS.config or FLAGS.preset:
-            raise cli.UsageError("a converted checkpoint carries its config; --config/--preset go with --random_weights")
+            raise cli.UsageError("a converted checkpoint carries its config; "
+                                 "--config/--preset go with --random_weights")
         if not Path(FLAGS.checkpoint).is_dir():
             raise cli.UsageError(f"checkpoint directory not found: {FLAGS.checkpoint}")
         try:

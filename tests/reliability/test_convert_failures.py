@@ -15,7 +15,7 @@ import pytest
 from landiff_jax.config import LanDiffConfig
 from landiff_jax.convert.io import CheckpointError, read_torch
 from landiff_jax.files import Lock
-from landiff_jax.release import convert_release, read_checksums
+from landiff_jax.release import convert_release
 from tests.reliability.conftest import E2E_CASE, e2e_tree
 
 REPO = Path(__file__).resolve().parents[2]

@@ -40,6 +40,7 @@ def codes_file(tmp_path, array):
 
 TINY = LanDiffConfig.tiny()
 N = TINY.tokenizer.num_codes(TINY.max_latent_frames)
+V = TINY.tokenizer.codebook_size
 
 
 @pytest.mark.parametrize("args, message", [
@@ -82,7 +83,7 @@ def test_prompts_file_errors(generate, tmp_path, content, message):
     (lambda: np.full((1, N), np.nan), "codes must be integers"),
     (lambda: np.zeros((1, N + 1), np.int64), r"codes have shape \(1, %d\), expected \(1, %d\)" % (N + 1, N)),
     (lambda: np.zeros((2, N), np.int64), r"expected \(1, %d\) for 1 prompt" % N),
-    (lambda: np.full((1, N), TINY.tokenizer.codebook_size), r"codes must lie in \[0, %d\)" % TINY.tokenizer.codebook_size),
+    (lambda: np.full((1, N), V), r"codes must lie in \[0, %d\)" % V),
     (lambda: np.full((1, N), -1), "codes must lie in"),
     (lambda: np.array([{"a": 1}], dtype=object), "not a .npy array file"),
 ])
@@ -92,7 +93,7 @@ def test_codes_errors(generate, tmp_path, make, message):
 
 
 def test_good_arguments_and_codes(generate, tmp_path):
-    codes = np.arange(2 * N).reshape(2, N) % TINY.tokenizer.codebook_size
+    codes = np.arange(2 * N).reshape(2, N) % V
     prompts, cfg, options, checked = check(generate, tmp_path, "--prompt", "a", "--prompt", "b", "--seed", "7",
                                            "--codes", codes_file(tmp_path, codes.astype(np.int16)))
     assert prompts == ["a", "b"] and options.seed == 7 and checked.dtype == np.int32
