@@ -25,10 +25,14 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import numpy as np
+
 from landiff_jax import checkpoint, diffusion, lm, text, tokenizer, vae
 from landiff_jax.config import LanDiffConfig
-from landiff_jax.convert.io import CheckpointError, read_safetensors, read_torch
+from landiff_jax.convert.io import CheckpointError, read_latest, read_safetensors, read_torch
+from landiff_jax.convert.table import ConversionError
 from landiff_jax.diffusion import original as diffusion_original
+from landiff_jax.diffusion.convert import POS_EMBEDDING
 from landiff_jax.files import Lock, describe_os_error, stale_temporaries, temp_sibling
 from landiff_jax.lm.original import lm_config
 from landiff_jax.text.original import t5_config
@@ -191,16 +195,74 @@ def check_output(out: Path) -> None:
         raise CheckpointError(f"cannot create {out}: {existing} is not writable")
 
 
-def converted_bytes(cfg: LanDiffConfig) -> int:
-    """Bytes of every converted component's parameters (what the output needs, metadata aside)."""
-    import jax
-    import numpy as np
+def _placeholder(shape, dtype) -> np.ndarray:
+    """A zero-stride array of `shape`: a converter's checks see the shape; no memory is used."""
+    return np.broadcast_to(np.zeros((), dtype), tuple(shape))
 
-    trees = [text.abstract_params(cfg.t5_lm), text.abstract_params(cfg.t5_dit), lm.abstract_params(cfg.lm),
-             tokenizer.abstract_params(cfg.tokenizer), diffusion.abstract_params(cfg.dit, cfg.tokenizer),
-             vae.abstract_params(cfg.vae)]
-    leaves = [leaf for tree in trees for leaf in jax.tree.leaves(tree)]
-    return sum(int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize for leaf in leaves)
+
+def safetensors_shapes(path: Path) -> dict:
+    """{key: placeholder} from the header(s) of a .safetensors file or an HF directory."""
+    from safetensors import safe_open
+
+    out = {}
+    for file in safetensors_files(path) if path.is_dir() else [path]:
+        try:
+            with safe_open(str(file), framework="numpy") as f:
+                for key in f.keys():
+                    info = f.get_slice(key)
+                    kind = info.get_dtype()
+                    out[key] = _placeholder(info.get_shape(), "float32" if kind.startswith(("F", "BF")) else "int64")
+        except Exception as e:  # a damaged header
+            raise CheckpointError(f"cannot read the safetensors header of {file}: {e}") from e
+    return out
+
+
+def torch_shapes(path: Path, top_key: str, keep: tuple[str, ...] = ()) -> dict:
+    """{key: placeholder} of a torch state dict, memory-mapped (its data is not read), except the
+    keys ending with one of `keep` (values a converter checks), read in full."""
+    return {k: np.asarray(v) if k.endswith(keep) else _placeholder(v.shape, v.dtype)
+            for k, v in read_torch(path, top_key, mmap=True).items()}
+
+
+def conversion_steps(paths: ReleasePaths, cfg: LanDiffConfig):
+    """(component, read(shapes_only) -> its state dict(s), convert(state dicts) -> (params, report))."""
+    def sat(directory: Path, shapes_only: bool):
+        file = read_latest(directory)
+        return torch_shapes(file, "module", keep=(POS_EMBEDDING,)) if shapes_only else read_torch(file, "module")
+
+    st = lambda path: lambda shapes_only: safetensors_shapes(path) if shapes_only else read_safetensors(path)  # noqa
+    return [
+        ("t5_lm", st(paths.flan_t5), lambda sd: text.convert(sd, cfg.t5_lm, source=str(paths.flan_t5))),
+        ("t5_dit", st(paths.t5_v1_1), lambda sd: text.convert(sd, cfg.t5_dit, source=str(paths.t5_v1_1))),
+        ("lm", st(paths.llm), lambda sd: lm.convert(sd, cfg.lm, source=str(paths.llm))),
+        ("tokenizer", st(paths.tokenizer),
+         lambda sd: tokenizer.convert(sd, cfg.tokenizer, source=str(paths.tokenizer))),
+        ("diffusion", lambda shapes_only: (sat(paths.base_dit, shapes_only), sat(paths.diffusion, shapes_only)),
+         lambda sds: diffusion.convert(*sds, cfg.dit, cfg.tokenizer, source=f"{paths.base_dit} + {paths.diffusion}")),
+        ("vae", lambda shapes_only: torch_shapes(paths.vae, "state_dict") if shapes_only
+         else read_torch(paths.vae, "state_dict"), lambda sd: vae.convert(sd, cfg.vae, source=str(paths.vae))),
+    ]
+
+
+def check_components(steps, progress: Callable[[str], None] = print) -> int:
+    """Every component's keys and shapes against the config, from headers and memory-mapped
+    state dicts, through the real converters on zero-stride placeholders; one error listing every
+    component's problems. Returns the bytes the converted parameters take."""
+    import jax
+
+    problems, total = [], 0
+    for name, read, convert in steps:
+        progress(f"  checking {name} keys and shapes")
+        try:
+            params, _ = convert(read(True))
+            total += sum(np.asarray(leaf).nbytes for leaf in jax.tree.leaves(params))
+            del params
+        except ConversionError as e:
+            problems.append(f"[{name}] {e}")
+    if problems:
+        raise ConversionError([p for page in problems for p in page.splitlines()],
+                              f"{len(problems)} component(s) against the config")
+    return total
 
 
 def check_free_space(out: Path, needed: int) -> None:
@@ -243,6 +305,58 @@ def config_from_original(config: Mapping[str, Any], t5_lm: Mapping[str, Any],
     return LanDiffConfig(t5_lm_cfg, t5_dit_cfg, tokenizer_cfg, lm_cfg, dit_cfg, sampler_cfg, vae_cfg).check()
 
 
+def _convert_locked(paths: ReleasePaths, out: Path, cfg: LanDiffConfig, verify: bool,
+                    checksum_file: Path | None, flan_t5_checksums: Path | None,
+                    progress: Callable[[str], None]) -> None:
+    """convert_release's work under the lock: stale temporaries, md5 sums, headers, conversion."""
+    for stale in stale_temporaries(out):
+        progress(f"removing {stale} (left by an interrupted conversion)")
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+    check_output(out)  # another process may have finished it meanwhile
+    record: dict[str, Any] = {"verified": False}
+    if verify:
+        progress(f"verifying md5 sums of {paths.root}")
+        used, differing = verify_checksums(paths.root, checksum_file, progress)
+        progress(f"  all files match {used}")
+        record = {"verified": True, "list": str(used), "differs_from_published": differing}
+        if flan_t5_checksums is not None:
+            used_t5, _ = verify_checksums(paths.flan_t5, flan_t5_checksums, progress, label="Flan-T5")
+            progress(f"  Flan-T5 files match {used_t5}")
+            record["flan_t5_list"] = str(used_t5)
+        sizes = [p for p in map(check_safetensors_size, paths.safetensors_files()) if p]
+        if sizes:
+            raise CheckpointError("safetensors files of the wrong size:\n  " + "\n  ".join(sizes))
+    steps = conversion_steps(paths, cfg)
+    progress("checking every component's keys and shapes against the config (headers only)")
+    needed = check_components(steps, progress) + (1 << 20)  # + tokenizers, manifests, orbax metadata
+    check_free_space(out, needed)
+    tmp = temp_sibling(out, directory=True)
+    try:
+        for number, (name, read, convert) in enumerate(steps, 1):
+            progress(f"[{number}/{len(steps)}] converting {name}")
+            params, report = convert(read(False))
+            progress(f"  {report.summary()}")
+            checkpoint.save_component(tmp, name, params)
+            del params
+        for component, sub in checkpoint.TEXT_DIRS.items():
+            src = paths.flan_t5 if component == "t5_lm" else paths.t5_v1_1
+            checkpoint.copy_text_tokenizer(src, tmp / "text" / sub)
+        checkpoint.write_config(tmp, cfg, converted_from=str(paths.root.resolve()), checksums=record)
+        tmp.chmod(0o755)
+        tmp.rename(out)
+    except Exception as e:
+        if _disk_full(e):
+            free = shutil.disk_usage(out.parent).free
+            raise CheckpointError(f"no space left on device writing {out} ({free / 2**20:.1f} MiB free); "
+                                  f"nothing was written") from None
+        if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise CheckpointError(f"cannot write {out}: {describe_os_error(e)}") from None
+        raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def convert_release(release: Path, flan_t5: Path, out: Path, config: LanDiffConfig | Mapping[str, Any], *,
                     dtype: str = "float32", verify: bool = True, checksum_file: Path | None = None,
                     flan_t5_checksums: Path | None = None, progress: Callable[[str], None] = print) -> Path:
@@ -265,19 +379,6 @@ def convert_release(release: Path, flan_t5: Path, out: Path, config: LanDiffConf
     missing = paths.missing_files()
     if missing:
         raise CheckpointError("the release is incomplete; missing:\n  " + "\n  ".join(map(str, missing)))
-    record: dict[str, Any] = {"verified": False}
-    if verify:
-        progress(f"verifying md5 sums of {paths.root}")
-        used, differing = verify_checksums(paths.root, checksum_file, progress)
-        progress(f"  all files match {used}")
-        record = {"verified": True, "list": str(used), "differs_from_published": differing}
-        if flan_t5_checksums is not None:
-            used_t5, _ = verify_checksums(paths.flan_t5, flan_t5_checksums, progress, label="Flan-T5")
-            progress(f"  Flan-T5 files match {used_t5}")
-            record["flan_t5_list"] = str(used_t5)
-        sizes = [p for p in map(check_safetensors_size, paths.safetensors_files()) if p]
-        if sizes:
-            raise CheckpointError("safetensors files of the wrong size:\n  " + "\n  ".join(sizes))
     if not isinstance(config, LanDiffConfig):
         def hf_config(d: Path) -> dict:
             try:
@@ -290,48 +391,18 @@ def convert_release(release: Path, flan_t5: Path, out: Path, config: LanDiffConf
             raise CheckpointError(f"the original configuration is not of the expected form: "
                                   f"{type(e).__name__}: {e}") from e
     cfg = config.with_dtype(dtype)
-    needed = converted_bytes(cfg) + (1 << 20)  # + the tokenizers, manifests and orbax metadata
-    check_free_space(out, needed)
 
-    steps = [
-        ("t5_lm", lambda: text.convert(read_safetensors(paths.flan_t5), cfg.t5_lm, source=str(paths.flan_t5))),
-        ("t5_dit", lambda: text.convert(read_safetensors(paths.t5_v1_1), cfg.t5_dit, source=str(paths.t5_v1_1))),
-        ("lm", lambda: lm.convert(read_safetensors(paths.llm), cfg.lm, source=str(paths.llm))),
-        ("tokenizer", lambda: tokenizer.convert(read_safetensors(paths.tokenizer), cfg.tokenizer,
-                                                source=str(paths.tokenizer))),
-        ("diffusion", lambda: diffusion.load_diffusion(paths.base_dit, paths.diffusion, cfg.dit, cfg.tokenizer)),
-        ("vae", lambda: vae.convert(read_torch(paths.vae, "state_dict"), cfg.vae, source=str(paths.vae))),
-    ]
-    with Lock(out):
-        for stale in stale_temporaries(out):
-            progress(f"removing {stale} (left by an interrupted conversion)")
-            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
-        check_output(out)  # another process may have finished it meanwhile
-        check_free_space(out, needed)  # with the stale temporaries gone
-        tmp = temp_sibling(out, directory=True)
-        try:
-            for number, (name, build) in enumerate(steps, 1):
-                progress(f"[{number}/{len(steps)}] converting {name}")
-                params, report = build()
-                progress(f"  {report.summary()}")
-                checkpoint.save_component(tmp, name, params)
-                del params
-            for component, sub in checkpoint.TEXT_DIRS.items():
-                src = paths.flan_t5 if component == "t5_lm" else paths.t5_v1_1
-                checkpoint.copy_text_tokenizer(src, tmp / "text" / sub)
-            checkpoint.write_config(tmp, cfg, converted_from=str(paths.root.resolve()), checksums=record)
-            tmp.chmod(0o755)
-            tmp.rename(out)
-        except Exception as e:
-            if _disk_full(e):
-                free = shutil.disk_usage(out.parent).free
-                raise CheckpointError(f"no space left on device writing {out} ({free / 2**20:.1f} MiB free); "
-                                      f"nothing was written") from None
-            if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-                raise CheckpointError(f"cannot write {out}: {describe_os_error(e)}") from None
-            raise
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+    made = None  # the topmost directory this conversion creates (the lock file's), removed if it fails
+    for ancestor in out.parents:
+        if ancestor.exists():
+            break
+        made = ancestor
+    try:
+        with Lock(out):  # from here on, this process is the one writing `out`
+            _convert_locked(paths, out, cfg, verify, checksum_file, flan_t5_checksums, progress)
+    finally:
+        if made is not None and made.exists() and not out.exists() and not any(
+                p.is_file() for p in made.rglob("*")):
+            shutil.rmtree(made, ignore_errors=True)
     progress(f"wrote {out}")
     return out

@@ -52,25 +52,34 @@ def test_stale_temporary_removed_and_tree_marked(converted):
     assert "llm/model.safetensors" in record["differs_from_published"]
 
 
-def test_cli_user_errors_are_one_line(fixtures_dir, tmp_path):
+def test_cli_user_error_is_one_line(fixtures_dir, tmp_path):
     case = fixtures_dir / E2E_CASE
-    one_line_error(convert_cli(*tree_args(case, tmp_path / "o", "--checksums", str(tmp_path / "none.md5"))), 2,
-                   "--checksums file not found")
-    bad_meta = tmp_path / "meta.json"
-    bad_meta.write_text("{not json")
-    args = list(tree_args(case, tmp_path / "o"))
-    args[args.index("--original_config") + 1] = str(bad_meta)
-    one_line_error(convert_cli(*args), 2, "is not valid JSON")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["meta.json"]
+    one_line_error(convert_cli(*tree_args(case, tmp_path / "new" / "o", "--checksums", str(tmp_path / "none.md5"))),
+                   2, "--checksums file not found")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_malformed_checksum_list_and_original_config(fixtures_dir, tmp_path):
+    case = fixtures_dir / E2E_CASE
+    bad = tmp_path / "sums.md5"
+    bad.write_text("not a checksum line\n")
+    with pytest.raises(CheckpointError, match=r"sums.md5:1: not a '<md5>  <path>' line"):
+        convert_release(case / "ckpts/LanDiff", case / "flan-t5", tmp_path / "a" / "out", LanDiffConfig.tiny(),
+                        checksum_file=bad, progress=lambda s: None)
+    with pytest.raises(CheckpointError, match="the original configuration is not of the expected form"):
+        convert_release(case / "ckpts/LanDiff", case / "flan-t5", tmp_path / "a" / "out", {"llm": {}},
+                        progress=lambda s: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sums.md5"]  # the missing parent was removed again
 
 
 def test_lock_refuses_a_second_conversion(fixtures_dir, tmp_path):
     case = fixtures_dir / E2E_CASE
     out = tmp_path / "out"
     with Lock(out):  # held by this (living) process, as a racing conversion would
-        result = convert_cli(*tree_args(case, out, "--noverify"))
-    one_line_error(result, 1, "another process")
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
+        with pytest.raises(FileExistsError, match=r"another process \(pid \d+\) is writing .*out"):
+            convert_release(case / "ckpts/LanDiff", case / "flan-t5", out, LanDiffConfig.tiny(), verify=False,
+                            progress=lambda s: None)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_out_that_cannot_be_created(fixtures_dir, tmp_path):
@@ -115,7 +124,9 @@ def test_wrong_pt_structure_is_one_line(tmp_path):
 
 def test_full_disk_is_one_line(fixtures_dir, small_disk):
     case = fixtures_dir / E2E_CASE
-    one_line_error(convert_cli(*tree_args(case, small_disk / "out", "--noverify")), 1, "not enough space")
+    with pytest.raises(CheckpointError, match=r"not enough space for .*out: the converted parameters need"):
+        convert_release(case / "ckpts/LanDiff", case / "flan-t5", small_disk / "out",
+                        json.loads((case / "meta.json").read_text())["config"], verify=False, progress=lambda s: None)
     assert list(small_disk.iterdir()) == []
 
 
@@ -124,10 +135,31 @@ def test_sigterm_removes_the_temporary_directory(fixtures_dir, tmp_path):
     out = tmp_path / "out"
     proc = convert_cli(*tree_args(case, out, "--noverify"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     for line in proc.stdout:
-        if line.startswith("[2/6]"):  # the first component is written into the temporary directory
+        if line.startswith("[1/6]"):  # the temporary directory exists
             break
     assert any(p.name.startswith(".out.tmp-") for p in tmp_path.iterdir())
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
     time.sleep(0.1)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_component_checked_before_any_conversion(fixtures_dir, tmp_path):
+    import torch
+
+    case = e2e_tree(fixtures_dir, tmp_path / "case")
+    vae_file = case / "ckpts/LanDiff/CogVideoX-2b-sat/vae/3d-vae.pt"  # the last component converted
+    state = torch.load(vae_file, weights_only=True)
+    keys = sorted(k for k in state["state_dict"] if not k.startswith("loss"))
+    dropped, widened = keys[0], keys[1]
+    del state["state_dict"][dropped]
+    state["state_dict"][widened] = torch.zeros(*state["state_dict"][widened].shape, 2)
+    torch.save(state, vae_file)
+    lines = []
+    with pytest.raises(Exception) as err:
+        convert_release(case / "ckpts/LanDiff", case / "flan-t5", tmp_path / "out",
+                        json.loads((case / "meta.json").read_text())["config"], verify=False, progress=lines.append)
+    assert type(err.value).__name__ == "ConversionError"
+    assert f"missing key '{dropped}'" in str(err.value) and f"key '{widened}' has shape" in str(err.value)
+    assert "[vae]" in str(err.value) and not any(line.startswith("[1/6]") for line in lines)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case"]  # no temporary directory, no lock
