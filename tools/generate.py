@@ -40,6 +40,7 @@ flags.DEFINE_float("dit_guidance", None, "diffusion dynamic CFG scale (default 6
 flags.DEFINE_float("dit_guidance_exp", None, "diffusion dynamic CFG exponent (default 5)")
 flags.DEFINE_string("codes", None, "a .npy of semantic tokens ([N] or [b N]) to skip the LM")
 flags.DEFINE_string("output_dir", "results", "where videos and codes are written")
+flags.DEFINE_bool("verbose", False, "show the storage libraries' INFO logs (orbax, tensorstore)")
 flags.DEFINE_bool("overwrite", False, "replace existing <name>.mp4/.npy (default: write <name>-1, -2, ...)")
 flags.DEFINE_enum("verify_checkpoint", "cheap", ["none", "cheap", "full"],
                   "checksums of the converted checkpoint: cheap = every file's size and the sha256 of files up to "
@@ -162,6 +163,7 @@ def compute_dtype() -> str:
 def main(argv):
     if len(argv) > 1:
         raise cli.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.quiet_libraries(FLAGS.verbose)
     prompts, cfg, options, codes = check_arguments()
     from landiff_jax import checkpoint
     from landiff_jax.pipeline import LanDiff

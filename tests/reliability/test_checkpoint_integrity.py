@@ -71,3 +71,21 @@ def test_restored_shapes_are_checked_against_the_config(converted):
     restored = checkpoint.load_component(out, "vae", abstract)
     shapes = lambda tree: [tuple(np.shape(x)) for x in jax.tree.leaves(tree)]  # noqa: E731
     assert shapes(restored) == shapes(nn.meta.unbox(abstract))
+
+
+def test_generate_refuses_a_corrupted_checkpoint_in_one_line(copy, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    flip_bytes(largest_data_file(copy))
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(repo))
+    result = subprocess.run([sys.executable, str(repo / "tools" / "generate.py"), "--checkpoint", str(copy),
+                             "--prompt", "a fox", "--output_dir", str(tmp_path / "videos")], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "component 'diffusion' is corrupted" in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and not (tmp_path / "videos").exists()
