@@ -187,14 +187,16 @@ def main(argv):
         result = pipe.generate(prompts, options, codes=codes, progress=lambda s: print(s, flush=True))
     except ValueError as e:
         raise cli.UsageError(str(e))
+    refused = 0
     for name, video, prompt_codes in zip(output_names(prompts), result.video, result.codes):
         try:
             path, _ = write_video_and_codes(out_dir, name, video, prompt_codes, fps=8, overwrite=FLAGS.overwrite)
-        except ValueError as e:  # a non-finite video
-            print(f"error: {name}: {e}", file=sys.stderr)
-            return 1
+        except ValueError as e:  # a non-finite video: the others are still written
+            print(f"generate.py: error: {name}: {e}", file=sys.stderr)
+            refused += 1
+            continue
         print(f"wrote {path} ({video.shape[0]} frames, {video.shape[1]}x{video.shape[2]})")
-    return 0
+    return 1 if refused else 0
 
 
 if __name__ == "__main__":
