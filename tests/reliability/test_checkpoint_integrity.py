@@ -89,3 +89,25 @@ def test_generate_refuses_a_corrupted_checkpoint_in_one_line(copy, tmp_path):
     errors = [line for line in result.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and "component 'diffusion' is corrupted" in errors[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr and not (tmp_path / "videos").exists()
+
+
+@pytest.mark.slow
+def test_generate_refuses_a_non_finite_video(copy, tmp_path):
+    """NaN weights with valid checksums (as a numerical failure would give): exit 1, no video."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    vae_params = checkpoint.load_component(copy, "vae")
+    poisoned = jax.tree.map(lambda a: np.full_like(a, np.nan), vae_params)
+    shutil.rmtree(copy / "params" / "vae")
+    checkpoint.save_component(copy, "vae", poisoned)
+    repo = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(repo))
+    result = subprocess.run([sys.executable, str(repo / "tools" / "generate.py"), "--checkpoint", str(copy),
+                             "--prompt", "a fox", "--steps", "2", "--output_dir", str(tmp_path / "videos")], env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "non-finite values" in result.stderr and "Traceback" not in result.stderr
+    assert not list((tmp_path / "videos").glob("*.mp4")) if (tmp_path / "videos").exists() else True
