@@ -26,7 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
+
+from landiff_jax import cli  # noqa: E402
 
 STAGES = ("tokenizer", "diffusion", "lm")
 VIDEO_SOURCES = ("videos", "synthetic_videos")
@@ -201,4 +203,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)
