@@ -130,8 +130,7 @@ def synthetic_lm():
 def video_datasets():
     import jax
 
-    from landiff_jax import checkpoint, config
-    from landiff_jax import prepare
+    from landiff_jax import checkpoint, config, prepare
     from landiff_jax.data import clips
 
     # the config first (cheap) to check the clip size, then the weights, then the clips

@@ -2,6 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from landiff_jax.vae.config import VAEConfig
 from landiff_jax.vae.losses import VAELossConfig, init_train_state, latent_shape, train_loss, vae_loss
@@ -31,6 +32,7 @@ def test_kl_term_matches_closed_form():
     np.testing.assert_allclose(float(metrics["kl"]), expected, rtol=1e-5)
 
 
+@pytest.mark.slow  # CI time (3D conv compiles); the KL test keeps the loss in CI
 def test_tiny_vae_learns_to_reconstruct():
     params, frozen, state = init_train_state(CFG, jax.random.key(1))
     opt = optax.adam(2e-3)
