@@ -90,7 +90,7 @@ def _control_grads(step, state, trainable):
     return grads
 
 
-@pytest.mark.slow  # CI time: covered by the parity case's frozen-gradient check / the KL test
+@pytest.mark.slow  # CI time: the parity case checks that frozen params get no gradient
 def test_frozen_params_get_no_gradient(control_step, state, perturbed):
     g_trainable, g_frozen = _control_grads(control_step, state, perturbed)
     assert set(g_frozen) == {"dit"} and set(g_frozen["dit"]) == {"main"}
