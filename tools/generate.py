@@ -124,7 +124,7 @@ def main(argv):
         result = pipe.generate(prompts, options, codes=codes, progress=lambda s: print(s, flush=True))
     except ValueError as e:
         raise app.UsageError(str(e))
-    for name, video, prompt_codes in zip(output_names(prompts), result.video, result.codes):
+    for name, video, prompt_codes in zip(output_names(prompts), result.videos, result.codes):
         write_npy(out_dir / f"{name}.npy", prompt_codes)
         path = write_mp4(out_dir / f"{name}.mp4", video, fps=8)
         print(f"wrote {path} ({video.shape[0]} frames, {video.shape[1]}x{video.shape[2]})")

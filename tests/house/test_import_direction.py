@@ -20,7 +20,7 @@ LAYERS = {
     "checkpoint": 4, "runtime": 4, "data": 4,
     "config": 3,
     **{model: 2 for model in MODELS},
-    "nn": 1, "kernels": 0, "convert": 0, "parallel": 0, "config_file": 0, "video_io": 0,
+    "nn": 1, "kernels": 0, "convert": 0, "parallel": 0, "config_file": 0, "video_io": 0, "progress": 0,
 }
 MODEL_EDGES = {("diffusion", "tokenizer"), ("lm", "tokenizer")}
 
