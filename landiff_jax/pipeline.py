@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -81,6 +82,46 @@ class GenerateResult:
     latents: np.ndarray  # [b t h w c] float32 sampler output
 
 
+def weight_bytes(cfg: LanDiffConfig, mesh: Mesh | None = None) -> int:
+    """Bytes of the generation weights that one device holds (sharded components split over
+    the mesh's devices, the others replicated)."""
+    devices = mesh.devices.size if mesh is not None else 1
+    total = 0
+    for name, tree in abstract_params(cfg).items():
+        component = COMPONENTS[name]
+        size = sum(math.prod(a.shape) for a in jax.tree.leaves(tree))
+        size *= jnp.dtype(component.config(cfg).param_dtype).itemsize
+        total += -(-size // devices) if component.sharded and mesh is not None else size
+    return total
+
+
+def device_memory(device) -> int | None:
+    """Bytes an accelerator can allocate, or the host's available memory for a CPU device
+    (None when unknown)."""
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"])
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def check_memory(cfg: LanDiffConfig, mesh: Mesh | None = None) -> None:
+    """Refuse, before anything is built, a system whose weights alone exceed a device's memory."""
+    device = mesh.devices.flat[0] if mesh is not None else jax.devices()[0]
+    need, have = weight_bytes(cfg, mesh), device_memory(device)
+    if have is not None and need > have:
+        dtype = jnp.dtype(cfg.dit.param_dtype).name
+        advice = "bfloat16, " if dtype == "float32" else ""
+        raise ValueError(f"too little memory: the weights alone need {need / 1e9:.1f} GB per device in {dtype}, "
+                         f"{device.platform} device {device.id} has {have / 1e9:.1f} GB"
+                         f"{' available' if device.platform == 'cpu' else ''}; use {advice}a mesh of more "
+                         "devices, or a smaller config")
+
+
 def abstract_params(cfg: LanDiffConfig, job: str = "generate") -> dict[str, Any]:
     """Shapes (with logical axis names) of the params `job` reads, per component."""
     if job not in JOBS:
@@ -127,6 +168,7 @@ class LanDiff:
         """A converted checkpoint (`tools/convert.py`), computed in `dtype` (default: as stored),
         reading only the parameters generation uses; dit_attention: see `runtime.configure`."""
         cfg = checkpoint.load_config(directory, dtype)
+        check_memory(cfg, mesh)
         params = ((name, checkpoint.load_component(directory, name, tree))
                   for name, tree in abstract_params(cfg, "generate").items())
         tokenizers = {c: text.T5TextTokenizer(checkpoint.text_tokenizer_dir(directory, c)) for c in TEXT_COMPONENTS}
@@ -136,6 +178,7 @@ class LanDiff:
     def random(cls, cfg: LanDiffConfig, seed: int = 0, mesh: Mesh | None = None,
                dit_attention: str | None = None) -> "LanDiff":
         """RANDOM weights and byte-level text ids: shows the code path, the video is noise."""
+        check_memory(cfg, mesh)
         params = {name: random_params(tree, seed + i) for i, (name, tree) in enumerate(abstract_params(cfg).items())}
         return cls(cfg, params, {c: text.ByteTokenizer() for c in TEXT_COMPONENTS}, random_weights=True, mesh=mesh,
                    dit_attention=dit_attention)
