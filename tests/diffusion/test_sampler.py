@@ -77,5 +77,6 @@ def test_progress_reports_every_step_from_inside_the_scan_and_changes_nothing(se
     events = []
     with_progress = run(progress=events.append, progress_every=3)
     assert [e.event for e in events] == ["compile", "compiled", "step", "step"]
-    assert [(e.stage, e.step, e.total) for e in events[2:]] == [("diffusion sampler", 3, 4), ("diffusion sampler", 4, 4)]
+    assert [(e.stage, e.step, e.total) for e in events[2:]] == [("diffusion sampler", 3, 4),
+                                                                ("diffusion sampler", 4, 4)]
     np.testing.assert_array_equal(with_progress, run())
