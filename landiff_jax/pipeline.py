@@ -116,8 +116,9 @@ def check_memory(cfg: LanDiffConfig, mesh: Mesh | None = None) -> None:
     if have is not None and need > have:
         dtype = jnp.dtype(cfg.dit.param_dtype).name
         advice = "bfloat16, " if dtype == "float32" else ""
-        raise ValueError(f"too little memory: the weights alone need {need / 1e9:.1f} GB per device in {dtype}, "
-                         f"{device.platform} device {device.id} has {have / 1e9:.1f} GB"
+        size = lambda n: f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"  # noqa: E731
+        raise ValueError(f"too little memory: the weights alone need {size(need)} per device in {dtype}, "
+                         f"{device.platform} device {device.id} has {size(have)}"
                          f"{' available' if device.platform == 'cpu' else ''}; use {advice}a mesh of more "
                          "devices, or a smaller config")
 
