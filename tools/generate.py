@@ -155,7 +155,8 @@ def summary(written: list[tuple[Path, str]]) -> str:
     lines = [f"wrote {len(written)} file(s):"]
     for path, shape in written:
         size = path.stat().st_size
-        human = f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size / 2**10:.1f} KB" if size >= 2**10 else f"{size} B"
+        human = (f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size / 2**10:.1f} KB" if size >= 2**10
+                 else f"{size} B")
         lines.append(f"  {path}  {shape}  {human}")
     return "\n".join(lines)
 
