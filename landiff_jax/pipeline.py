@@ -80,6 +80,7 @@ class GenerateResult:
     videos: np.ndarray  # [b F H W 3] uint8 (`landiff_jax.write_mp4` saves one)
     codes: np.ndarray  # [b N] int32 semantic tokens (reusable as `generate(..., codes=)`)
     latents: np.ndarray  # [b t h w c] float32 sampler output
+    finite: np.ndarray  # [b] bool: False where the decoded video held NaN/inf (its frames are then zeros)
 
 
 def weight_bytes(cfg: LanDiffConfig, mesh: Mesh | None = None) -> int:
@@ -121,6 +122,41 @@ def check_memory(cfg: LanDiffConfig, mesh: Mesh | None = None) -> None:
                          f"{device.platform} device {device.id} has {size(have)}"
                          f"{' available' if device.platform == 'cpu' else ''}; use {advice}a mesh of more "
                          "devices, or a smaller config")
+
+
+SEED_RANGE = (0, 2**32 - 1)
+
+
+def check_options(cfg: LanDiffConfig, options: GenerateOptions) -> int:
+    """Every option against the config, before any weight is read: the semantic frame count T."""
+    numbers = {"lm_guidance": options.lm_guidance, "temperature": options.temperature, "top_p": options.top_p,
+               "motion_score": options.motion_score, "dit_guidance": options.dit_guidance,
+               "dit_guidance_exp": options.dit_guidance_exp}
+    for name, value in numbers.items():
+        if value is not None and not np.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value}")
+    if not SEED_RANGE[0] <= options.seed <= SEED_RANGE[1]:
+        raise ValueError(f"seed must be in [{SEED_RANGE[0]}, {SEED_RANGE[1]}], got {options.seed}")
+    if options.steps is not None and options.steps < 1:
+        raise ValueError(f"steps must be >= 1, got {options.steps}")
+    lm.SampleOptions.create(guidance_scale=options.lm_guidance, temperature=options.temperature,
+                            top_k=options.top_k, top_p=options.top_p, greedy=options.greedy)
+    return cfg.latent_frames(options.num_frames)
+
+
+def check_codes(cfg: LanDiffConfig, codes, latent_frames: int, batch: int) -> np.ndarray:
+    """Semantic tokens given instead of the LM's: integers [batch N] in the codebook."""
+    codes = np.asarray(codes)
+    if not np.issubdtype(codes.dtype, np.integer):
+        raise ValueError(f"codes must be integers, got dtype {codes.dtype}")
+    want = (batch, cfg.tokenizer.num_codes(latent_frames))
+    if codes.shape != want:
+        raise ValueError(f"codes have shape {codes.shape}, expected {want} for {batch} prompt(s) and "
+                         f"{latent_frames} semantic frames")
+    if codes.min() < 0 or codes.max() >= cfg.tokenizer.codebook_size:
+        raise ValueError(f"codes must lie in [0, {cfg.tokenizer.codebook_size}), "
+                         f"got [{codes.min()}, {codes.max()}]")
+    return codes.astype(np.int32)
 
 
 def abstract_params(cfg: LanDiffConfig, job: str = "generate") -> dict[str, Any]:
@@ -165,12 +201,13 @@ class LanDiff:
     # ---- construction -------------------------------------------------------------------
     @classmethod
     def from_checkpoint(cls, directory: str | Path, dtype: str | None = None, mesh: Mesh | None = None,
-                        dit_attention: str | None = None) -> "LanDiff":
+                        dit_attention: str | None = None, verify: str = "cheap") -> "LanDiff":
         """A converted checkpoint (`tools/convert.py`), computed in `dtype` (default: as stored),
-        reading only the parameters generation uses; dit_attention: see `runtime.configure`."""
+        reading only the parameters generation uses; dit_attention: see `runtime.configure`;
+        verify: the checksum level of each component (`checkpoint.load_component`)."""
         cfg = checkpoint.load_config(directory, dtype)
         check_memory(cfg, mesh)
-        params = ((name, checkpoint.load_component(directory, name, tree))
+        params = ((name, checkpoint.load_component(directory, name, tree, verify=verify))
                   for name, tree in abstract_params(cfg, "generate").items())
         tokenizers = {c: text.T5TextTokenizer(checkpoint.text_tokenizer_dir(directory, c)) for c in TEXT_COMPONENTS}
         return cls(cfg, params, tokenizers, mesh=mesh, dit_attention=dit_attention)
@@ -198,13 +235,7 @@ class LanDiff:
         return list(prompts)
 
     def check_codes(self, codes, latent_frames: int, batch: int) -> np.ndarray:
-        codes = np.asarray(codes)
-        want = (batch, self.cfg.tokenizer.num_codes(latent_frames))
-        if codes.shape != want:
-            raise ValueError(f"codes have shape {codes.shape}, expected {want} for {latent_frames} semantic frames")
-        if codes.min() < 0 or codes.max() >= self.cfg.tokenizer.codebook_size:
-            raise ValueError(f"codes must lie in [0, {self.cfg.tokenizer.codebook_size})")
-        return codes.astype(np.int32)
+        return check_codes(self.cfg, codes, latent_frames, batch)
 
     # ---- stages -------------------------------------------------------------------------
     def sample_codes(self, prompts: Sequence[str], latent_frames: int, options: GenerateOptions, *,
@@ -266,7 +297,7 @@ class LanDiff:
             raise ValueError(f"unknown setting(s) {sorted(set(settings) - set(fields))}; "
                              f"the settings are {', '.join(fields)}") from None
         prompts = self.check_prompts(prompts)
-        t = self.cfg.latent_frames(options.num_frames)
+        t = check_options(self.cfg, options)
         if codes is not None:
             codes = self.check_codes(codes, t, len(prompts))
         # the loops take the pipeline's relay (a fixed static argument) rather than `progress`
@@ -283,10 +314,13 @@ class LanDiff:
             with _stage(report, "diffusion: guided steps"):
                 latents = jax.block_until_ready(self.sample_latents(context, uncond, feature, options, progress=relay))
             with _stage(report, "VAE: decode"):
-                videos = to_uint8(self.decode(latents))
+                video = np.asarray(self.decode(latents))
         finally:
             self._progress.target = None
-        return GenerateResult(videos=videos, codes=np.asarray(codes, np.int32), latents=np.asarray(latents))
+        finite = np.isfinite(video).reshape(len(video), -1).all(axis=1)
+        videos = np.stack([to_uint8(v) if ok else np.zeros(v.shape, np.uint8) for v, ok in zip(video, finite)])
+        return GenerateResult(videos=videos, codes=np.asarray(codes, np.int32), latents=np.asarray(latents),
+                              finite=finite)
 
 
 @contextlib.contextmanager

@@ -3,7 +3,8 @@ is traced. The choice is written into the configs (`T5Config.attention_implement
 `TokenizerConfig.attention`, `LMConfig.decode_attention`, `DiTConfig.attention`); models only
 read their config and never look at devices.
 
-    masked attention (T5, tokenizer): cuDNN for bf16/fp16 on GPU, else XLA
+    masked attention (T5, tokenizer) and the LM's causal training attention: cuDNN for bf16/fp16
+                                       on GPU, else XLA
     DiT attention (unmasked):          our Hopper kernel ('mosaic') for bf16/fp16 on ONE Hopper
                                        GPU at head dim 64; cuDNN on other GPUs and on a mesh; else XLA
     LM decode steps:                   our Pallas decode kernel for bf16/fp16 on ONE GPU; else XLA
@@ -61,12 +62,13 @@ def configure(cfg: LanDiffConfig, *, mesh: Mesh | None = None, devices: Sequence
     tok = pick(cfg.tokenizer, cfg.tokenizer.head_dim)
     theia = cfg.tokenizer.theia and dataclasses.replace(cfg.tokenizer.theia, attention=tok.attention)
     dit = pick(cfg.dit, cfg.dit.head_dim)
+    lm = pick(cfg.lm, cfg.lm.head_dim)
     return dataclasses.replace(
         cfg,
         t5_lm=dataclasses.replace(cfg.t5_lm, attention_implementation=pick(cfg.t5_lm, cfg.t5_lm.d_kv).attention),
         t5_dit=dataclasses.replace(cfg.t5_dit, attention_implementation=pick(cfg.t5_dit, cfg.t5_dit.d_kv).attention),
         tokenizer=dataclasses.replace(cfg.tokenizer, attention=tok.attention, theia=theia),
-        lm=dataclasses.replace(cfg.lm, decode_attention=pick(cfg.lm, cfg.lm.head_dim).decode),
+        lm=dataclasses.replace(cfg.lm, decode_attention=lm.decode, train_attention=lm.attention),
         dit=dataclasses.replace(cfg.dit, attention=dit_attention or dit.full_attention),
     ).check()
 

@@ -10,6 +10,10 @@ import jax.numpy as jnp
 NUM_SPECIALS = 7  # EOS, BOS, START/END of I-frame, START/END of P-frame, PAD
 # names of `jax.checkpoint_policies` accepted by LMConfig.remat, besides "none" and "full"
 REMAT_POLICIES = ("dots_saveable", "dots_with_no_batch_dims_saveable", "nothing_saveable")
+# LMConfig.remat values besides those: a dots policy that also keeps each block's attention
+# (model.remat_policy), so that the backward does not rerun a fused attention
+ATTENTION_SAVING_POLICIES = tuple(f"{p}+attention" for p in REMAT_POLICIES)
+TRAIN_ATTENTIONS = ("xla", "cudnn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +48,9 @@ class LMConfig:
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     decode_attention: str = "xla"  # nn.attention.DECODE_ATTENTION, chosen by `runtime`
+    # implementation of the uncached full-sequence forward's causal attention (training):
+    # 'xla', or 'cudnn' (bf16/fp16 on GPU; chosen by `runtime`, never probed while traced)
+    train_attention: str = "xla"
 
     def __post_init__(self):
         if self.hidden % self.num_heads:
@@ -61,8 +68,11 @@ class LMConfig:
                 raise ValueError(f"{key}_drop_prob > 0 but '{key}' is not a micro key {self.micro_keys}")
         if not 0 <= self.text_drop_prob < 1:
             raise ValueError(f"text_drop_prob must be in [0, 1), got {self.text_drop_prob}")
-        if self.remat not in ("none", "full") + REMAT_POLICIES:
-            raise ValueError(f"remat {self.remat!r}: expected one of {('none', 'full') + REMAT_POLICIES}")
+        remats = ("none", "full") + REMAT_POLICIES + ATTENTION_SAVING_POLICIES
+        if self.remat not in remats:
+            raise ValueError(f"remat {self.remat!r}: expected one of {remats}")
+        if self.train_attention not in TRAIN_ATTENTIONS:
+            raise ValueError(f"train_attention {self.train_attention!r}: expected one of {TRAIN_ATTENTIONS}")
 
     def micro_drop_prob(self, key: str) -> float:
         """Drop probability of a micro-condition key (0 for keys without a drop setting)."""

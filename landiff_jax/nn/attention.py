@@ -19,7 +19,7 @@ ATTENTION = ("xla", "cudnn", "mosaic")  # 'mosaic': our Hopper kernel (unmasked,
 DECODE_ATTENTION = ("xla", "pallas", "pallas_interpret")  # 'pallas_interpret': the kernel off GPU (tests)
 
 
-def dot_product_attention(q, k, v, *, mask=None, bias=None, scale=None, implementation=None):
+def dot_product_attention(q, k, v, *, mask=None, bias=None, scale=None, is_causal=False, implementation=None):
     """softmax(q·kᵀ·scale + bias + mask) v.
 
     q: [b s h d], k and v: [b t h d] (k/v may have fewer heads for grouped attention).
@@ -27,6 +27,8 @@ def dot_product_attention(q, k, v, *, mask=None, bias=None, scale=None, implemen
     bias: optional additive float logits bias, 4-D, broadcastable to [b h s t] (e.g. T5's
     relative position bias); added after scaling, before the mask.
     scale: defaults to 1/sqrt(d).
+    is_causal: query i attends keys j <= i only (cuDNN then skips the masked half, with no
+    mask tensor).
     implementation: one of ATTENTION (None: 'xla'). 'cudnn' raises on unsupported inputs instead
     of silently falling back. 'mosaic' (Hopper GPUs, bf16/fp16, no mask or bias, head dim 64, one
     device) runs `kernels.hopper_attention`: faster than cuDNN's at the DiT's shape, same rounding.
@@ -35,12 +37,13 @@ def dot_product_attention(q, k, v, *, mask=None, bias=None, scale=None, implemen
     if impl not in ATTENTION:
         raise ValueError(f"attention implementation must be one of {ATTENTION}, got {impl!r}")
     if impl == "mosaic":
-        if mask is not None or bias is not None:
-            raise ValueError("the 'mosaic' attention takes no mask or bias")
+        if mask is not None or bias is not None or is_causal:
+            raise ValueError("the 'mosaic' attention takes no mask, bias or causality")
         return hopper_attention(q, k.astype(q.dtype), v.astype(q.dtype), scale=scale)
     if mask is not None:
         mask = jnp.asarray(mask, dtype=bool)
-    return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=scale, implementation=impl)
+    return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=scale, is_causal=is_causal,
+                                        implementation=impl)
 
 
 def decode_attention(q, cache_k, cache_v, start, length, *, implementation=None):

@@ -70,6 +70,10 @@ def apply_policy(model_cfg, config: TrainConfig):
         changes["param_dtype"] = jnp.float32
     if "dtype" in fields:
         changes["dtype"] = jnp.dtype(config.compute_dtype).type
+    if "train_attention" in fields:  # the LM's causal training attention, for these devices
+        from landiff_jax import runtime
+
+        changes["train_attention"] = runtime.choose(config.compute_dtype, model_cfg.head_dim).attention
     if "remat" in fields:
         changes["remat"] = config.remat
     elif config.remat != "none":
