@@ -1,8 +1,8 @@
 """Text → semantic tokens → latents → video: LanDiff end to end.
 
     pipe = LanDiff.from_checkpoint("ckpts/landiff-jax", dtype="bfloat16")
-    result = pipe.generate(["A red fox walks through snow."], GenerateOptions(seed=42))
-    result.video  # [b F H W 3] float32 in [0, 1]
+    result = pipe.generate("A red fox walks through snow.", seed=42, steps=50)
+    result.videos  # [b F H W 3] uint8; also result.codes [b N], result.latents [b t h w c]
 
 Stages (each compiled once per shape): Flan-T5 encode → LM sampling (one jitted loop) →
 T5-v1.1 encode → semantic conditioner (once per generation) → guided DiT sampling (one jitted
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -23,10 +24,12 @@ import numpy as np
 from jax.sharding import Mesh
 
 from landiff_jax import checkpoint, diffusion, lm, runtime, text, tokenizer, vae
+from landiff_jax import progress as P
 from landiff_jax.config import LanDiffConfig
 from landiff_jax.diffusion import conditioner, sampler
 from landiff_jax.nn.init import random_params
 from landiff_jax.parallel import replicate, shard_params
+from landiff_jax.video_io import to_uint8
 
 TEXT_COMPONENTS = ("t5_lm", "t5_dit")
 JOBS = ("generate", "all")  # what a job reads: generation, or everything (encoding, training)
@@ -74,9 +77,51 @@ class GenerateOptions:
 
 @dataclasses.dataclass
 class GenerateResult:
-    codes: np.ndarray  # [b N] semantic tokens
-    latents: np.ndarray  # [b t h w c] sampler output
-    video: np.ndarray  # [b F H W 3] in [0, 1]
+    videos: np.ndarray  # [b F H W 3] uint8 (`landiff_jax.write_mp4` saves one)
+    codes: np.ndarray  # [b N] int32 semantic tokens (reusable as `generate(..., codes=)`)
+    latents: np.ndarray  # [b t h w c] float32 sampler output
+    finite: np.ndarray  # [b] bool: False where the decoded video held NaN/inf (its frames are then zeros)
+
+
+def weight_bytes(cfg: LanDiffConfig, mesh: Mesh | None = None) -> int:
+    """Bytes of the generation weights that one device holds (sharded components split over
+    the mesh's devices, the others replicated)."""
+    devices = mesh.devices.size if mesh is not None else 1
+    total = 0
+    for name, tree in abstract_params(cfg).items():
+        component = COMPONENTS[name]
+        size = sum(math.prod(a.shape) for a in jax.tree.leaves(tree))
+        size *= jnp.dtype(component.config(cfg).param_dtype).itemsize
+        total += -(-size // devices) if component.sharded and mesh is not None else size
+    return total
+
+
+def device_memory(device) -> int | None:
+    """Bytes an accelerator can allocate, or the host's available memory for a CPU device
+    (None when unknown)."""
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"])
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def check_memory(cfg: LanDiffConfig, mesh: Mesh | None = None) -> None:
+    """Refuse, before anything is built, a system whose weights alone exceed a device's memory."""
+    device = mesh.devices.flat[0] if mesh is not None else jax.devices()[0]
+    need, have = weight_bytes(cfg, mesh), device_memory(device)
+    if have is not None and need > have:
+        dtype = jnp.dtype(cfg.dit.param_dtype).name
+        advice = "bfloat16, " if dtype == "float32" else ""
+        size = lambda n: f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"  # noqa: E731
+        raise ValueError(f"too little memory: the weights alone need {size(need)} per device in {dtype}, "
+                         f"{device.platform} device {device.id} has {size(have)}"
+                         f"{' available' if device.platform == 'cpu' else ''}; use {advice}a mesh of more "
+                         "devices, or a smaller config")
 
 
 SEED_RANGE = (0, 2**32 - 1)
@@ -138,6 +183,7 @@ class LanDiff:
         cfg = runtime.configure(cfg.check(), mesh=mesh, dit_attention=dit_attention)
         self.cfg = cfg
         self.tokenizers = tokenizers
+        self._progress = P.Relay()  # the samplers' fixed static callback (see landiff_jax.progress)
         self.random_weights = random_weights
         self.mesh = mesh
         abstract = abstract_params(cfg) if mesh is not None else {}
@@ -160,6 +206,7 @@ class LanDiff:
         reading only the parameters generation uses; dit_attention: see `runtime.configure`;
         verify: the checksum level of each component (`checkpoint.load_component`)."""
         cfg = checkpoint.load_config(directory, dtype)
+        check_memory(cfg, mesh)
         params = ((name, checkpoint.load_component(directory, name, tree, verify=verify))
                   for name, tree in abstract_params(cfg, "generate").items())
         tokenizers = {c: text.T5TextTokenizer(checkpoint.text_tokenizer_dir(directory, c)) for c in TEXT_COMPONENTS}
@@ -169,15 +216,19 @@ class LanDiff:
     def random(cls, cfg: LanDiffConfig, seed: int = 0, mesh: Mesh | None = None,
                dit_attention: str | None = None) -> "LanDiff":
         """RANDOM weights and byte-level text ids: shows the code path, the video is noise."""
+        check_memory(cfg, mesh)
         params = {name: random_params(tree, seed + i) for i, (name, tree) in enumerate(abstract_params(cfg).items())}
         return cls(cfg, params, {c: text.ByteTokenizer() for c in TEXT_COMPONENTS}, random_weights=True, mesh=mesh,
                    dit_attention=dit_attention)
 
     # ---- checks -------------------------------------------------------------------------
-    def check_prompts(self, prompts: Sequence[str]) -> list[str]:
-        """The one check of the prompts (the pipeline's edge; the stages below take them as given)."""
-        if isinstance(prompts, str) or not prompts:
-            raise ValueError("give a non-empty list of prompts")
+    def check_prompts(self, prompts: str | Sequence[str]) -> list[str]:
+        """The one check of the prompts (the pipeline's edge; the stages below take them as given):
+        one prompt or a non-empty list of them."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if not prompts:
+            raise ValueError("give a prompt or a non-empty list of prompts")
         empty = [i for i, p in enumerate(prompts) if not isinstance(p, str) or not p.strip()]
         if empty:
             raise ValueError(f"empty prompt(s) at position(s) {empty}")
@@ -188,14 +239,15 @@ class LanDiff:
 
     # ---- stages -------------------------------------------------------------------------
     def sample_codes(self, prompts: Sequence[str], latent_frames: int, options: GenerateOptions, *,
-                     trace: bool = False) -> lm.SampleOutput:
+                     trace: bool = False, progress: P.Callback | None = None) -> lm.SampleOutput:
         """Flan-T5 → LM sampling: semantic tokens [b N] (I-frame codes, then P-frame codes)."""
         hidden, mask = text.encode_for_lm(self.tokenizers["t5_lm"], self.params["t5_lm"], self.cfg.t5_lm, prompts)
         sample_options = lm.SampleOptions.create(guidance_scale=options.lm_guidance, temperature=options.temperature,
                                                  top_k=options.top_k, top_p=options.top_p, greedy=options.greedy)
         keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(options.seed), i))(jnp.arange(len(prompts)))
         return lm.sample(self.params["lm"], self.cfg.lm, hidden, mask, num_frames=latent_frames,
-                         motion_score=options.motion_score, options=sample_options, rng=keys, trace=trace)
+                         motion_score=options.motion_score, options=sample_options, rng=keys, trace=trace,
+                         progress=progress)
 
     def text_context(self, prompts: Sequence[str]):
         """T5-v1.1 context [b L D] (right-padded, no mask) and the unconditional zeros."""
@@ -217,41 +269,63 @@ class LanDiff:
         return dataclasses.replace(s, **replace)
 
     def sample_latents(self, context, uncond_context, feature, options: GenerateOptions, *, init_noise=None,
-                       step_noise=None, trajectory: bool = False):
+                       step_noise=None, trajectory: bool = False, progress: P.Callback | None = None):
         """Guided DPM++(2M) SDE sampling (one jitted scan): latents [b t h w c] float32."""
         key = None if init_noise is not None else jax.random.fold_in(jax.random.key(options.seed), 1 << 20)
         return sampler.sample(self.cfg.dit, self.sampler_config(options), self.params["diffusion"]["dit"], context,
                               uncond_context, feature, key=key, init_noise=init_noise, step_noise=step_noise,
-                              trajectory=trajectory, mesh=self.mesh)
+                              trajectory=trajectory, mesh=self.mesh, progress=progress)
 
     def decode(self, latents):
         """Chunked VAE decode → video [b F H W 3] in [0, 1]."""
         return vae.to_unit(vae.decode_latents(self.params["vae"], self.cfg.vae, latents))
 
-    def generate(self, prompts: Sequence[str], options: GenerateOptions = GenerateOptions(), *, codes=None,
-                 progress: Callable[[str], None] = lambda s: None) -> GenerateResult:
-        """The whole job. `codes` [b N] skips the LM (e.g. codes saved by an earlier run)."""
+    def generate(self, prompts: str | Sequence[str], options: GenerateOptions | None = None, *, codes=None,
+                 progress: P.Callback | None = None, **settings) -> GenerateResult:
+        """The whole job for one prompt or a list of them.
+
+        Settings are `GenerateOptions` fields, given as `options` or as keywords (seed=,
+        num_frames=, steps=, lm_guidance=, dit_guidance=, ...; keywords override `options`).
+        `codes` [b N] skips the LM (e.g. `result.codes` of an earlier run). `progress`: called
+        with `landiff_jax.progress.Progress` events (stages, compile times, LM tokens and
+        diffusion steps from inside the compiled loops); e.g. `print` or `progress.Display()`.
+        """
+        try:
+            options = dataclasses.replace(options or GenerateOptions(), **settings)
+        except TypeError:
+            fields = sorted(f.name for f in dataclasses.fields(GenerateOptions))
+            raise ValueError(f"unknown setting(s) {sorted(set(settings) - set(fields))}; "
+                             f"the settings are {', '.join(fields)}") from None
         prompts = self.check_prompts(prompts)
         t = check_options(self.cfg, options)
         if codes is not None:
             codes = self.check_codes(codes, t, len(prompts))
-        num_steps = self.sampler_config(options).num_steps
-        if codes is None:
-            with _stage(progress, "LM: semantic tokens"):
-                codes = np.asarray(self.sample_codes(prompts, t, options).codes)
-        with _stage(progress, "diffusion: text context + semantic feature"):
-            context, uncond = self.text_context(prompts)
-            feature = jax.block_until_ready(self.semantic_feature(codes, t))
-        with _stage(progress, f"diffusion: {num_steps} guided steps"):
-            latents = jax.block_until_ready(self.sample_latents(context, uncond, feature, options))
-        with _stage(progress, "VAE: decode"):
-            video = jax.block_until_ready(self.decode(latents))
-        return GenerateResult(codes=np.asarray(codes), latents=np.asarray(latents), video=np.asarray(video))
+        # the loops take the pipeline's relay (a fixed static argument) rather than `progress`
+        relay = self._progress if progress is not None else None
+        self._progress.target = progress
+        report = progress or (lambda event: None)
+        try:
+            if codes is None:
+                with _stage(report, "LM: semantic tokens"):
+                    codes = np.asarray(self.sample_codes(prompts, t, options, progress=relay).codes)
+            with _stage(report, "diffusion: text context + semantic feature"):
+                context, uncond = self.text_context(prompts)
+                feature = jax.block_until_ready(self.semantic_feature(codes, t))
+            with _stage(report, "diffusion: guided steps"):
+                latents = jax.block_until_ready(self.sample_latents(context, uncond, feature, options, progress=relay))
+            with _stage(report, "VAE: decode"):
+                video = np.asarray(self.decode(latents))
+        finally:
+            self._progress.target = None
+        finite = np.isfinite(video).reshape(len(video), -1).all(axis=1)
+        videos = np.stack([to_uint8(v) if ok else np.zeros(v.shape, np.uint8) for v, ok in zip(video, finite)])
+        return GenerateResult(videos=videos, codes=np.asarray(codes, np.int32), latents=np.asarray(latents),
+                              finite=finite)
 
 
 @contextlib.contextmanager
-def _stage(progress: Callable[[str], None], name: str):
-    progress(f"{name} ...")
+def _stage(progress: P.Callback, name: str):
+    progress(P.Progress(name, "start"))
     start = time.perf_counter()
     yield
-    progress(f"{name}: {time.perf_counter() - start:.1f} s")
+    progress(P.Progress(name, "done", seconds=time.perf_counter() - start))

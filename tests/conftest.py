@@ -1,7 +1,9 @@
 """Shared test fixtures.
 
-`fixtures_dir` is ../shared/fixtures next to the checkout (or $LANDIFF_FIXTURES). On a user's
-machine without it, parity tests skip with a message; under CI (CI=true) its absence fails.
+`fixtures_dir` is ../shared/fixtures next to the checkout (or $LANDIFF_FIXTURES); `torch` is
+torch, which only the `convert` extra installs (tests that read the released .pt files or
+compare with torch code take it). On a user's machine without them, those tests skip with a
+message; under CI (CI=true, where .ci/run installs both) their absence fails.
 """
 
 from __future__ import annotations
@@ -18,12 +20,25 @@ def _fixtures_root() -> Path:
     return Path(os.environ.get("LANDIFF_FIXTURES", REPO.parent / "shared" / "fixtures"))
 
 
+def _skip_or_fail(message: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     root = _fixtures_root()
     if not root.is_dir():
-        message = f"parity fixtures not found at {root} (set LANDIFF_FIXTURES)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        _skip_or_fail(f"parity fixtures not found at {root} (set LANDIFF_FIXTURES)")
     return root
+
+
+@pytest.fixture(scope="session")
+def torch():
+    try:
+        import torch
+    except ImportError:
+        _skip_or_fail("needs torch, which is not installed: pip install 'landiff-jax[convert]' "
+                      "(its CPU build: see the README)")
+    return torch

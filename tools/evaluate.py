@@ -114,7 +114,7 @@ def load_model():
 
 
 def model_videos(pipe, prompts):
-    """Yields (sample index, seed, video [F H W 3] in [0, 1]) for every prompt × seed, in batches."""
+    """Yields (sample index, seed, video [F H W 3] uint8) for every prompt × seed, in batches."""
     from landiff_jax.pipeline import GenerateOptions
 
     samples = [(k, p) for k in range(FLAGS.seeds) for p in prompts]
@@ -127,7 +127,7 @@ def model_videos(pipe, prompts):
         except ValueError as e:
             raise app.UsageError(str(e))
         print(f"generated {start + len(batch)}/{len(samples)}", flush=True)
-        yield from ((start + i, seed, video) for i, video in enumerate(result.video))
+        yield from ((start + i, seed, video) for i, video in enumerate(result.videos))
 
 
 def ground_truth_videos(prompts):

@@ -7,13 +7,17 @@
 Writes <output_dir>/<n>_<prompt>.mp4 and the semantic tokens as <n>_<prompt>.npy (reusable with
 --codes to skip the LM); an existing pair is kept and the new one gets the next free name
 <n>_<prompt>-1, -2, ... unless --overwrite. Every argument is checked before any weight is read.
-Defaults follow the original CLI (LM cfg 7.5, motion score 0.1, seed 42, 50 diffusion steps,
-dynamic CFG 6 / exp 5).
+Defaults follow the original CLI (LM cfg 7.5, motion score 0.1, seed 42); frames, steps and
+diffusion guidance default to the chosen preset's or checkpoint's (`--help` with
+--preset/--config/--checkpoint shows them).
 """
 
+import argparse
+import hashlib
 import os
 import re
 import sys
+import unicodedata
 from pathlib import Path
 
 from absl import flags
@@ -34,10 +38,13 @@ flags.DEFINE_integer("top_k", None, "LM top-k sampling")
 flags.DEFINE_float("top_p", None, "LM nucleus sampling")
 flags.DEFINE_bool("greedy", False, "LM argmax instead of sampling")
 flags.DEFINE_float("motion_score", 0.1, "motion micro-condition of the LM")
-flags.DEFINE_integer("num_frames", None, "video frames (1 + 8k; default: the model's maximum, 49 at full size)")
-flags.DEFINE_integer("steps", None, "diffusion steps (default 50)")
-flags.DEFINE_float("dit_guidance", None, "diffusion dynamic CFG scale (default 6)")
-flags.DEFINE_float("dit_guidance_exp", None, "diffusion dynamic CFG exponent (default 5)")
+# help texts of the settings whose defaults come from the config (filled in by `help_defaults`)
+flags.DEFINE_integer("num_frames", None, "video frames")
+flags.DEFINE_integer("steps", None, "diffusion steps")
+flags.DEFINE_float("dit_guidance", None, "diffusion dynamic CFG scale")
+flags.DEFINE_float("dit_guidance_exp", None, "diffusion dynamic CFG exponent")
+flags.DEFINE_integer("fps", 8, "frame rate of the written mp4 (LanDiff's videos are sampled at 8 fps)")
+flags.DEFINE_bool("quiet", False, "no progress display (errors and the list of written files only)")
 flags.DEFINE_string("codes", None, "a .npy of semantic tokens ([N] or [b N]) to skip the LM")
 flags.DEFINE_string("output_dir", "results", "where videos and codes are written")
 flags.DEFINE_bool("verbose", False, "show the storage libraries' INFO logs (orbax, tensorstore)")
@@ -76,9 +83,102 @@ def read_prompts() -> list[str]:
     return prompts
 
 
+def slug(prompt: str, limit: int = 48) -> str:
+    """A file-name part: the prompt's words (accents dropped, lower case) joined by '_' and cut
+    at a word boundary within `limit` characters; a prompt without Latin letters gets a short
+    stable hash of its text."""
+    ascii_text = unicodedata.normalize("NFKD", prompt).encode("ascii", "ignore").decode().lower()
+    words = re.findall(r"[a-z0-9]+", ascii_text)
+    if not re.search(r"[a-z]", ascii_text):
+        return hashlib.sha256(prompt.strip().encode()).hexdigest()[:10]
+    name = words[0][:limit]
+    for word in words[1:]:
+        if len(name) + 1 + len(word) > limit:
+            break
+        name += "_" + word
+    return name
+
+
 def output_names(prompts: list[str]) -> list[str]:
-    slug = lambda p: re.sub(r"[^a-z0-9]+", "_", p.lower()).strip("_")[:48] or "prompt"
     return [f"{i:03d}_{slug(p)}" for i, p in enumerate(prompts)]
+
+
+def help_defaults(argv: list[str]) -> None:
+    """Fill the help of the config-dependent flags with the defaults of the config that the
+    command line chooses (--checkpoint, --config or --preset; tiny with --random_weights).
+    Runs before absl parses argv, so that `--help` shows them; a config that cannot be read
+    leaves the generic texts (the run itself reports why)."""
+    parser = argparse.ArgumentParser(add_help=False, prefix_chars="-")
+    for name in ("checkpoint", "config", "preset"):
+        parser.add_argument(f"--{name}", f"-{name}")
+    known, _ = parser.parse_known_args(argv[1:])
+    try:
+        cfg, source = chosen_config(known.checkpoint, known.config, known.preset)
+    except Exception:  # noqa: BLE001 (help only: the run reports the error itself)
+        cfg, source = None, None
+    texts = {"num_frames": "video frames", "steps": "diffusion steps",
+             "dit_guidance": "diffusion dynamic CFG scale", "dit_guidance_exp": "diffusion dynamic CFG exponent"}
+    if cfg is None:
+        for name, text in texts.items():
+            FLAGS[name].help = f"{text} (default: the config's; --help with --preset/--checkpoint shows it)"
+        return
+    defaults = config_defaults(cfg)
+    FLAGS["num_frames"].help = (f"video frames, one of {valid_frames(cfg)} "
+                                f"(default for {source}: {defaults['num_frames']})")
+    for name in ("steps", "dit_guidance", "dit_guidance_exp"):
+        FLAGS[name].help = f"{texts[name]} (default for {source}: {defaults[name]:g})"
+
+
+def chosen_config(checkpoint, config, preset):
+    """(LanDiffConfig, where it comes from) as the flags choose it (checkpoint, else config/preset)."""
+    from landiff_jax.config import LanDiffConfig
+
+    if checkpoint:
+        from landiff_jax.checkpoint import load_config
+
+        return load_config(checkpoint), checkpoint
+    return LanDiffConfig.select(config, preset, default="tiny"), config or preset or "tiny"
+
+
+def valid_frames(cfg) -> list[int]:
+    return [cfg.video_frames(t) for t in range(3, cfg.max_latent_frames + 1, 2)]
+
+
+def config_defaults(cfg) -> dict:
+    s = cfg.sampler
+    return dict(num_frames=cfg.video_frames(cfg.max_latent_frames), steps=s.num_steps, dit_guidance=s.cfg_scale,
+                dit_guidance_exp=s.cfg_exp)
+
+
+def header(cfg, source: str, options, dtype: str, prompts: list[str]) -> str:
+    """The run's settings, defaults resolved from the config."""
+    import jax
+
+    t = cfg.latent_frames(options.num_frames)
+    h, w = cfg.video_size
+    sampler = cfg.sampler
+    steps = options.steps or sampler.num_steps
+    guidance = options.dit_guidance if options.dit_guidance is not None else sampler.cfg_scale
+    exp = options.dit_guidance_exp if options.dit_guidance_exp is not None else sampler.cfg_exp
+    lm = "greedy" if options.greedy else f"temperature {options.temperature:g}" + (
+        f", top-k {options.top_k}" if options.top_k else "") + (f", top-p {options.top_p:g}" if options.top_p else "")
+    device = jax.devices()[0]
+    return "\n".join([
+        f"LanDiff ({source}) · {len(prompts)} prompt(s) · {cfg.video_frames(t)} frames of {w}×{h} at {FLAGS.fps} fps",
+        f"  LM: guidance {options.lm_guidance:g}, {lm}, motion score {options.motion_score:g} · seed {options.seed}",
+        f"  diffusion: {steps} steps, dynamic CFG {guidance:g} / exp {exp:g}",
+        f"  {dtype} on {len(jax.devices())}× {device.device_kind} ({device.platform})",
+    ])
+
+
+def summary(written: list[tuple[Path, str]]) -> str:
+    lines = [f"wrote {len(written)} file(s):"]
+    for path, shape in written:
+        size = path.stat().st_size
+        human = (f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size / 2**10:.1f} KB" if size >= 2**10
+                 else f"{size} B")
+        lines.append(f"  {path}  {shape}  {human}")
+    return "\n".join(lines)
 
 
 def check_output_dir(directory: Path) -> None:
@@ -167,37 +267,51 @@ def main(argv):
     prompts, cfg, options, codes = check_arguments()
     from landiff_jax import checkpoint
     from landiff_jax.pipeline import LanDiff
+    from landiff_jax.progress import Display
     from landiff_jax.video_io import write_video_and_codes
 
     out_dir = Path(FLAGS.output_dir)
+    source = (FLAGS.config or FLAGS.preset or "tiny") if FLAGS.random_weights else FLAGS.checkpoint
     if FLAGS.random_weights:
-        source = FLAGS.config or FLAGS.preset or "tiny"
         print(f"WARNING: RANDOM weights ({source}): the video is noise, not a generation.")
-        pipe = LanDiff.random(cfg, seed=FLAGS.seed, dit_attention=FLAGS.dit_attention)
+    print(header(cfg, source, options, compute_dtype(), prompts), flush=True)
+    if FLAGS.random_weights:
+        try:
+            pipe = LanDiff.random(cfg, seed=FLAGS.seed, dit_attention=FLAGS.dit_attention)
+        except ValueError as e:  # too little device memory for the weights (checked before building)
+            raise cli.UsageError(str(e))
     else:
         if FLAGS.verify_checkpoint == "full":
             print(f"verifying every checksum of {FLAGS.checkpoint}")
             checkpoint.verify(FLAGS.checkpoint, "full")
         elif FLAGS.verify_checkpoint == "cheap":
             checkpoint.verify(FLAGS.checkpoint, "cheap", components=())  # the text tokenizers; params at load
-        print(f"loading {FLAGS.checkpoint} ({compute_dtype()})")
-        pipe = LanDiff.from_checkpoint(FLAGS.checkpoint, dtype=compute_dtype(), dit_attention=FLAGS.dit_attention,
-                                       verify="none" if FLAGS.verify_checkpoint == "full" else FLAGS.verify_checkpoint)
+        print(f"loading {FLAGS.checkpoint}", flush=True)
+        try:
+            pipe = LanDiff.from_checkpoint(FLAGS.checkpoint, dtype=compute_dtype(), dit_attention=FLAGS.dit_attention,
+                                           verify="none" if FLAGS.verify_checkpoint == "full"
+                                           else FLAGS.verify_checkpoint)
+        except ValueError as e:  # too little device memory for the weights (checked before loading)
+            raise cli.UsageError(str(e))
     try:
-        result = pipe.generate(prompts, options, codes=codes, progress=lambda s: print(s, flush=True))
+        result = pipe.generate(prompts, options, codes=codes, progress=None if FLAGS.quiet else Display())
     except ValueError as e:
         raise cli.UsageError(str(e))
-    refused = 0
-    for name, video, prompt_codes in zip(output_names(prompts), result.video, result.codes):
-        try:
-            path, _ = write_video_and_codes(out_dir, name, video, prompt_codes, fps=8, overwrite=FLAGS.overwrite)
-        except ValueError as e:  # a non-finite video: the others are still written
-            print(f"generate.py: error: {name}: {e}", file=sys.stderr)
+    refused, written = 0, []
+    for name, video, prompt_codes, finite in zip(output_names(prompts), result.videos, result.codes, result.finite):
+        if not finite:  # a non-finite video: the others are still written
+            print(f"generate.py: error: {name}: the video holds non-finite values (NaN/inf); not written",
+                  file=sys.stderr)
             refused += 1
             continue
-        print(f"wrote {path} ({video.shape[0]} frames, {video.shape[1]}x{video.shape[2]})")
+        path, codes_path = write_video_and_codes(out_dir, name, video, prompt_codes, fps=FLAGS.fps,
+                                                 overwrite=FLAGS.overwrite)
+        written += [(path, f"{video.shape[2]}×{video.shape[1]}×{video.shape[0]} (width×height×frames)"),
+                    (codes_path, f"{prompt_codes.shape[0]} semantic tokens")]
+    print(summary(written))
     return 1 if refused else 0
 
 
 if __name__ == "__main__":
+    help_defaults(sys.argv)
     cli.run(main)

@@ -91,7 +91,8 @@ def _torch_load(path: Path, mmap: bool = False):
     try:
         import torch
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise CheckpointError(f"reading {path} needs torch: pip install 'landiff-jax[torch]'") from e
+        raise CheckpointError(f"reading {path} needs torch: pip install 'landiff-jax[convert]' "
+                              "(its CPU build: see the README)") from e
     try:
         return torch, torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from landiff_jax import progress as P
 from landiff_jax.diffusion.config import DiTConfig, SamplerConfig
 from landiff_jax.diffusion.denoiser import denoise, video_scalings
 from landiff_jax.diffusion.dit import ControlDiT
@@ -29,6 +30,8 @@ from landiff_jax.diffusion.schedule import (
     used_noise_draws,
 )
 from landiff_jax.parallel import constrain_batch
+
+STAGE = "diffusion sampler"
 
 
 class StepInputs(NamedTuple):
@@ -85,18 +88,25 @@ def guided_step(cfg: DiTConfig, params, context_pair, semantic_feature, sigma_ta
     return Carry(x_out, denoised), (x, x_out, denoised, pair_denoised)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "trajectory", "mesh"))
+@functools.partial(jax.jit, static_argnames=("cfg", "trajectory", "mesh", "progress", "progress_every"))
 def sample_loop(cfg: DiTConfig, params, steps: StepInputs, x_init, context, uncond_context, semantic_feature,
-                sigma_table, key, trajectory: bool = False, mesh: Mesh | None = None):
+                sigma_table, key, trajectory: bool = False, mesh: Mesh | None = None,
+                progress: P.Callback | None = None, progress_every: int | None = None):
     """The compiled loop behind `sample`: scan `guided_step` over `steps` (see `step_inputs`) from
-    x_init; key draws the per-step noise when steps.noise is None. → (x, per-step outputs | None)."""
+    x_init; key draws the per-step noise when steps.noise is None. → (x, per-step outputs | None).
+    progress: reported to every `progress_every` steps (default: each of up to 50) and at the last."""
     context_pair = jnp.concatenate([uncond_context, context])
     if semantic_feature.shape[0] > 1:  # one feature per prompt, for both guidance rows
         semantic_feature = jnp.concatenate([semantic_feature, semantic_feature])
-    body = functools.partial(guided_step, cfg, params, context_pair, semantic_feature, sigma_table, key, mesh=mesh)
-    if not trajectory:
-        body_ = body
-        body = lambda carry, step: (body_(carry, step)[0], None)
+    step_fn = functools.partial(guided_step, cfg, params, context_pair, semantic_feature, sigma_table, key, mesh=mesh)
+    total = steps.index.shape[0]
+    interval = progress_every or P.every(total)
+
+    def body(carry, step):
+        carry, outputs = step_fn(carry, step)
+        P.report_step(progress, STAGE, step.index + 1, total, interval, anchor=carry.x[0, 0, 0, 0, 0])
+        return carry, outputs if trajectory else None
+
     carry, per_step = jax.lax.scan(body, Carry(x_init, jnp.zeros_like(x_init)), steps)
     return carry.x, per_step
 
@@ -133,7 +143,7 @@ def injected_step_noise(step_noise, num_steps: int, shape):
 
 def sample(cfg: DiTConfig, sampler_cfg: SamplerConfig, params, context, uncond_context, semantic_feature, *,
            key=None, init_noise=None, step_noise=None, prefix=None, trajectory: bool = False,
-           mesh: Mesh | None = None):
+           mesh: Mesh | None = None, progress: P.Callback | None = None, progress_every: int | None = None):
     """Run the whole guided sampling loop (one jitted scan).
 
     params: the ControlDiT params ('dit' of the converted tree). context / uncond_context:
@@ -141,6 +151,7 @@ def sample(cfg: DiTConfig, sampler_cfg: SamplerConfig, params, context, uncond_c
     c] from the semantic conditioner. Noise: `key` (init and per-step draws), or `init_noise`
     [b t H W c] and `step_noise` (the original's draw stream, see `injected_step_noise`).
     mesh: split the guidance batch over its devices (params as placed by the caller).
+    progress: compile time and steps done (static: see `landiff_jax.progress`).
     Returns samples [b t H W c] float32, and with `trajectory` a dict of per-step arrays
     (step_x_in, step_x_out, step_denoised, step_pair_denoised, each [n, ...]).
     """
@@ -160,9 +171,10 @@ def sample(cfg: DiTConfig, sampler_cfg: SamplerConfig, params, context, uncond_c
     elif step_key is None:
         raise ValueError("give either key or step_noise")
     table = jnp.asarray(denoiser_sigma_table(sampler_cfg.denoiser_num_idx, sampler_cfg.denoiser_shift_scale))
-    samples, per_step = sample_loop(
-        cfg, params, step_inputs(schedule, noise), x_init, context, jnp.asarray(uncond_context),
-        jnp.asarray(semantic_feature), table, step_key, trajectory=trajectory, mesh=mesh)
+    args = (params, step_inputs(schedule, noise), x_init, context, jnp.asarray(uncond_context),
+            jnp.asarray(semantic_feature), table, step_key)
+    static = dict(trajectory=trajectory, mesh=mesh, progress=progress, progress_every=progress_every)
+    samples, per_step = P.call_jitted(sample_loop, args, static, STAGE, progress, leading=(cfg,))
     if not trajectory:
         return samples
     names = ("step_x_in", "step_x_out", "step_denoised", "step_pair_denoised")

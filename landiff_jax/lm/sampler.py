@@ -19,9 +19,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from landiff_jax import progress as P
 from landiff_jax.lm import layout as L
 from landiff_jax.lm.config import LMConfig
 from landiff_jax.lm.model import SemanticLM, decode, init_cache, layer_params, split_cache
+
+STAGE = "LM sampler"
 
 
 @flax.struct.dataclass
@@ -103,7 +106,8 @@ def step_logits(guided, allow, options: SampleOptions, vocab: L.Vocab):
 
 
 def sample_loop(params, text_hidden, text_mask, micro, rng, options: SampleOptions, first_frame_codes, *,
-                cfg: LMConfig, num_frames: int, trace: bool, fori_loop: Callable = jax.lax.fori_loop) -> SampleOutput:
+                cfg: LMConfig, num_frames: int, trace: bool, fori_loop: Callable = jax.lax.fori_loop,
+                progress: P.Callback | None = None, progress_every: int | None = None) -> SampleOutput:
     layout = L.frame_layout(cfg.codebook_size, cfg.iframe_tokens, cfg.pframe_tokens, cfg.segment_length, num_frames,
                             gt_first_frame=first_frame_codes is not None)
     model = SemanticLM(cfg)
@@ -123,6 +127,7 @@ def sample_loop(params, text_hidden, text_mask, micro, rng, options: SampleOptio
     caches, layers = split_cache(cache), layer_params(params)
 
     forced, allow = jnp.asarray(layout.forced), jnp.asarray(layout.allow)
+    interval = progress_every or P.every(steps)
 
     def choose(step, logits):
         guided = guide(logits, options, batch)
@@ -147,6 +152,7 @@ def sample_loop(params, text_hidden, text_mask, micro, rng, options: SampleOptio
         guided, draw, fed = choose(step, logits)
         out = record(out, step, logits, guided, draw, fed)
         logits, caches = decode(cfg, params, layers, jnp.tile(fed, rows // batch), caches, prefix + step, pads)
+        P.report_step(progress, STAGE, step + 1, steps, interval, anchor=logits[0, 0])
         return caches, logits, out
 
     out = dict(tokens=jnp.zeros((batch, steps), jnp.int32), draws=jnp.zeros((batch, steps), jnp.int32))
@@ -155,6 +161,7 @@ def sample_loop(params, text_hidden, text_mask, micro, rng, options: SampleOptio
                    guided=jnp.zeros((steps, batch, cfg.vocab_size), jnp.float32))
     _, logits, out = fori_loop(0, steps - 1, body, (caches, logits, out))
     out = record(out, steps - 1, logits, *choose(steps - 1, logits))
+    P.report_step(progress, STAGE, steps, steps, interval, anchor=out["tokens"][0, -1])
 
     codes = jnp.clip(out["tokens"][:, layout.code_steps], 0, cfg.codebook_size - 1)
     if first_frame_codes is not None:
@@ -162,7 +169,8 @@ def sample_loop(params, text_hidden, text_mask, micro, rng, options: SampleOptio
     return SampleOutput(codes=codes, **out)
 
 
-_sample_loop_jit = jax.jit(sample_loop, static_argnames=("cfg", "num_frames", "trace", "fori_loop"))
+_sample_loop_jit = jax.jit(sample_loop, static_argnames=("cfg", "num_frames", "trace", "fori_loop", "progress",
+                                                         "progress_every"))
 
 
 def micro_values(cfg: LMConfig, frames, motion_score, batch: int) -> np.ndarray:
@@ -190,7 +198,8 @@ def _check_text(cfg: LMConfig, text_hidden, text_mask) -> np.ndarray:
 
 
 def sample(params, cfg: LMConfig, text_hidden, text_mask, *, num_frames: int, motion_score, options: SampleOptions,
-           rng=None, frames=None, first_frame_codes=None, trace: bool = False) -> SampleOutput:
+           rng=None, frames=None, first_frame_codes=None, trace: bool = False, progress: P.Callback | None = None,
+           progress_every: int | None = None) -> SampleOutput:
     """Sample the semantic tokens of b prompts in one compiled call.
 
     text_hidden [b n t] / text_mask [b n]: LM-side T5 output, left-padded (`encode_for_lm`).
@@ -200,6 +209,8 @@ def sample(params, cfg: LMConfig, text_hidden, text_mask, *, num_frames: int, mo
     how prompts are batched. first_frame_codes [b, iframe_tokens]: a ground-truth I-frame
     that the prefix then contains (the original's `use_gt_first_frame`).
     trace: also return per-step logits (cond/uncond) and guided logits.
+    progress: called with the compile time and, from inside the loop, every `progress_every`
+    sampled positions (default: ~50 reports) and at the last (static: see `landiff_jax.progress`).
     """
     num_frames = L.check_num_frames(num_frames)
     mask = _check_text(cfg, text_hidden, text_mask)
@@ -217,5 +228,6 @@ def sample(params, cfg: LMConfig, text_hidden, text_mask, *, num_frames: int, mo
             raise ValueError(f"first_frame_codes must be [{batch}, {cfg.iframe_tokens}] codes in [0, {cfg.codebook_size})")
         first_frame_codes = jnp.asarray(codes, jnp.int32)
     micro = micro_values(cfg, num_frames if frames is None else frames, motion_score, batch)
-    return _sample_loop_jit(params, jnp.asarray(text_hidden), jnp.asarray(mask), jnp.asarray(micro), rng, options,
-                       first_frame_codes, cfg=cfg, num_frames=num_frames, trace=trace)
+    args = (params, jnp.asarray(text_hidden), jnp.asarray(mask), jnp.asarray(micro), rng, options, first_frame_codes)
+    static = dict(cfg=cfg, num_frames=num_frames, trace=trace, progress=progress, progress_every=progress_every)
+    return P.call_jitted(_sample_loop_jit, args, static, STAGE, progress)

@@ -52,7 +52,7 @@ def test_full_size_coverage_against_manifests(fixtures_dir):
 
 
 @pytest.fixture(scope="module")
-def tiny_case(fixtures_dir):
+def tiny_case(fixtures_dir, torch):
     case = fixtures_dir / "dit" / "public_b"
     meta = json.loads((case / "meta.json").read_text())
     cfg = dit_config(meta["config"])

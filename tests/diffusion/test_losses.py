@@ -67,7 +67,7 @@ def control_step():
     pytest.param("a_t3_textdrop", marks=pytest.mark.slow),  # the same compile as the next (~40 s CPU)
     "b_t3_fixed1",
 ])
-def test_parity(fixtures_dir, case):
+def test_parity(fixtures_dir, case, torch):
     case_dir = fixtures_dir / "diffusion_train" / case
     checks = train_parity.run(case_dir, json.loads((case_dir / "meta.json").read_text()))
     failed = [f"{c.name}: err {c.max_abs_err:.3g} ratio {c.ratio:.3g} {c.detail}" for c in checks if not c.passed]

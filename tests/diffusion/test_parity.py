@@ -8,6 +8,8 @@ import pytest
 
 from landiff_jax.parity import RUNNERS
 
+pytestmark = pytest.mark.usefixtures("torch")  # the cases hold .pt checkpoints
+
 CASES = ["dit/public_a", "dit/public_b", "sampler/public_a", "sampler/public_b"]
 
 

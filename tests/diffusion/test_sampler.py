@@ -67,3 +67,16 @@ def test_prefix_replaces_leading_frames(setup):
     assert np.all(x[:, :1] == 7.0) and np.all(x[:, 1:] == 0.0)
     with pytest.raises(ValueError, match="prefix"):
         initial_latent(shape, init_noise=np.zeros(shape, np.float32), prefix=np.zeros((1, 1, 2, 2, 2)))
+
+
+def test_progress_reports_every_step_from_inside_the_scan_and_changes_nothing(setup):
+    """A callback hears the compile and each of the steps (every=3 of 4: steps 3 and 4) from
+    inside the compiled scan; the samples equal those without it."""
+    s = setup
+    run = lambda **kw: sample(CFG, SAMPLER, s["params"], s["context"], s["uncond"], s["semantic"], key=s["key"], **kw)
+    events = []
+    with_progress = run(progress=events.append, progress_every=3)
+    assert [e.event for e in events] == ["compile", "compiled", "step", "step"]
+    assert [(e.stage, e.step, e.total) for e in events[2:]] == [("diffusion sampler", 3, 4),
+                                                                ("diffusion sampler", 4, 4)]
+    np.testing.assert_array_equal(with_progress, run())

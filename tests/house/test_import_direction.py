@@ -21,6 +21,7 @@ LAYERS = {
     "config": 3,
     **{model: 2 for model in MODELS},
     "nn": 1, "kernels": 0, "convert": 0, "parallel": 0, "config_file": 0, "video_io": 1, "files": 0,
+    "progress": 0,
 }
 MODEL_EDGES = {("diffusion", "tokenizer"), ("lm", "tokenizer")}
 

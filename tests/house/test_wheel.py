@@ -22,7 +22,7 @@ def _run(cmd, cwd, env, timeout=900):
 
 
 @pytest.mark.slow
-def test_wheel_converts_and_generates(fixtures_dir, tmp_path):
+def test_wheel_converts_and_generates(fixtures_dir, torch, tmp_path):
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     base_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     _run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(ROOT)], tmp_path,

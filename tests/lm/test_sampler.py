@@ -143,3 +143,24 @@ def test_bad_inputs_are_refused(params, text):
                first_frame_codes=np.full((2, CFG.iframe_tokens), CFG.codebook_size))
     with pytest.raises(ValueError, match="together"):
         SampleOptions.create(top_k=3, top_p=0.5)
+
+
+def test_progress_reports_from_inside_the_loop_and_changes_nothing(params, text, keys, batch):
+    """With a callback, the loop reports every k-th sampled position and the last one (through
+    the host, from inside the compiled loop), once each, plus its compile; the samples are the
+    same as without (the shared `batch`)."""
+    hidden, mask = text
+    events = []
+    every = 5
+    out = sample(params, CFG, hidden, mask, num_frames=FRAMES, motion_score=SCORES, options=OPTIONS, rng=keys,
+                 trace=True, progress=events.append, progress_every=every)
+    steps = batch.tokens.shape[1]
+    assert steps > 2 * every and steps % every != 0  # the test sees several reports and a final one off the grid
+    assert [e.event for e in events[:2]] == ["compile", "compiled"]
+    reported = [e.step for e in events if e.event == "step"]
+    want = list(range(every, steps, every)) + [steps]
+    assert sorted(reported) == want, (reported, want)
+    assert {(e.stage, e.total) for e in events[2:]} == {("LM sampler", steps)}
+    np.testing.assert_array_equal(out.tokens, batch.tokens)
+    np.testing.assert_array_equal(out.codes, batch.codes)
+    np.testing.assert_array_equal(out.logits, batch.logits)

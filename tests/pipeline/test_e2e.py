@@ -54,12 +54,35 @@ def test_generate_rejects_bad_input_before_compute(tiny_pipe, prompts, options, 
         tiny_pipe.generate(prompts, options)
 
 
+def test_one_prompt_is_a_list_of_one(tiny_pipe):
+    """A single string is one prompt, not a list of characters (tests/test_readme.py generates from one)."""
+    assert tiny_pipe.check_prompts("A cat.") == ["A cat."]
+
+
+def test_generate_names_unknown_settings(tiny_pipe):
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['stpes'\].*steps"):
+        tiny_pipe.generate("A cat.", stpes=3)
+
+
+def test_too_little_device_memory_is_refused_before_building(monkeypatch):
+    from landiff_jax import pipeline
+
+    cfg = LanDiffConfig.tiny()
+    need = pipeline.weight_bytes(cfg)
+    assert 1e6 < need < 1e8  # float32 weights of the tiny system: a few MB
+    monkeypatch.setattr(pipeline, "device_memory", lambda device: need - 1)
+    monkeypatch.setattr(pipeline, "random_params", lambda *a: pytest.fail("built weights"))
+    with pytest.raises(ValueError, match=rf"too little memory: the weights alone need {need / 1e6:.1f} MB per device "
+                                         "in float32, cpu device 0 has"):
+        LanDiff.random(cfg)
+
+
 def test_generate_rejects_misshaped_codes(tiny_pipe):
     with pytest.raises(ValueError, match="codes have shape"):
         tiny_pipe.generate(["ok"], codes=np.zeros((1, 3), np.int32))
 
 
-def test_e2e_parity(fixtures_dir):
+def test_e2e_parity(fixtures_dir, torch):
     case = fixtures_dir / E2E_CASE
     meta, _ = load_case(case)
     failed = [c for c in RUNNERS["e2e"](case, meta) if not c.passed]

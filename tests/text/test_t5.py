@@ -55,9 +55,9 @@ def test_scanned_equals_layer_loop(params, inputs):
     np.testing.assert_allclose(scanned, looped, atol=1e-5, rtol=1e-5)
 
 
-def test_matches_hf_torch_model(inputs):
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+def test_matches_hf_torch_model(inputs, torch):
+    import transformers
+
     hf_cfg = dict(vocab_size=CFG.vocab_size, d_model=CFG.d_model, d_kv=CFG.d_kv, num_heads=CFG.num_heads,
                   d_ff=CFG.d_ff, num_layers=CFG.num_layers, feed_forward_proj="gated-gelu", dropout_rate=0.0,
                   relative_attention_num_buckets=CFG.relative_attention_num_buckets,
@@ -83,9 +83,9 @@ def test_matches_hf_torch_model(inputs):
 
 
 @pytest.mark.parametrize("num_buckets,max_distance,length", [(32, 128, 600), (16, 20, 50), (8, 64, 130)])
-def test_buckets_match_hf(num_buckets, max_distance, length):
-    torch = pytest.importorskip("torch")
-    t5 = pytest.importorskip("transformers.models.t5.modeling_t5")
+def test_buckets_match_hf(num_buckets, max_distance, length, torch):
+    from transformers.models.t5 import modeling_t5 as t5
+
     pos = torch.arange(length)
     want = t5.T5Attention._relative_position_bucket(
         pos[None, :] - pos[:, None], bidirectional=True, num_buckets=num_buckets, max_distance=max_distance

@@ -26,7 +26,7 @@ def _cases(root):
 
 
 # ---- fixture parity ---------------------------------------------------------------------------
-def test_public_cases_pass(fixtures_dir):
+def test_public_cases_pass(fixtures_dir, torch):
     cases = _cases(fixtures_dir)
     assert len(cases) >= 2, f"expected the public tokenizer_train cases under {fixtures_dir / 'tokenizer_train'}"
     expired_somewhere = False
@@ -45,7 +45,7 @@ def test_public_cases_pass(fixtures_dir):
     assert expired_somewhere, "no public case replaces dead codes"
 
 
-def test_train_state_converter(fixtures_dir):
+def test_train_state_converter(fixtures_dir, torch):
     case = fixtures_dir / "tokenizer_train" / "normfeat_t2_expire"
     meta = json.loads((case / "meta.json").read_text())
     io = np.load(case / "io.npz")

@@ -108,8 +108,7 @@ def test_scanned_trunk_equals_layer_loop(tiny):
 
 
 @pytest.mark.parametrize("in_size,out_size", [(14, 6), (14, 4), (14, 30), (14, 45), (5, 5), (3, 8)])
-def test_bicubic_matches_torch(in_size, out_size):
-    torch = pytest.importorskip("torch")
+def test_bicubic_matches_torch(in_size, out_size, torch):
     x = np.random.default_rng(0).standard_normal((1, 2, in_size, in_size)).astype(np.float32)
     want = torch.nn.functional.interpolate(torch.from_numpy(x), size=(out_size, out_size + 1), mode="bicubic",
                                            align_corners=False).numpy()

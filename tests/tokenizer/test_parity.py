@@ -54,7 +54,7 @@ def test_e2e_tokenizer_decode(fixtures_dir):
     _check_decode(model, params, meta, arrays, "semantic_token")
 
 
-def test_dit_tokenizer_copy_decodes(fixtures_dir):
+def test_dit_tokenizer_copy_decodes(fixtures_dir, torch):
     """The diffusion checkpoint's tokenizer copy, converted under its prefix (full and decode-only)."""
     case = _cases(fixtures_dir, "dit")[0]
     meta, arrays = load_case(case)

@@ -35,9 +35,7 @@ def _leaves(tree):
 
 
 @pytest.fixture(scope="module")
-def tiny_state_dict(fixtures_dir):
-    import torch
-
+def tiny_state_dict(fixtures_dir, torch):
     case = fixtures_dir / "vae" / "enc_dec_17f_16x24"
     meta = json.loads((case / "meta.json").read_text())
     sd = torch.load(case / "3d-vae.pt", map_location="cpu", weights_only=True)["state_dict"]

@@ -9,8 +9,7 @@ from landiff_jax.nn.group_norm import GroupNorm, group_normalize
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 4, 5, 64), (2, 6, 7, 32)])
-def test_group_norm_matches_torch(shape):
-    torch = pytest.importorskip("torch")
+def test_group_norm_matches_torch(shape, torch):
     rng = np.random.default_rng(0)
     x = (rng.standard_normal(shape) * 3 + 2).astype(np.float32)
     scale = rng.standard_normal(shape[-1]).astype(np.float32)

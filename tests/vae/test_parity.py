@@ -9,6 +9,8 @@ import pytest
 
 from landiff_jax.parity import RUNNERS
 
+pytestmark = pytest.mark.usefixtures("torch")  # the cases hold .pt checkpoints
+
 CASES = ["enc_dec_9f_32x48", "enc_dec_17f_16x24", "dec_random_latent_7t_4x6"]
 
 
