@@ -10,12 +10,13 @@ below lets the LM train before any video is prepared; the video source of the to
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Iterator
 from typing import Any, Protocol
 
 import numpy as np
 
-from landiff_jax.data import records
+from landiff_jax.data import records, synthetic
 from landiff_jax.lm.config import LMConfig
 from landiff_jax.lm.layout import num_codes
 
@@ -106,3 +107,31 @@ class SyntheticLM:
         prototypes = self._prototypes()
         for index in range(start, start + count):
             yield self.example(index, prototypes)
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticClips:
+    """VAE examples: clips of the synthetic world (`synthetic.sample_clips`), clip i a pure
+    function of (seed, i), as uint8 video [frames H W 3]."""
+
+    frames: int  # video frames per clip
+    height: int
+    width: int
+    seed: int = 0
+    stage = "vae"
+
+    def __post_init__(self):
+        synthetic.check_size(self.frames, self.height, self.width)
+
+    @property
+    def schema(self) -> dict[str, records.Field]:
+        return records.vae_schema(self.frames, self.height, self.width)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return {"source": "synthetic_clips", **dataclasses.asdict(self)}
+
+    def examples(self, start: int, count: int) -> Iterator[dict[str, np.ndarray]]:
+        clips = synthetic.sample_clips(start + count, self.seed, self.frames, self.height, self.width)
+        for _, _, frames in itertools.islice(clips, start, None):  # clip i depends on (seed, i) only
+            yield {"video": frames}
