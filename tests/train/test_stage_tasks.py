@@ -119,6 +119,7 @@ def test_base_dit_trains_on_sampled_posterior_latents(diffusion_data, tmp_path):
     assert moved(initial(task, config)[0], state.trainable) and state.frozen == {}
 
 
+@pytest.mark.slow  # ~70 s of CPU (the control DiT and the frozen tokenizer's decoder compile)
 def test_control_branch_starts_from_a_converted_checkpoint(diffusion_data, tmp_path):
     model = DiffusionTrainConfig(dit=DIT, tokenizer=TOKENIZER, mode="control", semantic_source="codes")
     # a converted checkpoint's diffusion component: the whole model, the tokenizer copy with its encoder
@@ -142,13 +143,14 @@ def test_control_branch_starts_from_a_converted_checkpoint(diffusion_data, tmp_p
         make_task(run_config("diffusion", wrong, diffusion_data)).load(str(ckpt))
 
 
+@pytest.mark.slow  # ~140 s of CPU compiling and running 3D convolutions
 def test_vae_task_trains_on_synthetic_clips(tmp_path):
-    vae = VAEConfig.tiny(ch=8, num_groups=4)
-    source = SyntheticClips(frames=vae.video_frames(FRAMES), height=16, width=32, seed=0)
+    vae = VAEConfig.tiny(ch=8, num_groups=4, ch_mult=(1, 2), temporal_compress_times=2)
+    source = SyntheticClips(frames=vae.video_frames(FRAMES), height=16, width=16, seed=0)
     data = tmp_path / "data"
     records.write_dataset(data, plan_dataset(source, 4, 4), source.examples)
-    assert records.read_info(data).fields == {"video": records.Field((9, 16, 32, 3), "uint8")}
-    config = run_config("vae", VAELossConfig(vae=vae), data, data={"video_size": (16, 32)})
+    assert records.read_info(data).fields == {"video": records.Field((5, 16, 16, 3), "uint8")}
+    config = run_config("vae", VAELossConfig(vae=vae), data, data={"video_size": (16, 16)})
     task, state = train(config, tmp_path / "run")
     finite_losses(tmp_path / "run")
     assert moved(initial(task, config)[0], state.trainable)
