@@ -148,7 +148,7 @@ class LanDiff:
             spec = {**spec, "dtype": dtype}
         cfg = checkpoint.config_from_spec(spec).with_dit_attention(dit_attention)
         params = ((name, checkpoint.load_component(directory, name)) for name in checkpoint.COMPONENTS)
-        tokenizers = {c: text.T5TextTokenizer(checkpoint.text_tokenizer_dir(directory, c)) for c in TEXT_COMPONENTS}
+        tokenizers = {c: checkpoint.text_tokenizer(directory, c) for c in TEXT_COMPONENTS}
         return cls(cfg, params, tokenizers, mesh=mesh)
 
     @classmethod
