@@ -1,7 +1,8 @@
 """The whole system's configuration: one frozen bundle of every component's config.
 
-Built from a preset (`full`, `tiny`) or from the original's configuration (a fixture's or a
-release's `meta.json`-style dict); either way `LanDiffConfig.check()` verifies that the
+Built from a preset (`full`, `tiny`), from a config file (`configs/*.py`), from the original's
+configuration (`release.config_from_original`), or from the plain dict a converted checkpoint
+stores (`to_dict` / `from_dict`, versioned); `LanDiffConfig.check()` verifies that the
 components agree where they hand data to each other (codebook, frame layout, feature channels,
 latent grid, text widths).
 """
@@ -9,6 +10,8 @@ latent grid, text widths).
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from typing import Any, Mapping
 
 import jax.numpy as jnp
@@ -20,6 +23,8 @@ from landiff_jax.tokenizer.config import TokenizerConfig
 from landiff_jax.vae.config import VAEConfig
 
 PRESETS = ("full", "tiny")
+# version of the plain dict `to_dict` writes; `from_dict` reads only this one
+DICT_VERSION = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,17 +89,9 @@ class LanDiffConfig:
         vae = cast(self.vae)
         if dtype != jnp.float32:
             vae = dataclasses.replace(vae, precision="default")
-        return dataclasses.replace(self, t5_lm=cast(self.t5_lm), t5_dit=cast(self.t5_dit), tokenizer=cast(self.tokenizer),
+        return dataclasses.replace(self, t5_lm=cast(self.t5_lm), t5_dit=cast(self.t5_dit),
+                                   tokenizer=cast(self.tokenizer),
                                    lm=cast(self.lm), dit=cast(self.dit), vae=vae)
-
-    def with_dit_attention(self, implementation: str | None) -> "LanDiffConfig":
-        """The diffusion transformer's attention kernel (`nn.dot_product_attention`'s
-        implementation; None: `nn.full_attention_implementation` — our Hopper kernel ('mosaic')
-        for bf16 on one H100/H200, cuDNN on other GPUs and on a mesh, XLA on CPU)."""
-        allowed = (None, "xla", "cudnn", "mosaic")
-        if implementation not in allowed:
-            raise ValueError(f"DiT attention must be one of {allowed}, got {implementation!r}")
-        return dataclasses.replace(self, dit=dataclasses.replace(self.dit, attention=implementation))
 
     # ---- constructors ------------------------------------------------------------------
     @classmethod
@@ -108,7 +105,8 @@ class LanDiffConfig:
         """A few-MB system for tests and the CPU demo: 9 frames of 64×96 from 3 semantic frames."""
         tokenizer = TokenizerConfig.tiny()
         dit = DiTConfig.tiny(text_length=96,  # room for byte-level prompts in the random-weight demo
-                             semantic=dataclasses.replace(DiTConfig.tiny().semantic, z_channels=tokenizer.output_channels))
+                             semantic=dataclasses.replace(DiTConfig.tiny().semantic,
+                                                          z_channels=tokenizer.output_channels))
         return cls(T5Config.tiny(), T5Config.tiny(), tokenizer, LMConfig.tiny(), dit,
                    SamplerConfig(num_steps=4, cfg_num_steps=4), VAEConfig.tiny()).check()
 
@@ -119,19 +117,76 @@ class LanDiffConfig:
         return getattr(cls, name)()
 
     @classmethod
-    def from_original(cls, config: Mapping[str, Any], t5_lm: Mapping[str, Any], t5_dit: Mapping[str, Any]) -> "LanDiffConfig":
-        """From the original's configuration as the e2e fixture's `meta.json` holds it
-        (`tokenizer_build_tokenizer_overrides`, `llm`, `diffusion.model`) and the two T5
-        directories' `config.json` dicts."""
-        t5_lm_cfg, t5_dit_cfg = T5Config.from_hf_config(t5_lm), T5Config.from_hf_config(t5_dit)
-        if "tokenizer_build_tokenizer_overrides" in config:
-            tokenizer = TokenizerConfig.from_build_overrides(config["tokenizer_build_tokenizer_overrides"])
-        else:
-            tokenizer = TokenizerConfig.from_original(config["tokenizer"])
-        llm = dict(config["llm"])
-        if isinstance(llm["tokenizer"].get("tokenizer"), str):  # "same as config.tokenizer"
-            llm["tokenizer"] = {**llm["tokenizer"], "tokenizer": config["tokenizer"]}
-        model = config["diffusion"]["model"]
-        vae = VAEConfig.from_original(model, scale_factor=float(model.get("scale_factor", VAEConfig().scale_factor)))
-        return cls(t5_lm_cfg, t5_dit_cfg, tokenizer, LMConfig.from_original(llm, text_dim=t5_lm_cfg.d_model),
-                   DiTConfig.from_original(model), SamplerConfig.from_original(model), vae).check()
+    def select(cls, config: str | None = None, preset: str | None = None,
+               default: str | None = None) -> "LanDiffConfig":
+        """The tools' choice: `config`, a file `configs/*.py` whose `get_config()` returns a
+        LanDiffConfig, or `preset` (a shorthand for the named configs), else `default`'s preset.
+        Raises config_file.ConfigError (one line) for a bad file or both given."""
+        from landiff_jax import config_file
+
+        if config and preset:
+            raise config_file.ConfigError("give --config or --preset, not both")
+        if config:
+            cfg = config_file.load(config)
+            if not isinstance(cfg, cls):
+                raise config_file.ConfigError(f"{config}: get_config() must return a LanDiffConfig, got "
+                                              f"{type(cfg).__name__}")
+            try:
+                return cfg.check()
+            except ValueError as e:
+                raise config_file.ConfigError(f"{config}: {e}") from e
+        if not (preset or default):
+            raise config_file.ConfigError("give --config configs/<name>.py or --preset")
+        return cls.preset(preset or default)
+
+    # ---- plain data (what a converted checkpoint stores) ----------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """{'version': DICT_VERSION, 'config': {component: {field: value}}}: JSON-able (dtypes as
+        names, tuples as lists)."""
+        return {"version": DICT_VERSION, "config": _plain(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "LanDiffConfig":
+        """Inverse of `to_dict`; an unknown version, a missing or unknown field raises ValueError
+        naming it."""
+        version = data.get("version") if isinstance(data, Mapping) else None
+        if version != DICT_VERSION:
+            raise ValueError(f"LanDiff config dict version {version!r} is not supported "
+                             f"(this code reads {DICT_VERSION})")
+        return _build(cls, data.get("config"), "config").check()
+
+
+def _plain(value):
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (jnp.dtype, type)):  # dtype fields: jnp.float32 or a dtype instance
+        return jnp.dtype(value).name
+    return value
+
+
+def _build(cls, data, path: str):
+    """A `cls` dataclass from `_plain`'s output, typed by the fields' annotations."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"LanDiff config: '{path}' must be a dict, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown, missing = sorted(set(data) - set(fields)), sorted(set(fields) - set(data))
+    if unknown or missing:
+        raise ValueError(f"LanDiff config: '{path}' ({cls.__name__}) has unknown field(s) {unknown} / lacks {missing}")
+    hints = typing.get_type_hints(cls)
+    return cls(**{name: _value(hints[name], data[name], f"{path}.{name}", name) for name in fields})
+
+
+def _value(hint, value, path: str, name: str):
+    if name in ("dtype", "param_dtype"):
+        return jnp.dtype(value)
+    if value is None:
+        return None
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    for option in typing.get_args(hint) if union else (hint,):
+        if dataclasses.is_dataclass(option):
+            return _build(option, value, path)
+        if typing.get_origin(option) is tuple:
+            return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    return value

@@ -48,10 +48,6 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[
     return Mesh(np.array(devices).reshape(sizes), MESH_AXES)
 
 
-def logical_to_mesh_spec(logical: PartitionSpec | tuple, rules=RULES) -> PartitionSpec:
-    return nn.logical_to_mesh_axes(tuple(logical), rules)
-
-
 def param_shardings(abstract_params, mesh: Mesh, rules=RULES):
     """NamedShardings for a params pytree as returned by `jax.eval_shape(model.init, ...)`.
 

@@ -20,20 +20,39 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import flax.linen as nn
-from flax import traverse_util
 from jax.sharding import Mesh
 
-from landiff_jax import checkpoint, lm, text, vae
+from landiff_jax import checkpoint, diffusion, lm, runtime, text, tokenizer, vae
 from landiff_jax.config import LanDiffConfig
 from landiff_jax.diffusion import conditioner, sampler
-from landiff_jax.diffusion.convert import abstract_params as diffusion_abstract
+from landiff_jax.nn.init import random_params
 from landiff_jax.parallel import replicate, shard_params
-from landiff_jax.text.convert import abstract_t5_params
-from landiff_jax.tokenizer.convert import abstract_params as tokenizer_abstract
 
 TEXT_COMPONENTS = ("t5_lm", "t5_dit")
-SHARDED_COMPONENTS = ("t5_lm", "t5_dit", "lm")
+JOBS = ("generate", "all")  # what a job reads: generation, or everything (encoding, training)
+
+
+@dataclasses.dataclass(frozen=True)
+class Component:
+    """One entry of the converted checkpoint: its config inside LanDiffConfig, the shapes of the
+    params a job reads (None: the job reads none), and whether a mesh shards it (else replicates)."""
+
+    config: Callable[[LanDiffConfig], Any]
+    abstract: Callable[[LanDiffConfig, str], Any]
+    sharded: bool = False
+
+
+COMPONENTS: dict[str, Component] = {
+    "t5_lm": Component(lambda c: c.t5_lm, lambda c, job: text.abstract_params(c.t5_lm), sharded=True),
+    "t5_dit": Component(lambda c: c.t5_dit, lambda c, job: text.abstract_params(c.t5_dit), sharded=True),
+    "lm": Component(lambda c: c.lm, lambda c, job: lm.abstract_params(c.lm), sharded=True),
+    # the standalone tokenizer encodes videos (training data); generation decodes with the DiT's copy
+    "tokenizer": Component(lambda c: c.tokenizer,
+                           lambda c, job: None if job == "generate" else tokenizer.abstract_params(c.tokenizer)),
+    "diffusion": Component(lambda c: c.dit, lambda c, job: diffusion.abstract_params(
+        c.dit, c.tokenizer, decode_only=job == "generate")),
+    "vae": Component(lambda c: c.vae, lambda c, job: vae.abstract_params(c.vae, decode_only=job == "generate")),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,52 +79,12 @@ class GenerateResult:
     video: np.ndarray  # [b F H W 3] in [0, 1]
 
 
-def abstract_params(cfg: LanDiffConfig) -> dict[str, Any]:
-    """Shapes (with logical axis names) of every component's params."""
-    return {
-        "t5_lm": abstract_t5_params(cfg.t5_lm),
-        "t5_dit": abstract_t5_params(cfg.t5_dit),
-        "lm": lm.abstract_params(cfg.lm),
-        "tokenizer": tokenizer_abstract(cfg.tokenizer),
-        "diffusion": diffusion_abstract(cfg.dit, cfg.tokenizer),
-        "vae": vae.abstract_params(cfg.vae),
-    }
-
-
-def random_params(abstract, seed: int = 0, std: float = 0.02):
-    """Random weights of the given shapes: norm scales 1, biases 0, the rest N(0, std²). Small
-    trees are drawn with numpy (XLA's CPU compile of many RNG ops takes longer than the draw);
-    large ones in one compiled call on the default device, never materialised on the host."""
-    flat = traverse_util.flatten_dict(nn.meta.unbox(abstract), sep="/")
-    on_device = sum(int(np.prod(v.shape)) for v in flat.values()) > 50_000_000
-    xp = jnp if on_device else np
-
-    def fill(key, index: int, path: str, leaf):
-        name = path.rsplit("/", 1)[-1]
-        if name in ("scale", "bias"):
-            return (xp.ones if name == "scale" else xp.zeros)(leaf.shape, leaf.dtype)
-        if on_device:
-            noise = jax.random.normal(jax.random.fold_in(key, index), leaf.shape, jnp.float32)
-        else:
-            noise = key.standard_normal(leaf.shape, np.float32)
-        return (noise * std).astype(leaf.dtype)
-
-    build = lambda key: {k: fill(key, i, k, v) for i, (k, v) in enumerate(flat.items())}
-    tree = jax.jit(build)(jax.random.key(seed)) if on_device else build(np.random.default_rng(seed))
-    return traverse_util.unflatten_dict(tree, sep="/")
-
-
-def mesh_kernels(cfg: LanDiffConfig, backend: str) -> LanDiffConfig:
-    """The config for a multi-device mesh: XLA's SPMD partitioner does not split the Pallas
-    kernels, so the LM's decode steps attend through XLA and the DiT (on GPUs) through cuDNN;
-    an explicit 'mosaic' DiT attention is refused."""
-    if cfg.dit.attention == "mosaic":
-        raise ValueError("the 'mosaic' DiT attention runs on one device; use 'cudnn' on a mesh")
-    if cfg.dit.attention is None and backend == "gpu":
-        cfg = cfg.with_dit_attention("cudnn")
-    if cfg.lm.decode_attention is None:
-        cfg = dataclasses.replace(cfg, lm=cfg.lm.replace(decode_attention="xla"))
-    return cfg
+def abstract_params(cfg: LanDiffConfig, job: str = "generate") -> dict[str, Any]:
+    """Shapes (with logical axis names) of the params `job` reads, per component."""
+    if job not in JOBS:
+        raise ValueError(f"job must be one of {JOBS}, got {job!r}")
+    trees = {name: component.abstract(cfg, job) for name, component in COMPONENTS.items()}
+    return {name: tree for name, tree in trees.items() if tree is not None}
 
 
 class LanDiff:
@@ -113,26 +92,27 @@ class LanDiff:
 
     def __init__(self, cfg: LanDiffConfig, params: Mapping[str, Any] | Iterable[tuple[str, Any]],
                  tokenizers: dict[str, text.T5TextTokenizer], *, random_weights: bool = False,
-                 mesh: Mesh | None = None):
-        """params: {component: params}, or (component, params) pairs, placed one at a time so that
-        a lazily loaded component leaves host memory before the next is read. `mesh` (see `parallel.make_mesh`): the text encoders' and the LM's weights are sharded by
-        the logical-axis rules (the LM is memory-bound: each device reads its share), the other
+                 mesh: Mesh | None = None, dit_attention: str | None = None):
+        """params: {component: params} or (component, params) pairs, holding what generation reads
+        (`abstract_params(cfg, 'generate')`), placed one at a time so that a lazily loaded
+        component leaves host memory before the next is read. The kernels are chosen here, once,
+        for the devices (`runtime.configure`; `dit_attention` forces the DiT's). `mesh` (see
+        `parallel.make_mesh`): the text encoders' and the LM's weights are sharded by the
+        logical-axis rules (the LM is memory-bound: each device reads its share), the other
         stages' weights are replicated and the diffusion guidance batch is split over devices."""
-        if mesh is not None and mesh.size > 1:
-            cfg = mesh_kernels(cfg, jax.default_backend())
-        self.cfg = cfg.check()
+        cfg = runtime.configure(cfg.check(), mesh=mesh, dit_attention=dit_attention)
+        self.cfg = cfg
         self.tokenizers = tokenizers
         self.random_weights = random_weights
         self.mesh = mesh
-        casts = {"t5_lm": cfg.t5_lm, "t5_dit": cfg.t5_dit, "lm": cfg.lm, "tokenizer": cfg.tokenizer,
-                 "diffusion": cfg.dit, "vae": cfg.vae}
         abstract = abstract_params(cfg) if mesh is not None else {}
         self.params = {}
         for name, tree in params.items() if isinstance(params, Mapping) else params:
-            tree = jax.tree.map(lambda a, d=casts[name].param_dtype: jnp.asarray(a, d), tree)
+            component = COMPONENTS[name]
+            tree = jax.tree.map(lambda a, d=component.config(cfg).param_dtype: jnp.asarray(a, d), tree)
             if mesh is None:
                 self.params[name] = tree
-            elif name in SHARDED_COMPONENTS:
+            elif component.sharded:
                 self.params[name] = shard_params(tree, abstract[name], mesh)
             else:
                 self.params[name] = replicate(tree, mesh)
@@ -141,24 +121,25 @@ class LanDiff:
     @classmethod
     def from_checkpoint(cls, directory: str | Path, dtype: str | None = None, mesh: Mesh | None = None,
                         dit_attention: str | None = None) -> "LanDiff":
-        """A converted checkpoint (`tools/convert.py`), computed in `dtype` (default: as stored);
-        dit_attention: see `LanDiffConfig.with_dit_attention`."""
-        spec = checkpoint.read_spec(Path(directory))
-        if dtype is not None:
-            spec = {**spec, "dtype": dtype}
-        cfg = checkpoint.config_from_spec(spec).with_dit_attention(dit_attention)
-        params = ((name, checkpoint.load_component(directory, name)) for name in checkpoint.COMPONENTS)
+        """A converted checkpoint (`tools/convert.py`), computed in `dtype` (default: as stored),
+        reading only the parameters generation uses; dit_attention: see `runtime.configure`."""
+        cfg = checkpoint.load_config(directory, dtype)
+        params = ((name, checkpoint.load_component(directory, name, tree))
+                  for name, tree in abstract_params(cfg, "generate").items())
         tokenizers = {c: checkpoint.text_tokenizer(directory, c) for c in TEXT_COMPONENTS}
-        return cls(cfg, params, tokenizers, mesh=mesh)
+        return cls(cfg, params, tokenizers, mesh=mesh, dit_attention=dit_attention)
 
     @classmethod
-    def random(cls, cfg: LanDiffConfig, seed: int = 0, mesh: Mesh | None = None) -> "LanDiff":
+    def random(cls, cfg: LanDiffConfig, seed: int = 0, mesh: Mesh | None = None,
+               dit_attention: str | None = None) -> "LanDiff":
         """RANDOM weights and byte-level text ids: shows the code path, the video is noise."""
         params = {name: random_params(tree, seed + i) for i, (name, tree) in enumerate(abstract_params(cfg).items())}
-        return cls(cfg, params, {c: text.ByteTokenizer() for c in TEXT_COMPONENTS}, random_weights=True, mesh=mesh)
+        return cls(cfg, params, {c: text.ByteTokenizer() for c in TEXT_COMPONENTS}, random_weights=True, mesh=mesh,
+                   dit_attention=dit_attention)
 
     # ---- checks -------------------------------------------------------------------------
     def check_prompts(self, prompts: Sequence[str]) -> list[str]:
+        """The one check of the prompts (the pipeline's edge; the stages below take them as given)."""
         if isinstance(prompts, str) or not prompts:
             raise ValueError("give a non-empty list of prompts")
         empty = [i for i, p in enumerate(prompts) if not isinstance(p, str) or not p.strip()]

@@ -13,11 +13,9 @@ first) and the videos under <output_dir>/videos/.
 
 import json
 import re
-import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from absl import app, flags  # noqa: E402
 

@@ -1,7 +1,8 @@
 """Generate videos from text prompts: prompt(s) → LM semantic tokens → latents → mp4 (8 fps).
 
   python tools/generate.py --checkpoint ckpts/landiff-jax --prompt "A red fox walks through snow."
-  python tools/generate.py --preset tiny --random_weights      # no files needed: RANDOM weights
+  python tools/generate.py --config configs/tiny.py --random_weights   # no files: RANDOM weights
+  (--preset tiny is the shorthand for --config configs/tiny.py)
 
 Writes <output_dir>/<n>_<prompt>.mp4 and the semantic tokens as <n>_<prompt>.npy (reusable with
 --codes to skip the LM). Defaults follow the original CLI (LM cfg 7.5, motion score 0.1, seed 42,
@@ -9,18 +10,17 @@ Writes <output_dir>/<n>_<prompt>.mp4 and the semantic tokens as <n>_<prompt>.npy
 """
 
 import re
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from absl import app, flags  # noqa: E402
+from absl import app, flags
 
 flags.DEFINE_multi_string("prompt", None, "a prompt (repeat for several)")
 flags.DEFINE_string("prompts_file", None, "a text file with one prompt per line")
 flags.DEFINE_string("checkpoint", None, "converted checkpoint directory (tools/convert.py)")
-flags.DEFINE_enum("preset", None, ["full", "tiny"], "with --random_weights: the model sizes")
-flags.DEFINE_bool("random_weights", False, "use RANDOM weights of --preset (shows the code path; output is noise)")
+flags.DEFINE_string("config", None, "with --random_weights: the system config file (configs/*.py)")
+flags.DEFINE_enum("preset", None, ["full", "tiny"], "with --random_weights: shorthand for --config configs/<preset>.py "
+                  "(default: tiny)")
+flags.DEFINE_bool("random_weights", False, "use RANDOM weights of --config (shows the code path; output is noise)")
 flags.DEFINE_integer("seed", 42, "seed of every random draw")
 flags.DEFINE_float("lm_guidance", 7.5, "LM classifier-free guidance scale")
 flags.DEFINE_float("temperature", 1.0, "LM sampling temperature")
@@ -77,6 +77,8 @@ def main(argv):
     import numpy as np
 
     from landiff_jax.config import LanDiffConfig
+    from landiff_jax.config_file import ConfigError
+    from landiff_jax.convert.io import CheckpointError
     from landiff_jax.pipeline import GenerateOptions, LanDiff
     from landiff_jax.video_io import write_mp4, write_npy
 
@@ -87,19 +89,26 @@ def main(argv):
     if FLAGS.random_weights:
         if FLAGS.checkpoint:
             raise app.UsageError("--random_weights and --checkpoint exclude each other")
-        print(f"WARNING: RANDOM weights ({FLAGS.preset or 'tiny'} preset): the video is noise, not a generation.")
-        cfg = LanDiffConfig.preset(FLAGS.preset or "tiny").with_dtype(dtype).with_dit_attention(FLAGS.dit_attention)
-        pipe = LanDiff.random(cfg, seed=FLAGS.seed)
+        try:
+            cfg = LanDiffConfig.select(FLAGS.config, FLAGS.preset, default="tiny").with_dtype(dtype)
+        except ConfigError as e:
+            raise app.UsageError(str(e))
+        source = FLAGS.config or FLAGS.preset or "tiny"
+        print(f"WARNING: RANDOM weights ({source}): the video is noise, not a generation.")
+        pipe = LanDiff.random(cfg, seed=FLAGS.seed, dit_attention=FLAGS.dit_attention)
     else:
         if not FLAGS.checkpoint:
             raise app.UsageError("give --checkpoint DIR (see tools/convert.py), or --random_weights")
+        if FLAGS.config or FLAGS.preset:
+            raise app.UsageError("a converted checkpoint carries its config; "
+                                 "--config/--preset go with --random_weights")
         if not Path(FLAGS.checkpoint).is_dir():
             raise app.UsageError(f"checkpoint directory not found: {FLAGS.checkpoint}")
-        from landiff_jax.checkpoint import config_from_spec, read_spec
+        from landiff_jax.checkpoint import load_config
 
         try:  # settings are checked against the config before the weights are loaded
-            config_from_spec(read_spec(Path(FLAGS.checkpoint))).latent_frames(FLAGS.num_frames)
-        except ValueError as e:
+            load_config(FLAGS.checkpoint).latent_frames(FLAGS.num_frames)
+        except (ValueError, CheckpointError) as e:
             raise app.UsageError(str(e))
         print(f"loading {FLAGS.checkpoint} ({dtype})")
         pipe = LanDiff.from_checkpoint(FLAGS.checkpoint, dtype=dtype, dit_attention=FLAGS.dit_attention)

@@ -4,12 +4,16 @@ usage: python tools/parity.py ../shared/fixtures/t5 [more dirs...]
 Prints `component/case PASS|FAIL worst-error (array)` per case, then `N passed, M failed`.
 """
 
-import sys
-from pathlib import Path
+from absl import app
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from landiff_jax.parity import main  # noqa: E402
+def main(argv):
+    if len(argv) < 2:
+        raise app.UsageError("give one or more fixture directories")
+    from landiff_jax.parity import main as run_parity
+
+    return run_parity(argv[1:])
+
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    app.run(main)

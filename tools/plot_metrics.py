@@ -5,10 +5,7 @@ metrics.jsonl given (a file or a run's workdir).
 """
 
 import json
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from absl import app, flags  # noqa: E402
 

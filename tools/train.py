@@ -14,8 +14,6 @@ on TPU pods and SLURM).
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from absl import app, flags, logging  # noqa: E402
 
 flags.DEFINE_string("config", None, "experiment file configs/<name>.py (defines get_config())")

@@ -126,13 +126,14 @@ def measure_scale_factor(dataset: Path, limit: int = 2048) -> float:
 # --- params ----------------------------------------------------------------------------------
 
 def random_component(cfg, name: str, seed: int):
-    """The random weights of a frozen (or not yet trained) component: the tokenizer's with Theia."""
-    from landiff_jax import pipeline
-    from landiff_jax.tokenizer.convert import abstract_params as tokenizer_abstract
+    """The random weights of a frozen (or not yet trained) component, drawn as prepare_data's
+    random frozen models are (component i from seed + i); the tokenizer's with Theia."""
+    from landiff_jax import pipeline, tokenizer
+    from landiff_jax.nn.init import random_params
 
-    abstract = pipeline.abstract_params(cfg)[name] if name != "tokenizer" else tokenizer_abstract(cfg.tokenizer,
-                                                                                                  theia=True)
-    return pipeline.random_params(abstract, seed + COMPONENTS.index(name))
+    abstract = (tokenizer.abstract_params(cfg.tokenizer, theia=True) if name == "tokenizer"
+                else pipeline.abstract_params(cfg, "all")[name])
+    return random_params(abstract, seed + COMPONENTS.index(name))
 
 
 def run_params(run: Path):

@@ -88,14 +88,12 @@ def convert(
     *,
     ignore_prefixes: Sequence[str] = (),
     source: str = "checkpoint",
-    reshape_to_target: bool = False,
 ):
     """Build our params pytree from `state_dict` following `rules`.
 
     Every parameter of `abstract_params` needs exactly one rule; every state-dict key must be
     used by some rule or start with one of `ignore_prefixes` (counted in the report). Arrays are
-    cast to the parameter's dtype. With `reshape_to_target`, a transformed array whose size
-    matches is reshaped to the parameter's shape (used for per-head layouts).
+    cast to the parameter's dtype.
     """
     rules = list(rules)
     targets = flat_shapes(abstract_params)
@@ -121,21 +119,18 @@ def convert(
                 continue
             used.add(key)
             src = np.asarray(state_dict[key])
-            if rule.transform.source_shape is not None and not reshape_to_target:
+            if rule.transform.source_shape is not None:
                 exp = tuple(rule.transform.source_shape(per_key_shape))
                 if tuple(src.shape) != exp:
                     problems.append(f"key '{key}' has shape {tuple(src.shape)}, expected {exp} (for '{rule.param}')")
                     continue
             arr = rule.transform.apply(src)
             if tuple(arr.shape) != tuple(per_key_shape):
-                if reshape_to_target and arr.size == int(np.prod(per_key_shape)):
-                    arr = arr.reshape(per_key_shape)
-                else:
-                    problems.append(
-                        f"key '{key}' has shape {tuple(src.shape)}; after '{rule.transform.name}' "
-                        f"{tuple(arr.shape)}, but '{rule.param}' needs {tuple(per_key_shape)}"
-                    )
-                    continue
+                problems.append(
+                    f"key '{key}' has shape {tuple(src.shape)}; after '{rule.transform.name}' "
+                    f"{tuple(arr.shape)}, but '{rule.param}' needs {tuple(per_key_shape)}"
+                )
+                continue
             arrays.append(arr)
         if len(arrays) == len(rule.key_list):
             value = np.stack(arrays) if rule.stacked else arrays[0]
@@ -157,3 +152,33 @@ def convert(
         raise ConversionError(problems, source)
     params = traverse_util.unflatten_dict(out, sep="/")
     return params, ConversionReport(used=len(used), ignored=ignored)
+
+
+class Rules:
+    """The one way to write a key table: our parameter paths under `param_prefix`, torch keys
+    under `key_prefix`; with `n`, a key is a template over '{i}' stacked on the layers axis.
+
+        t = Rules("dit/main/", "model.diffusion_model.")
+        t.dense("time_embed/fc1", "time_embed.0")          # kernel <- .weight (LINEAR), bias <- .bias
+        t.norm("layers/input_layernorm", "transformer.layers.{i}.input_layernorm", n=30)
+        t.conv("patch_embed", "mixins.patch_embed.proj")   # kernel <- .weight (CONV), bias <- .bias
+        t.rules                                            # the list of Rule
+    """
+
+    def __init__(self, param_prefix: str = "", key_prefix: str = ""):
+        self.param_prefix, self.key_prefix, self.rules = param_prefix, key_prefix, []
+
+    def add(self, param: str, key: str, transform: Transform = IDENTITY, n: int | None = None) -> "Rules":
+        key = self.key_prefix + key
+        self.rules.append(Rule(self.param_prefix + param, layer_keys(key, n) if n else key, transform))
+        return self
+
+    def dense(self, param: str, key: str, bias: bool = True, n: int | None = None) -> "Rules":
+        self.add(f"{param}/kernel", f"{key}.weight", LINEAR, n)
+        return self.add(f"{param}/bias", f"{key}.bias", IDENTITY, n) if bias else self
+
+    def norm(self, param: str, key: str, n: int | None = None) -> "Rules":
+        return self.add(f"{param}/scale", f"{key}.weight", IDENTITY, n).add(f"{param}/bias", f"{key}.bias", IDENTITY, n)
+
+    def conv(self, param: str, key: str, n: int | None = None) -> "Rules":
+        return self.add(f"{param}/kernel", f"{key}.weight", CONV, n).add(f"{param}/bias", f"{key}.bias", IDENTITY, n)

@@ -23,8 +23,8 @@ import json
 import math
 import os
 import struct
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -81,11 +81,13 @@ def tokenizer_schema(frames: int, height: int, width: int, channels: int) -> dic
 def diffusion_schema(latent: tuple[int, int, int, int], text_length: int, text_dim: int,
                      num_codes: int | None = None, features: tuple[int, int, int, int] | None = None
                      ) -> dict[str, Field]:
-    """Control DiT: the scaled VAE latent [T H W C], T5-v1.1 states, and the semantic condition
-    (codes and/or Theia features; at least one)."""
+    """Control DiT: the VAE posterior of the clip, UNSCALED (`latent_mean`, `latent_std` [T H W C];
+    training samples scale_factor · (mean + std · ε) each step), T5-v1.1 states, and the semantic
+    condition (codes and/or Theia features; at least one)."""
     if num_codes is None and features is None:
         raise RecordError("a diffusion example needs its semantic condition: codes, features or both")
-    schema = {"latent": Field(tuple(latent), "float32"), "text_embedding": Field((text_length, text_dim), "float32")}
+    schema = {"latent_mean": Field(tuple(latent), "float32"), "latent_std": Field(tuple(latent), "float32"),
+              "text_embedding": Field((text_length, text_dim), "float32")}
     if num_codes is not None:
         schema["codes"] = Field((num_codes,), "int32")
     if features is not None:
@@ -289,24 +291,63 @@ def shard_is_complete(path: Path, shard: Shard) -> bool:
 def write_shard(path: Path, examples: Iterable[Mapping[str, Any]], shard: Shard, schema: Schema,
                 on_example: Callable[[], None] = lambda: None) -> None:
     """Write `shard.num_examples` examples to `path` through a temporary file, renamed when complete."""
+    write_shards([path], ((example,) for example in examples), shard, [schema], on_example)
+
+
+def write_shards(paths: Sequence[Path], examples: Iterable[Sequence[Mapping[str, Any]]], shard: Shard,
+                 schemas: Sequence[Schema], on_example: Callable[[], None] = lambda: None) -> None:
+    """The same shard of several datasets at once: `examples` yields one example per path (in
+    order), computed once for all. Each file is written under a temporary name and renamed when
+    every file is complete."""
     from array_record.python.array_record_module import ArrayRecordWriter
 
-    tmp = path.with_name(path.name + ".tmp")
-    writer = ArrayRecordWriter(str(tmp), WRITER_OPTIONS)
+    tmps = [path.with_name(path.name + ".tmp") for path in paths]
+    writers = [ArrayRecordWriter(str(tmp), WRITER_OPTIONS) for tmp in tmps]
     written = 0
     try:
-        for example in examples:
-            writer.write(encode_example(example, schema, f"{path.name} example {written}"))
+        for row in examples:
+            if len(row) != len(paths):
+                raise RecordError(f"{paths[0]}: the source gave {len(row)} examples per row, expected {len(paths)}")
+            for writer, path, schema, example in zip(writers, paths, schemas, row):
+                writer.write(encode_example(example, schema, f"{path.name} example {written}"))
             written += 1
             on_example()
     finally:
-        writer.close()
+        for writer in writers:
+            writer.close()
     if written != shard.num_examples:
-        tmp.unlink()
-        raise RecordError(f"{path}: the source gave {written} examples, expected {shard.num_examples}")
-    if not shard_is_complete(tmp, shard):
-        raise RecordError(f"{tmp}: written but does not read back {shard.num_examples} records")
-    os.replace(tmp, path)
+        for tmp in tmps:
+            tmp.unlink()
+        raise RecordError(f"{paths[0]}: the source gave {written} examples, expected {shard.num_examples}")
+    for tmp in tmps:
+        if not shard_is_complete(tmp, shard):
+            raise RecordError(f"{tmp}: written but does not read back {shard.num_examples} records")
+    for tmp, path in zip(tmps, paths):
+        os.replace(tmp, path)
+
+
+def start_dataset(out: Path, info: DatasetInfo) -> bool:
+    """Get `out` ready to receive `info`'s shards: False if it already holds exactly that dataset
+    (nothing to do); raise if it holds anything else than an unfinished dataset of the same plan."""
+    plan = json.dumps(info.to_json(), indent=1, sort_keys=True)
+    if (out / DATASET_FILE).exists():
+        if read_info(out).to_json() != info.to_json():
+            raise RecordError(f"{out / DATASET_FILE}: {out} already holds a dataset of other settings")
+        return False
+    if (out / PLAN_FILE).is_file():
+        if (out / PLAN_FILE).read_text() != plan:
+            raise RecordError(f"{out / PLAN_FILE}: {out} holds a dataset being written with other settings "
+                              "(same stage, source, sizes, seed and shard size are needed to resume)")
+    elif out.exists() and any(out.iterdir()):
+        raise RecordError(f"{out}: exists and is not an unfinished dataset of the same settings")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / PLAN_FILE, plan)
+    return True
+
+
+def finish_dataset(out: Path, info: DatasetInfo) -> None:
+    atomic_write_text(out / DATASET_FILE, json.dumps(info.to_json(), indent=1))
+    (out / PLAN_FILE).unlink()
 
 
 def write_dataset(out: str | os.PathLike, info: DatasetInfo, examples: Callable[[int, int], Iterable[Mapping]],
@@ -316,30 +357,36 @@ def write_dataset(out: str | os.PathLike, info: DatasetInfo, examples: Callable[
     then `dataset.json`. Resumable: a run into a directory holding the same plan keeps its
     complete shards (`on_shard(shard, skipped=True)`) and rewrites the others; a run into a
     complete dataset of the same plan does nothing."""
-    out = Path(out)
-    plan = json.dumps(info.to_json(), indent=1, sort_keys=True)
-    if (out / DATASET_FILE).exists():
-        if read_info(out).to_json() != info.to_json():
-            raise RecordError(f"{out / DATASET_FILE}: {out} already holds a dataset of other settings")
-        return info  # complete already: nothing to do
-    if (out / PLAN_FILE).is_file():
-        if (out / PLAN_FILE).read_text() != plan:
-            raise RecordError(f"{out / PLAN_FILE}: {out} holds a dataset being written with other settings "
-                              "(same stage, source, sizes, seed and shard size are needed to resume)")
-    elif out.exists() and any(out.iterdir()):
-        raise RecordError(f"{out}: exists and is not an unfinished dataset of the same settings")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / PLAN_FILE, plan)
-    for shard in info.shards:
-        path = out / shard.file
-        if shard_is_complete(path, shard):
+    write_datasets([(out, info)], lambda start, count: ((e,) for e in examples(start, count)), on_example, on_shard)
+    return info
+
+
+def write_datasets(datasets: Sequence[tuple[str | os.PathLike, DatasetInfo]],
+                   examples: Callable[[int, int], Iterable[Sequence[Mapping]]],
+                   on_example: Callable[[], None] = lambda: None,
+                   on_shard: Callable[[Shard, bool], None] = lambda shard, skipped: None) -> None:
+    """`write_dataset` for several datasets of the same examples (e.g. one per stage, from the
+    same clips), all planned with the same shards: `examples(start, count)` yields, per example,
+    one example per dataset (in order), so each is computed once. A shard complete in every
+    dataset is kept; otherwise it is computed again and written where it is incomplete."""
+    datasets = [(Path(out), info) for out, info in datasets]
+    ranges = {tuple((s.start, s.num_examples) for s in info.shards) for _, info in datasets}
+    if len(ranges) != 1:
+        raise RecordError(f"datasets {[str(out) for out, _ in datasets]} are not planned with the same shards")
+    active = [i for i, (out, info) in enumerate(datasets) if start_dataset(out, info)]  # not complete already
+    if not active:
+        return
+    for k, shard in enumerate(datasets[0][1].shards):
+        paths = {i: datasets[i][0] / datasets[i][1].shards[k].file for i in active}
+        missing = [i for i in active if not shard_is_complete(paths[i], shard)]
+        if not missing:
             on_shard(shard, True)
             continue
-        write_shard(path, examples(shard.start, shard.num_examples), shard, info.fields, on_example)
+        rows = ([row[i] for i in missing] for row in examples(shard.start, shard.num_examples))
+        write_shards([paths[i] for i in missing], rows, shard, [datasets[i][1].fields for i in missing], on_example)
         on_shard(shard, False)
-    atomic_write_text(out / DATASET_FILE, json.dumps(info.to_json(), indent=1))
-    (out / PLAN_FILE).unlink()
-    return info
+    for i in active:
+        finish_dataset(*datasets[i])
 
 
 # --- reading ---

@@ -2,15 +2,16 @@
 
 A source has a `stage`, the `schema` of its examples, `meta` (recorded in dataset.json) and
 `examples(start, count)`, which yields examples `start .. start+count-1` and must give the same
-examples every time it is asked (an interrupted shard is redone from it). The synthetic source
-below lets the LM train before any video is prepared; the video source of the tokenizer issue
-(video → features, latents, T5 states, codes) is another class of the same shape.
+examples every time it is asked (an interrupted shard is redone from it). The synthetic sources
+below let the LM train before any video is prepared (`SyntheticLM`) and the VAE train on clips of
+the synthetic world (`SyntheticClips`). Videos (`clips`) become the examples of
+several stages at once through the frozen models (`prepare.StageExamples`, one dataset per stage
+from one computation, written by `records.write_datasets`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -77,7 +78,7 @@ class SyntheticLM:
 
     @property
     def meta(self) -> dict[str, Any]:
-        return {"source": "synthetic", **dataclasses.asdict(self)}
+        return {"source": "synthetic_lm", **dataclasses.asdict(self)}
 
     def _prototypes(self) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng([self.seed, 0])
@@ -111,8 +112,8 @@ class SyntheticLM:
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticClips:
-    """VAE examples: clips of the synthetic world (`synthetic.sample_clips`), clip i a pure
-    function of (seed, i), as uint8 video [frames H W 3]."""
+    """VAE examples: clips of the synthetic world (clip i = `synthetic.sample_clip(i, seed, ...)`),
+    as uint8 video [frames H W 3]."""
 
     frames: int  # video frames per clip
     height: int
@@ -132,6 +133,5 @@ class SyntheticClips:
         return {"source": "synthetic_clips", **dataclasses.asdict(self)}
 
     def examples(self, start: int, count: int) -> Iterator[dict[str, np.ndarray]]:
-        clips = synthetic.sample_clips(start + count, self.seed, self.frames, self.height, self.width)
-        for _, _, frames in itertools.islice(clips, start, None):  # clip i depends on (seed, i) only
-            yield {"video": frames}
+        for index in range(start, start + count):
+            yield {"video": synthetic.sample_clip(index, self.seed, self.frames, self.height, self.width)[2]}

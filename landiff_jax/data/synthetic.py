@@ -167,10 +167,16 @@ def sample_clips(n: int, seed: int, num_frames: int, height: int, width: int, *,
     paraphrase: the caption is one of the training paraphrases instead of the canonical form."""
     check_size(num_frames, height, width)
     for i in range(n):
-        rng = np.random.default_rng((seed, i))
-        attributes = random_attributes(rng)
-        frames = render(attributes, num_frames, height, width, rng.integers(2**63))
-        yield (attributes.paraphrase(rng) if paraphrase else attributes.caption), attributes, frames
+        yield sample_clip(i, seed, num_frames, height, width, paraphrase=paraphrase)
+
+
+def sample_clip(index: int, seed: int, num_frames: int, height: int, width: int, *,
+                paraphrase: bool = False) -> tuple[str, Attributes, np.ndarray]:
+    """Clip `index` of `sample_clips(..., seed, ...)` alone: (caption, attributes, uint8 frames [T H W 3])."""
+    rng = np.random.default_rng((seed, index))
+    attributes = random_attributes(rng)
+    frames = render(attributes, num_frames, height, width, rng.integers(2**63))
+    return (attributes.paraphrase(rng) if paraphrase else attributes.caption), attributes, frames
 
 
 def box_blur(x: np.ndarray) -> np.ndarray:

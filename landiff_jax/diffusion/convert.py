@@ -22,28 +22,22 @@ import math
 from pathlib import Path
 from typing import Mapping
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from landiff_jax.convert import (
-    CONV,
-    LINEAR,
     ConversionError,
     ConversionReport,
     Rule,
+    Rules,
     Transform,
     convert,
-    layer_keys,
     read_latest,
     read_torch,
 )
-from landiff_jax.diffusion.conditioner import SemanticCond
+from landiff_jax.diffusion.api import abstract_params
 from landiff_jax.diffusion.config import DiTConfig
-from landiff_jax.diffusion.dit import ControlDiT
 from landiff_jax.diffusion.pos_embed import full_pos_embedding
 from landiff_jax.tokenizer.config import TokenizerConfig
-from landiff_jax.tokenizer.convert import abstract_params as tokenizer_abstract_params
 from landiff_jax.tokenizer.convert import tokenizer_ignore_prefixes, tokenizer_rules
 
 BASE_PREFIX = "model.diffusion_model."
@@ -71,88 +65,64 @@ def _attention_out(heads: int, head_dim: int) -> Transform:
                      lambda s: (s[2], s[0] * s[1]))
 
 
-def _linear(param: str, key: str, bias: bool = True) -> list[Rule]:
-    rules = [Rule(f"{param}/kernel", key + ".weight", LINEAR)]
-    return rules + [Rule(f"{param}/bias", key + ".bias")] if bias else rules
-
-
-def _norm(param: str, key: str) -> list[Rule]:
-    return [Rule(f"{param}/scale", key + ".weight"), Rule(f"{param}/bias", key + ".bias")]
-
-
-def _conv(param: str, key: str) -> list[Rule]:
-    return [Rule(f"{param}/kernel", key + ".weight", CONV), Rule(f"{param}/bias", key + ".bias")]
-
-
-def _stacked(rules: list[Rule], n: int) -> list[Rule]:
-    """Per-layer rules written with '{i}' in their keys → rules stacking layers 0..n-1."""
-    return [Rule(r.param, layer_keys(r.keys, n), r.transform) for r in rules]
-
-
 def branch_rules(cfg: DiTConfig, param_prefix: str, key_prefix: str, is_control: bool) -> list[Rule]:
     """Key table of one branch (main: `model.diffusion_model.`; control: `model.control_model.
     diffusion_model.`) onto params under `param_prefix` ('dit/main/' or 'dit/control/')."""
-    p, k = param_prefix, key_prefix
     h, hd = cfg.num_heads, cfg.head_dim
-    layer = f"{k}transformer.layers.{{i}}."
-    adaln = f"{k}mixins.adaln_layer."
-    per_layer = [
-        *_linear(f"{p}layers/adaln", adaln + "adaLN_modulations.{i}.1"),
-        *_norm(f"{p}layers/input_layernorm", layer + "input_layernorm"),
-        Rule(f"{p}layers/attention/qkv/kernel", layer + "attention.query_key_value.weight", _qkv_kernel(h, hd)),
-        Rule(f"{p}layers/attention/qkv/bias", layer + "attention.query_key_value.bias", _reshape((3, h, hd))),
-        *_norm(f"{p}layers/attention/query_norm", adaln + "query_layernorm_list.{i}"),
-        *_norm(f"{p}layers/attention/key_norm", adaln + "key_layernorm_list.{i}"),
-        Rule(f"{p}layers/attention/dense/kernel", layer + "attention.dense.weight", _attention_out(h, hd)),
-        Rule(f"{p}layers/attention/dense/bias", layer + "attention.dense.bias"),
-        *_norm(f"{p}layers/post_attention_layernorm", layer + "post_attention_layernorm"),
-        *_linear(f"{p}layers/mlp/fc1", layer + "mlp.dense_h_to_4h"),
-        *_linear(f"{p}layers/mlp/fc2", layer + "mlp.dense_4h_to_h"),
-    ]
+    n = cfg.control_layers if is_control else cfg.num_layers
+    layer, adaln = "transformer.layers.{i}.", "mixins.adaln_layer."
+    t = Rules(param_prefix, key_prefix)
+    t.dense("time_embed/fc1", "time_embed.0").dense("time_embed/fc2", "time_embed.2")
+    t.conv("patch_embed", "mixins.patch_embed.proj").dense("text_proj", "mixins.patch_embed.text_proj")
+    # per layer, stacked on the layers axis
+    t.dense("layers/adaln", adaln + "adaLN_modulations.{i}.1", n=n)
+    t.norm("layers/input_layernorm", layer + "input_layernorm", n=n)
+    t.add("layers/attention/qkv/kernel", layer + "attention.query_key_value.weight", _qkv_kernel(h, hd), n=n)
+    t.add("layers/attention/qkv/bias", layer + "attention.query_key_value.bias", _reshape((3, h, hd)), n=n)
+    t.norm("layers/attention/query_norm", adaln + "query_layernorm_list.{i}", n=n)
+    t.norm("layers/attention/key_norm", adaln + "key_layernorm_list.{i}", n=n)
+    t.add("layers/attention/dense/kernel", layer + "attention.dense.weight", _attention_out(h, hd), n=n)
+    t.add("layers/attention/dense/bias", layer + "attention.dense.bias", n=n)
+    t.norm("layers/post_attention_layernorm", layer + "post_attention_layernorm", n=n)
+    t.dense("layers/mlp/fc1", layer + "mlp.dense_h_to_4h", n=n)
+    t.dense("layers/mlp/fc2", layer + "mlp.dense_4h_to_h", n=n)
     if is_control:
-        per_layer += _linear(f"{p}layers/zero_linear", adaln + "zero_linears.{i}", bias=False)
-    rules = [
-        *_linear(f"{p}time_embed/fc1", k + "time_embed.0"),
-        *_linear(f"{p}time_embed/fc2", k + "time_embed.2"),
-        *_conv(f"{p}patch_embed", k + "mixins.patch_embed.proj"),
-        *_linear(f"{p}text_proj", k + "mixins.patch_embed.text_proj"),
-        *_stacked(per_layer, cfg.control_layers if is_control else cfg.num_layers),
-    ]
-    if not is_control:
-        rules += [
-            *_norm(f"{p}final_layernorm", k + "transformer.final_layernorm"),
-            *_norm(f"{p}final_layer/norm_final", k + "mixins.final_layer.norm_final"),
-            *_linear(f"{p}final_layer/adaln", k + "mixins.final_layer.adaLN_modulation.1"),
-            *_linear(f"{p}final_layer/linear", k + "mixins.final_layer.linear"),
-        ]
-    return rules
+        t.dense("layers/zero_linear", adaln + "zero_linears.{i}", bias=False, n=n)
+    else:
+        t.norm("final_layernorm", "transformer.final_layernorm")
+        t.norm("final_layer/norm_final", "mixins.final_layer.norm_final")
+        t.dense("final_layer/adaln", "mixins.final_layer.adaLN_modulation.1")
+        t.dense("final_layer/linear", "mixins.final_layer.linear")
+    return t.rules
 
 
-def _resnet_rules(param: str, key: str, in_ch: int, out_ch: int) -> list[Rule]:
-    rules = [*_norm(f"{param}/norm1", key + ".norm1"), *_conv(f"{param}/conv1", key + ".conv1"),
-             *_norm(f"{param}/norm2", key + ".norm2"), *_conv(f"{param}/conv2", key + ".conv2")]
-    return rules + _conv(f"{param}/nin_shortcut", key + ".nin_shortcut") if in_ch != out_ch else rules
+def _resnet_rules(t: Rules, param: str, key: str, in_ch: int, out_ch: int) -> None:
+    t.norm(f"{param}/norm1", key + ".norm1").conv(f"{param}/conv1", key + ".conv1")
+    t.norm(f"{param}/norm2", key + ".norm2").conv(f"{param}/conv2", key + ".conv2")
+    if in_ch != out_ch:
+        t.conv(f"{param}/nin_shortcut", key + ".nin_shortcut")
 
 
 def semantic_rules(cfg: DiTConfig, param_prefix: str = "semantic/") -> list[Rule]:
     """SemanticCond's upsampler (vq_gan_blocks.Decoder) and conv_out."""
-    sem, p = cfg.semantic, param_prefix + "upsample_model/"
-    k = SEMANTIC_PREFIX + "upsample_model."
+    sem = cfg.semantic
+    t = Rules(param_prefix, SEMANTIC_PREFIX)
     levels = len(sem.ch_mult)
     channels = sem.level_channels(levels - 1)
-    rules = [*_conv(p + "conv_in", k + "conv_in"),
-             *_resnet_rules(p + "mid_block_1", k + "mid.block_1", channels, channels),
-             *_resnet_rules(p + "mid_block_2", k + "mid.block_2", channels, channels)]
+    up = ("upsample_model/", "upsample_model.")
+    t.conv(up[0] + "conv_in", up[1] + "conv_in")
+    _resnet_rules(t, up[0] + "mid_block_1", up[1] + "mid.block_1", channels, channels)
+    _resnet_rules(t, up[0] + "mid_block_2", up[1] + "mid.block_2", channels, channels)
     for level in reversed(range(levels)):
         out = sem.level_channels(level)
         for j in range(sem.num_res_blocks + 1):
-            rules += _resnet_rules(f"{p}up_{level}_block_{j}", f"{k}up.{level}.block.{j}", channels, out)
+            _resnet_rules(t, f"{up[0]}up_{level}_block_{j}", f"{up[1]}up.{level}.block.{j}", channels, out)
             channels = out
         if level:
-            rules += _conv(f"{p}up_{level}_upsample", f"{k}up.{level}.upsample.conv")
-    rules += [*_norm(p + "norm_out", k + "norm_out"), *_conv(p + "conv_out", k + "conv_out"),
-              *_conv(param_prefix + "conv_out", SEMANTIC_PREFIX + "conv_out")]
-    return rules
+            t.conv(f"{up[0]}up_{level}_upsample", f"{up[1]}up.{level}.upsample.conv")
+    t.norm(up[0] + "norm_out", up[1] + "norm_out").conv(up[0] + "conv_out", up[1] + "conv_out")
+    t.conv("conv_out", "conv_out")
+    return t.rules
 
 
 def diffusion_rules(cfg: DiTConfig, tokenizer_cfg: TokenizerConfig) -> list[Rule]:
@@ -167,21 +137,6 @@ def diffusion_rules(cfg: DiTConfig, tokenizer_cfg: TokenizerConfig) -> list[Rule
 def ignore_prefixes() -> tuple[str, ...]:
     return (OUTSIDE_MODEL + UNUSED_CONTROL + (BASE_PREFIX + POS_EMBEDDING, CONTROL_PREFIX + POS_EMBEDDING)
             + tokenizer_ignore_prefixes(TOKENIZER_PREFIX))
-
-
-def abstract_params(cfg: DiTConfig, tokenizer_cfg: TokenizerConfig):
-    """jax.eval_shape of every parameter (boxed with logical names); uses no memory."""
-    h, w = cfg.latent_height, cfg.latent_width
-    x = jax.ShapeDtypeStruct((1, 1, h, w, cfg.in_channels), jnp.float32)
-    ctx = jax.ShapeDtypeStruct((1, cfg.text_length, cfg.text_hidden_size), jnp.float32)
-    t = jax.ShapeDtypeStruct((1,), jnp.float32)
-    feats = jax.ShapeDtypeStruct((1, 1, h // 2, w // 2, cfg.semantic.z_channels), jnp.float32)
-    key = jax.random.key(0)
-    return {
-        "dit": jax.eval_shape(ControlDiT(cfg).init, key, x, t, ctx, x)["params"],
-        "semantic": jax.eval_shape(SemanticCond(cfg.semantic, cfg.dtype, cfg.param_dtype).init, key, feats)["params"],
-        "tokenizer": tokenizer_abstract_params(tokenizer_cfg),
-    }
 
 
 @dataclasses.dataclass

@@ -25,7 +25,6 @@ from landiff_jax.nn import (
     Mlp,
     dense,
     dot_product_attention,
-    full_attention_implementation,
     scan_layers,
     timestep_embedding,
 )
@@ -67,8 +66,7 @@ class Attention(nn.Module):
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         norm = lambda name: LayerNorm(c.qk_norm_eps, axis_name="kv", name=name, **_dtypes(c))
         q, k = norm("query_norm")(q), norm("key_norm")(k)
-        impl = c.attention or full_attention_implementation(c.dtype, c.head_dim)
-        out = dot_product_attention(q, k, v, scale=1.0 / math.sqrt(c.head_dim), implementation=impl)
+        out = dot_product_attention(q, k, v, scale=1.0 / math.sqrt(c.head_dim), implementation=c.attention)
         return nn.DenseGeneral(
             c.hidden_size, axis=(-2, -1), name="dense", **_dtypes(c),
             kernel_init=_boxed(nn.initializers.lecun_normal(), ("heads", "kv", "embed")),

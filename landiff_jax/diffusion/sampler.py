@@ -21,7 +21,6 @@ from jax.sharding import Mesh
 from landiff_jax.diffusion.config import DiTConfig, SamplerConfig
 from landiff_jax.diffusion.denoiser import denoise, video_scalings
 from landiff_jax.diffusion.dit import ControlDiT
-from landiff_jax.parallel import constrain_batch
 from landiff_jax.diffusion.schedule import (
     StepSchedule,
     denoiser_sigma_table,
@@ -29,6 +28,7 @@ from landiff_jax.diffusion.schedule import (
     step_schedule,
     used_noise_draws,
 )
+from landiff_jax.parallel import constrain_batch
 
 
 class StepInputs(NamedTuple):

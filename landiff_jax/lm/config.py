@@ -10,6 +10,10 @@ import jax.numpy as jnp
 NUM_SPECIALS = 7  # EOS, BOS, START/END of I-frame, START/END of P-frame, PAD
 # names of `jax.checkpoint_policies` accepted by LMConfig.remat, besides "none" and "full"
 REMAT_POLICIES = ("dots_saveable", "dots_with_no_batch_dims_saveable", "nothing_saveable")
+# LMConfig.remat values besides those: a dots policy that also keeps each block's attention
+# (model.remat_policy), so that the backward does not rerun a fused attention
+ATTENTION_SAVING_POLICIES = tuple(f"{p}+attention" for p in REMAT_POLICIES)
+TRAIN_ATTENTIONS = ("xla", "cudnn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +47,10 @@ class LMConfig:
     # numerics
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
-    decode_attention: str | None = None  # None: the Pallas kernel for bf16 on GPU, else 'xla' (see nn.decode_attention)
+    decode_attention: str = "xla"  # nn.attention.DECODE_ATTENTION, chosen by `runtime`
+    # implementation of the uncached full-sequence forward's causal attention (training):
+    # 'xla', or 'cudnn' (bf16/fp16 on GPU; chosen by `runtime`, never probed while traced)
+    train_attention: str = "xla"
 
     def __post_init__(self):
         if self.hidden % self.num_heads:
@@ -61,8 +68,11 @@ class LMConfig:
                 raise ValueError(f"{key}_drop_prob > 0 but '{key}' is not a micro key {self.micro_keys}")
         if not 0 <= self.text_drop_prob < 1:
             raise ValueError(f"text_drop_prob must be in [0, 1), got {self.text_drop_prob}")
-        if self.remat not in ("none", "full") + REMAT_POLICIES:
-            raise ValueError(f"remat {self.remat!r}: expected one of {('none', 'full') + REMAT_POLICIES}")
+        remats = ("none", "full") + REMAT_POLICIES + ATTENTION_SAVING_POLICIES
+        if self.remat not in remats:
+            raise ValueError(f"remat {self.remat!r}: expected one of {remats}")
+        if self.train_attention not in TRAIN_ATTENTIONS:
+            raise ValueError(f"train_attention {self.train_attention!r}: expected one of {TRAIN_ATTENTIONS}")
 
     def micro_drop_prob(self, key: str) -> float:
         """Drop probability of a micro-condition key (0 for keys without a drop setting)."""
@@ -91,67 +101,3 @@ class LMConfig:
             num_layers=2, mlp_dim=160, max_len=512, text_dim=32, micro_hidden=48, micro_freq_dim=32,
         )
         return cls(**{**base, **kw})
-
-    @classmethod
-    def from_original(cls, config: dict, *, text_dim: int, **kw) -> "LMConfig":
-        """From a `build_llm()`-shaped config dict (meta.json `config`), original argument names.
-
-        `text_dim` is the T5 encoder's d_model (it lives in the T5 directory, not in this config).
-        Settings this port does not implement are rejected rather than silently ignored.
-        """
-        tr = config["transformer"]
-        blocks = tr["blocks"]
-        block = blocks[0]
-        if any(b != block for b in blocks):
-            raise ValueError("transformer.blocks differ from each other; only identical blocks are supported")
-        if "tanh" not in str(block.get("activation", "")):
-            raise ValueError(f"transformer block activation {block.get('activation')!r}: only GELU(tanh) is supported")
-        tok = config["tokenizer"]
-        codebook = tok["tokenizer"]["quantizer"]["codebook_size"]
-        if tok.get("segment_stride", tok.get("segment_length", 13)) != tok.get("segment_length", 13):
-            raise ValueError("segment_stride != segment_length (overlapping groups) is not supported")
-        cond = config["cond_model"]
-        if not cond.get("use_mlp_embeddings", False):
-            raise ValueError("cond_model.use_mlp_embeddings=False (a single Linear) is not supported")
-        if not cond.get("cfg_drop_prob", 0) > 0:
-            raise ValueError("cond_model.cfg_drop_prob must be > 0: the null text embedding is needed for guidance")
-        micro = config["micro_condition"]
-        if micro.get("adaln_condition_keys"):
-            raise ValueError("micro_condition adaln keys are not supported")
-        drop_probs = dict(micro.get("drop_probs") or {})
-        unknown = set(drop_probs) - {"frames", "motion_score"}
-        if unknown:
-            raise ValueError(f"micro_condition.drop_probs keys {sorted(unknown)}: only frames / motion_score are supported")
-        for flag, released in (("use_end_of_IFrame", True), ("use_end_of_PFrame", True), ("micro_cond_first", True),
-                               ("predict_motion_score", False)):
-            if config.get(flag, released) != released:
-                raise ValueError(f"{flag}={config[flag]} is not supported (released: {released})")
-        hidden = tr["hidden_dim"]
-        if cond["embed_dim"] != hidden or micro["out_dim"] != hidden:
-            raise ValueError("cond_model.embed_dim and micro_condition.out_dim must equal the transformer hidden_dim")
-        rope = tr["rope"]
-        out = cls(
-            codebook_size=codebook,
-            iframe_tokens=config.get("Iframe_len", 330),
-            pframe_tokens=config.get("Pframe_len", 74),
-            segment_length=tok.get("segment_length", 13),
-            hidden=hidden,
-            num_heads=block["num_heads"],
-            num_layers=len(blocks),
-            mlp_dim=block["mlp_dim"],
-            rope_theta=float(rope.get("theta_base", 10000)),
-            max_len=rope["max_len"],
-            text_dim=text_dim,
-            micro_keys=tuple(sorted(micro["crossattn_condition_keys"])),
-            micro_hidden=micro.get("hidden_dim", 512),
-            micro_freq_dim=micro.get("frequency_embedding_size", 256),
-            text_drop_prob=float(cond["cfg_drop_prob"]),
-            frames_drop_prob=float(drop_probs.get("frames", 0.0)),
-            motion_score_drop_prob=float(drop_probs.get("motion_score", 0.0)),
-            **kw,
-        )
-        if tr["visual_vocab_size"] != out.vocab_size:
-            raise ValueError(f"transformer.visual_vocab_size {tr['visual_vocab_size']} != codebook_size + 7 = {out.vocab_size}")
-        if rope["dim"] != out.head_dim:
-            raise ValueError(f"rope.dim {rope['dim']} != head dim {out.head_dim}")
-        return out

@@ -19,6 +19,9 @@ import dataclasses
 
 import numpy as np
 
+from landiff_jax.lm.config import NUM_SPECIALS
+from landiff_jax.tokenizer.config import num_codes  # noqa: F401  (the one formula; lm.num_codes)
+
 BOS, FEATURE, CODE, EOS = "BOS", "feature", "code", "EOS"
 SOI, EOI, SOP, EOP = "START_OF_IFrame", "END_OF_IFrame", "START_OF_PFrame", "END_OF_PFrame"
 STRUCTURAL = (SOI, EOI, SOP, EOP, EOS)
@@ -38,7 +41,7 @@ class Vocab:
 
     @property
     def size(self) -> int:
-        return self.codebook_size + 7
+        return self.codebook_size + NUM_SPECIALS
 
     def __getitem__(self, kind: str) -> int:
         return self.ids[kind]
@@ -59,13 +62,6 @@ def video_kinds(num_frames: int, iframe_tokens: int, pframe_tokens: int, segment
         kinds += [SOI] + [CODE] * iframe_tokens + [EOI]
         kinds += ([SOP] + [CODE] * pframe_tokens + [EOP]) * (frames - 1)
     return tuple(kinds + [EOS])
-
-
-def num_codes(num_frames: int, iframe_tokens: int, pframe_tokens: int, segment_length: int) -> int:
-    """Codes of a clip: per group of f frames I + (f-1)·P (I + (T-1)·P for one group)."""
-    num_frames = check_num_frames(num_frames)
-    groups = -(-num_frames // segment_length)
-    return groups * iframe_tokens + (num_frames - groups) * pframe_tokens
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,8 +5,9 @@ Each sample is one left-padded row of the batch, laid out as the sampler's rows 
     [pad × (n − n_i)] [BOS] [micro × m] [text × n_i] [SOI] codes… [EOI] … [EOS]
 
 (n = the batch's text width, n_i = the sample's text rows, V = the video part from the first
-SOI to EOS). It runs through the sampler's own `SemanticLM.forward` (one prefill of a fresh
-cache), so a sample's pads are masked as keys and its RoPE positions start at its BOS: each
+SOI to EOS). It runs through the sampler's own `SemanticLM.forward` (its uncached full-sequence path:
+no KV cache, plain causal attention over rows rolled to right padding), so a sample's pads
+are never attended by its real positions and its RoPE positions start at its BOS: each
 row computes what it would compute alone, as the original's packed varlen attention does.
 Logits row p predicts token p+1. Loss targets are the whole video part (SOI, codes, EOI, SOP,
 EOP, later SOIs, EOS), never BOS, micro or text rows; the loss is ONE mean over all loss
@@ -28,7 +29,7 @@ from flax import traverse_util
 
 from landiff_jax.lm import layout as L
 from landiff_jax.lm.config import LMConfig
-from landiff_jax.lm.model import SemanticLM, init_cache, init_params
+from landiff_jax.lm.model import SemanticLM, init_params
 
 BATCH_FIELDS = ("text_embedding", "text_mask", "codes", "frames", "motion_score")
 
@@ -118,8 +119,8 @@ def _micro_keep(cfg: LMConfig, drops: Drops, batch_size: int):
 def lm_loss(params, cfg: LMConfig, batch, drops: Drops):
     """Teacher-forced loss with explicit drop decisions.
 
-    Returns (loss, aux): aux['logits'] [b W V] float32 of every row position (W = 1 + m + n + V,
-    pads included), aux['targets'] [b W] (token p+1 on the loss mask, IGNORE_TOKEN elsewhere),
+    Returns (loss, aux): aux['logits'] [b W V] float32 of every row position (W = 1 + m + n + V;
+    a pad position's logits are meaningless), aux['targets'] [b W] (token p+1 on the loss mask, IGNORE_TOKEN elsewhere),
     aux['loss_mask'] [b W] bool, aux['token_losses'] [b W] (0 off the mask), aux['pads'] [b].
     """
     check_batch(cfg, batch)
@@ -134,8 +135,7 @@ def lm_loss(params, cfg: LMConfig, batch, drops: Drops):
     model, variables = SemanticLM(cfg), {"params": params}
     x, pads = model.apply(variables, text_hidden, text_mask, micro, video, False, drops.text_keep, micro_keep,
                           method=SemanticLM.prefix)
-    logits, _ = model.apply(variables, x, init_cache(cfg, b, width), 0, pads, last_only=False,
-                            method=SemanticLM.forward)  # [b W V]
+    logits, _ = model.apply(variables, x, None, 0, pads, last_only=False, method=SemanticLM.forward)  # [b W V]
     # the video part is the last V positions of every row; rows W-1-V .. W-2 predict it
     v = video.shape[1]
     rows = slice(width - 1 - v, width - 1)

@@ -6,10 +6,16 @@ Every transformer call goes through one explicit KV cache: per layer `(k, v)`, e
 contiguous [slots, head_dim] matrix), written at slot `index` and attended up to the query's
 own slot; cache_len is rounded up to a multiple of the decode kernel's block. A one-token call
 attends through `decode_attention` (on GPU a kernel that reads only the filled slots), a
-longer one through masked XLA attention. One block function serves both paths:
-- `SemanticLM.forward` (prefill of the whole prefix; the uncached forward is a prefill of the
-  whole sequence into a fresh cache) scans the layers over a stacked cache
-  [layers, rows, heads, cache_len, head_dim];
+longer one through masked XLA attention. One block function serves three paths:
+- `SemanticLM.forward` with a cache (prefill of the whole prefix) scans the layers over a
+  stacked cache [layers, rows, heads, cache_len, head_dim];
+- `SemanticLM.forward` without a cache (cache=None: the full-sequence forward of training
+  and `__call__`) allocates no cache and attends from q, k, v directly with plain causal
+  attention (`cfg.train_attention`: XLA, or cuDNN's flash attention on GPU). Its rows are
+  rolled to *right* padding first (row r's slot t holds its left-padded slot t + pad_r, mod
+  the width), so that a row's positions are 0.. and causality alone keeps its pads out of its
+  real positions: no mask or bias at all. The outputs are rolled back; only the pad
+  positions' values (which attend to real keys there) differ from the cached path's;
 - `decode` (one token per row) unrolls the layers over a tuple of per-layer caches and a
   tuple of per-layer parameters (`layer_params`, sliced once before the sampler's loop), so
   that inside the loop each layer's cache is a loop-carried buffer updated in place and each
@@ -27,8 +33,11 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
-from landiff_jax.lm.config import LMConfig
+from landiff_jax.kernels import DECODE_BLOCK
+from landiff_jax.lm.config import ATTENTION_SAVING_POLICIES, LMConfig
+from landiff_jax.lm.layout import BOS, Vocab
 from landiff_jax.nn import (
     GatedMlp,
     LayerNorm,
@@ -42,8 +51,9 @@ from landiff_jax.nn import (
     scan_layers,
     timestep_embedding,
 )
-from landiff_jax.nn.decode_attention import BLOCK as DECODE_BLOCK
 from landiff_jax.nn.mlp import gelu_tanh
+
+ATTENTION_OUTPUT = "attention"  # checkpoint name of a block's uncached attention output [b s h k]
 
 
 def _partitioned(init, axes):
@@ -100,8 +110,9 @@ class LlamaBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, cache, angles, mask, index, pads):
-        # x [b s d]; cache (k, v) each [b h T k]; angles [b s k/2]; mask [b 1 s T] (unused when s = 1); pads [b]
-        cache_k, cache_v = cache
+        # x [b s d]; cache (k, v) each [b h T k], or None (causal attention over x's own keys,
+        # right-padded rows); angles [b s k/2] or [s k/2]; mask [b 1 s T] (unused when s = 1
+        # or without a cache); pads [b]
         cfg = self.cfg
         kw = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype)
         init = nn.initializers.lecun_normal()
@@ -109,20 +120,46 @@ class LlamaBlock(nn.Module):
         qkv = nn.DenseGeneral((3, cfg.num_heads, cfg.head_dim), use_bias=False, name="wqkv",
                               kernel_init=_partitioned(init, ("embed", None, "heads", "kv")), **kw)(h)
         q, k, v = apply_rope(qkv[:, :, 0], angles), apply_rope(qkv[:, :, 1], angles), qkv[:, :, 2]
-        at = (0, 0, index, 0)
-        cache_k = jax.lax.dynamic_update_slice(cache_k, jnp.swapaxes(k, 1, 2).astype(cache_k.dtype), at)
-        cache_v = jax.lax.dynamic_update_slice(cache_v, jnp.swapaxes(v, 1, 2).astype(cache_v.dtype), at)
-        if x.shape[1] == 1:  # a decode step: the row's filled slots pad..index
-            attn = decode_attention(q[:, 0], cache_k, cache_v, pads, index + 1,
-                                    implementation=cfg.decode_attention)[:, None]
+        if cache is None:
+            attn = dot_product_attention(q, k, v, is_causal=True, implementation=cfg.train_attention)
+            attn = checkpoint_name(attn, ATTENTION_OUTPUT)
         else:
-            keys, values = (jnp.swapaxes(c, 1, 2).astype(q.dtype) for c in (cache_k, cache_v))
-            attn = dot_product_attention(q, keys, values, mask=mask, implementation="xla")
+            cache_k, cache_v = cache
+            at = (0, 0, index, 0)
+            cache_k = jax.lax.dynamic_update_slice(cache_k, jnp.swapaxes(k, 1, 2).astype(cache_k.dtype), at)
+            cache_v = jax.lax.dynamic_update_slice(cache_v, jnp.swapaxes(v, 1, 2).astype(cache_v.dtype), at)
+            cache = (cache_k, cache_v)
+            if x.shape[1] == 1:  # a decode step: the row's filled slots pad..index
+                attn = decode_attention(q[:, 0], cache_k, cache_v, pads, index + 1,
+                                        implementation=cfg.decode_attention)[:, None]
+            else:
+                keys, values = (jnp.swapaxes(c, 1, 2).astype(q.dtype) for c in (cache_k, cache_v))
+                attn = dot_product_attention(q, keys, values, mask=mask, implementation="xla")
         x = x + nn.DenseGeneral(cfg.hidden, axis=(-2, -1), use_bias=False, name="wo",
                                 kernel_init=_partitioned(init, ("heads", "kv", "embed")), **kw)(attn)
         mlp = GatedMlp(cfg.mlp_dim, act=gelu_tanh, use_bias=False, name="mlp", **kw)
         x = x + mlp(RMSNorm(cfg.norm_eps, name="norm1", **kw)(x))
-        return x, (cache_k, cache_v)
+        return x, cache
+
+
+def _cudnn_attention_forward(prim, *_, **__) -> bool:
+    """Remat policy: keep the outputs of cuDNN's fused attention forward (its output and softmax
+    statistics, the residuals of its backward). Naming the attention output is not enough: the
+    statistics would be recomputed by running the whole forward again."""
+    return prim.name.startswith("dot_product_attention_fwd")
+
+
+def remat_policy(name: str):
+    """The `jax.checkpoint` policy of an LMConfig.remat name other than "none" (None: "full").
+    "<dots policy>+attention" also keeps each block's attention (XLA: its named output; cuDNN:
+    the fused forward's outputs), so the backward never reruns it."""
+    if name == "full":
+        return None
+    if name in ATTENTION_SAVING_POLICIES:
+        both = jax.checkpoint_policies.save_from_both_policies
+        attention = both(jax.checkpoint_policies.save_only_these_names(ATTENTION_OUTPUT), _cudnn_attention_forward)
+        return both(getattr(jax.checkpoint_policies, name.removesuffix("+attention")), attention)
+    return getattr(jax.checkpoint_policies, name)
 
 
 def remat_block(cfg: LMConfig):
@@ -130,8 +167,7 @@ def remat_block(cfg: LMConfig):
     changes what differentiation keeps, so the scanned forward computes the same values."""
     if cfg.remat == "none":
         return LlamaBlock
-    policy = None if cfg.remat == "full" else getattr(jax.checkpoint_policies, cfg.remat)
-    return nn.remat(LlamaBlock, policy=policy, prevent_cse=False)
+    return nn.remat(LlamaBlock, policy=remat_policy(cfg.remat), prevent_cse=False)
 
 
 def init_cache(cfg: LMConfig, rows: int, length: int):
@@ -191,7 +227,7 @@ class SemanticLM(nn.Module):
         cond, null = self.text_cond(text_hidden)
         if text_keep is not None:
             cond = jnp.where(text_keep[:, None, None], cond, null)
-        bos = jnp.broadcast_to(self.embed(jnp.asarray(self.cfg.codebook_size + 1)), (b, 1, self.cfg.hidden))
+        bos = jnp.broadcast_to(self.embed(jnp.asarray(Vocab(self.cfg.codebook_size)[BOS])), (b, 1, self.cfg.hidden))
         head = jnp.concatenate([bos, self.micro_cond(micro, micro_keep)], axis=1)
         tail = self.embed(video_tokens)
         texts = [cond, jnp.broadcast_to(null, cond.shape)] if guidance else [cond]
@@ -208,10 +244,32 @@ class SemanticLM(nn.Module):
 
     def forward(self, x, cache, index, pads, last_only: bool = True):
         """x [r s d] written at slots index..index+s-1 of the stacked cache -> (float32 logits
-        [r V] of the last query (or [r s V]), updated stacked cache)."""
-        angles, mask = attention_inputs(self.cfg, index, x.shape[1], pads, cache[0].shape[3])
-        x, cache = self.blocks(x.astype(self.cfg.dtype), cache, angles, mask, index, pads)
-        return self.logits(x[:, -1] if last_only else x), cache
+        [r V] of the last query (or [r s V]), updated stacked cache).
+
+        cache None: the uncached full-sequence forward (index must be 0; returns cache None):
+        rows rolled to right padding, plain causal attention, rolled back (module docstring).
+        """
+        x = x.astype(self.cfg.dtype)
+        if cache is not None:
+            angles, mask = attention_inputs(self.cfg, index, x.shape[1], pads, cache[0].shape[3])
+            x, cache = self.blocks(x, cache, angles, mask, index, pads)
+            return self.logits(x[:, -1] if last_only else x), cache
+        if not isinstance(index, int) or index != 0:
+            raise ValueError(f"the uncached forward starts at slot 0, got index {index!r}")
+        s = x.shape[1]
+        slots = jnp.arange(s)
+        right = (slots[None, :] + pads[:, None]) % s  # [r s]: right-padded slot t reads slot t + pad
+        x = jnp.take_along_axis(x, right[:, :, None], axis=1)
+        # jax's cuDNN attention trains only even lengths: one more slot, after every real one
+        extra = s % 2
+        x = jnp.pad(x, ((0, 0), (0, extra), (0, 0)))
+        angles = rope_1d_angles(jnp.arange(s + extra), self.cfg.head_dim, self.cfg.rope_theta)  # positions 0..
+        x, _ = self.blocks(x, None, angles, None, 0, pads)
+        x = x[:, :s]
+        if last_only:  # a row's last slot is its right-padded slot s - 1 - pad
+            return self.logits(jnp.take_along_axis(x, (s - 1 - pads)[:, None, None], axis=1)[:, 0]), None
+        left = (slots[None, :] - pads[:, None]) % s
+        return self.logits(jnp.take_along_axis(x, left[:, :, None], axis=1)), None
 
     def __call__(self, text_hidden, text_mask, micro, tokens, guidance: bool = False):
         """Uncached full forward: logits [r, prefix + s, V] of the prefix (ending with
@@ -220,7 +278,7 @@ class SemanticLM(nn.Module):
         x, pads = self.prefix(text_hidden, text_mask, micro, soi, guidance)
         steps = jnp.tile(self.embed(tokens), (x.shape[0] // tokens.shape[0], 1, 1))
         x = jnp.concatenate([x, steps], axis=1)
-        logits, _ = self.forward(x, init_cache(self.cfg, x.shape[0], x.shape[1]), 0, pads, last_only=False)
+        logits, _ = self.forward(x, None, 0, pads, last_only=False)
         return logits
 
 

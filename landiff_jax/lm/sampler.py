@@ -102,8 +102,8 @@ def step_logits(guided, allow, options: SampleOptions, vocab: L.Vocab):
     return jnp.where(jnp.any(allow), jnp.where(special, x, -jnp.inf), free)
 
 
-def _sample(params, text_hidden, text_mask, micro, rng, options: SampleOptions, first_frame_codes, *,
-            cfg: LMConfig, num_frames: int, trace: bool, fori_loop: Callable = jax.lax.fori_loop) -> SampleOutput:
+def sample_loop(params, text_hidden, text_mask, micro, rng, options: SampleOptions, first_frame_codes, *,
+                cfg: LMConfig, num_frames: int, trace: bool, fori_loop: Callable = jax.lax.fori_loop) -> SampleOutput:
     layout = L.frame_layout(cfg.codebook_size, cfg.iframe_tokens, cfg.pframe_tokens, cfg.segment_length, num_frames,
                             gt_first_frame=first_frame_codes is not None)
     model = SemanticLM(cfg)
@@ -162,7 +162,7 @@ def _sample(params, text_hidden, text_mask, micro, rng, options: SampleOptions, 
     return SampleOutput(codes=codes, **out)
 
 
-_sample_jit = jax.jit(_sample, static_argnames=("cfg", "num_frames", "trace", "fori_loop"))
+_sample_loop_jit = jax.jit(sample_loop, static_argnames=("cfg", "num_frames", "trace", "fori_loop"))
 
 
 def micro_values(cfg: LMConfig, frames, motion_score, batch: int) -> np.ndarray:
@@ -181,7 +181,8 @@ def _check_text(cfg: LMConfig, text_hidden, text_mask) -> np.ndarray:
         raise ValueError(f"text_hidden {tuple(text_hidden.shape)} / text_mask {mask.shape}: expected [b n {cfg.text_dim}] / [b n]")
     counts = mask.sum(axis=1)
     if (counts == 0).any():
-        raise ValueError(f"empty prompt(s) at rows {np.flatnonzero(counts == 0).tolist()}: the text condition needs a token")
+        raise ValueError(f"text_mask rows {np.flatnonzero(counts == 0).tolist()} hold no token: the text condition "
+                         "needs one")
     left_padded = mask == (np.arange(mask.shape[1])[None, :] >= (mask.shape[1] - counts)[:, None])
     if not left_padded.all():
         raise ValueError("text_mask must be left-padded (padding first, as the LM-side T5 tokenizer pads)")
@@ -216,5 +217,5 @@ def sample(params, cfg: LMConfig, text_hidden, text_mask, *, num_frames: int, mo
             raise ValueError(f"first_frame_codes must be [{batch}, {cfg.iframe_tokens}] codes in [0, {cfg.codebook_size})")
         first_frame_codes = jnp.asarray(codes, jnp.int32)
     micro = micro_values(cfg, num_frames if frames is None else frames, motion_score, batch)
-    return _sample_jit(params, jnp.asarray(text_hidden), jnp.asarray(mask), jnp.asarray(micro), rng, options,
+    return _sample_loop_jit(params, jnp.asarray(text_hidden), jnp.asarray(mask), jnp.asarray(micro), rng, options,
                        first_frame_codes, cfg=cfg, num_frames=num_frames, trace=trace)

@@ -1,11 +1,6 @@
 """Building blocks shared by every LanDiff model."""
 
-from landiff_jax.nn.attention import (
-    attention_implementation,
-    decode_attention,
-    dot_product_attention,
-    full_attention_implementation,
-)
+from landiff_jax.nn.attention import decode_attention, dot_product_attention
 from landiff_jax.nn.dense import dense, scan_layers
 from landiff_jax.nn.embeddings import timestep_embedding
 from landiff_jax.nn.group_norm import GroupNorm
@@ -20,11 +15,9 @@ __all__ = [
     "Mlp",
     "RMSNorm",
     "apply_rope",
-    "attention_implementation",
     "decode_attention",
     "dense",
     "dot_product_attention",
-    "full_attention_implementation",
     "rope_1d_angles",
     "rope_3d_angles",
     "scan_layers",

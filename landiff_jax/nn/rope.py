@@ -6,8 +6,8 @@ positions give the same rotations.
 
 from __future__ import annotations
 
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 
 
 def _inv_freqs(dim: int, theta: float) -> np.ndarray:

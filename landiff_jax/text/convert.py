@@ -12,7 +12,8 @@ import numpy as np
 
 from landiff_jax.convert import LINEAR, CheckpointError, ConversionError, Rule, convert, layer_keys, read_safetensors
 from landiff_jax.text.config import T5Config
-from landiff_jax.text.t5 import T5Encoder
+from landiff_jax.text.original import t5_config
+from landiff_jax.text.t5 import abstract_params as t5_abstract_params
 
 EMBEDDING_KEY = "shared.weight"
 # T5EncoderModel's alias of the same tensor; some exports write it too, or only it.
@@ -41,12 +42,6 @@ def t5_rules(cfg: T5Config) -> list[Rule]:
     ]
 
 
-def abstract_t5_params(cfg: T5Config):
-    """Shapes/dtypes (and logical names) of T5Encoder(cfg)'s params, without computing anything."""
-    ids = jax.ShapeDtypeStruct((1, 1), jnp.int32)
-    return jax.eval_shape(T5Encoder(cfg).init, jax.random.key(0), ids)["params"]
-
-
 def _one_embedding(state_dict: Mapping[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
     """Accept `shared.weight`, `encoder.embed_tokens.weight` or both (then they must agree)."""
     state = dict(state_dict)
@@ -64,15 +59,14 @@ def _one_embedding(state_dict: Mapping[str, np.ndarray], source: str) -> dict[st
 
 def convert_t5(state_dict: Mapping[str, np.ndarray], cfg: T5Config, *, source: str = "T5 checkpoint",
                abstract_params=None):
-    """HF T5 state dict → params (numpy, cast to the target dtype). Raises ConversionError naming
-    every missing, unexpected or misshaped key.
+    """HF T5 state dict → (params (numpy, cast to the target dtype), report). Raises
+    ConversionError naming every missing, unexpected or misshaped key.
 
-    abstract_params: the target shapes/dtypes; default `abstract_t5_params(cfg)`.
+    abstract_params: the target shapes/dtypes; default `t5.abstract_params(cfg)`.
     """
     state = _one_embedding(state_dict, source)
-    target = abstract_t5_params(cfg) if abstract_params is None else abstract_params
-    params, _ = convert(t5_rules(cfg), state, target, ignore_prefixes=IGNORED_PREFIXES, source=source)
-    return params
+    target = t5_abstract_params(cfg) if abstract_params is None else abstract_params
+    return convert(t5_rules(cfg), state, target, ignore_prefixes=IGNORED_PREFIXES, source=source)
 
 
 def load_t5(hf_dir: str | Path, dtype=jnp.float32) -> tuple[T5Config, dict]:
@@ -85,6 +79,6 @@ def load_t5(hf_dir: str | Path, dtype=jnp.float32) -> tuple[T5Config, dict]:
         hf_config = json.loads(config_path.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"cannot parse {config_path}: {e}") from e
-    cfg = T5Config.from_hf_config(hf_config, dtype=dtype)
-    params = convert_t5(read_safetensors(hf_dir), cfg, source=str(hf_dir))
+    cfg = t5_config(hf_config, dtype=dtype)
+    params, _ = convert_t5(read_safetensors(hf_dir), cfg, source=str(hf_dir))
     return cfg, jax.device_put(params)

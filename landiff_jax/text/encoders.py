@@ -21,7 +21,7 @@ from landiff_jax.text.tokenizer import T5TextTokenizer
 
 
 @functools.partial(jax.jit, static_argnames="cfg")
-def encode_ids(params, input_ids, attention_mask, cfg: T5Config):
+def encode_ids(params, cfg: T5Config, input_ids, attention_mask):
     """last_hidden_state [b s d] of T5Encoder(cfg); compiled once per (cfg, shapes, mask or None)."""
     return T5Encoder(cfg).apply({"params": params}, input_ids, attention_mask)
 
@@ -35,13 +35,13 @@ def encode_for_lm(tokenizer: T5TextTokenizer, params, cfg: T5Config, texts: Sequ
     """→ (hidden [b n d], mask [b n] bool, False = padding); left-padded to the longest prompt."""
     _check_vocab(tokenizer, cfg)
     ids, mask = tokenizer.encode_lm(texts)
-    return encode_ids(params, ids, mask, cfg), mask.astype(bool)
+    return encode_ids(params, cfg, ids, mask), mask.astype(bool)
 
 
 def encode_for_diffusion(tokenizer: T5TextTokenizer, params, cfg: T5Config, texts: Sequence[str], text_length: int):
     """→ hidden [b text_length d]; right-padded, truncated, padding attended (no mask)."""
     _check_vocab(tokenizer, cfg)
-    return encode_ids(params, tokenizer.encode_diffusion(texts, text_length), None, cfg)
+    return encode_ids(params, cfg, tokenizer.encode_diffusion(texts, text_length), None)
 
 
 def unpadded(hidden, mask) -> list[np.ndarray]:

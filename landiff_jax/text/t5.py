@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -114,3 +115,9 @@ class T5Encoder(nn.Module):
         mask = None if attention_mask is None else jnp.asarray(attention_mask, bool)[:, None, None, :]
         x, _ = scan_layers(T5Block, cfg.num_layers, in_axes=(nn.broadcast, nn.broadcast), cfg=cfg)(x, bias, mask)
         return RMSNorm(cfg.layer_norm_epsilon, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name="final_norm")(x)
+
+
+def abstract_params(cfg: T5Config):
+    """Shapes/dtypes (and logical names) of T5Encoder(cfg)'s params, without computing anything."""
+    ids = jax.ShapeDtypeStruct((1, 1), jnp.int32)
+    return jax.eval_shape(T5Encoder(cfg).init, jax.random.key(0), ids)["params"]

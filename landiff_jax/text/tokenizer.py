@@ -68,7 +68,6 @@ class T5TextTokenizer:
 
     def tokenize(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
         """Ids of each text with `</s>` appended, truncated to `max_length` (with a warning)."""
-        texts = _check_texts(texts)
         if max_length < 1:
             raise ValueError(f"max_length must be >= 1, got {max_length}")
         out = []
@@ -86,10 +85,13 @@ class T5TextTokenizer:
             out.append(ids)
         return out
 
-    def encode_lm(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """LM side (Flan-T5): ids [b n] int32 left-padded to the longest (≤ 512), mask [b n] int32 (1 = token)."""
-        rows = self.tokenize(texts, LM_MAX_LENGTH)
-        n = max(map(len, rows))
+    def encode_lm(self, texts: Sequence[str], pad_to: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """LM side (Flan-T5): ids [b n] int32 left-padded to the longest (≤ 512), mask [b n] int32 (1 = token).
+        pad_to: left-pad (and truncate) to exactly this length instead, for a fixed shape; the
+        encoder's states of the real tokens are those of the longest-padded batch (masked keys,
+        relative positions unchanged)."""
+        rows = self.tokenize(texts, LM_MAX_LENGTH if pad_to is None else pad_to)
+        n = max(map(len, rows)) if pad_to is None else pad_to
         ids = np.full((len(rows), n), PAD_ID, np.int32)
         mask = np.zeros((len(rows), n), np.int32)
         for r, row in enumerate(rows):
@@ -116,18 +118,6 @@ class ByteTokenizer(T5TextTokenizer):
 
     def ids(self, text: str) -> list[int]:
         return [b + 3 for b in text.encode("utf-8")]
-
-
-def _check_texts(texts: Sequence[str]) -> list[str]:
-    if isinstance(texts, str):
-        raise TypeError("texts must be a list of prompts, not a single string")
-    texts = list(texts)
-    if not texts:
-        raise ValueError("empty prompt list: at least one prompt is needed")
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-    if bad:
-        raise TypeError(f"prompts must be strings; entries {bad} are not")
-    return texts
 
 
 def _tokenizer_options(config_file: Path) -> dict:

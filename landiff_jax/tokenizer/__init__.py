@@ -1,8 +1,14 @@
-"""Semantic video tokenizer: Theia features → TiTok I/P-frame encoder → VQ codes → TiTok decoder."""
+"""Semantic video tokenizer: Theia features → TiTok I/P-frame encoder → VQ codes → TiTok decoder.
 
-from landiff_jax.tokenizer.api import decode, encode
+The package's face (the same in text, tokenizer, lm, diffusion, vae): the config class with
+presets, `abstract_params(cfg, ...)`, `convert(state_dict, cfg, ...) -> (params, report)`, and one
+jitted entry point per job (`encode`, `decode`).
+"""
+
+from landiff_jax.tokenizer.api import abstract_params, decode, encode
 from landiff_jax.tokenizer.config import TheiaConfig, TokenizerConfig, TokenizerTrainConfig
-from landiff_jax.tokenizer.convert import convert_tokenizer, load_tokenizer, tokenizer_rules
+from landiff_jax.tokenizer.convert import convert_tokenizer as convert
+from landiff_jax.tokenizer.convert import load_tokenizer, tokenizer_rules
 from landiff_jax.tokenizer.masks import decoder_mask, encoder_mask
 from landiff_jax.tokenizer.model import VideoVQ
 
@@ -11,7 +17,8 @@ __all__ = [
     "TokenizerConfig",
     "TokenizerTrainConfig",
     "VideoVQ",
-    "convert_tokenizer",
+    "abstract_params",
+    "convert",
     "decode",
     "decoder_mask",
     "encode",

@@ -50,6 +50,7 @@ class TransformerBlock(nn.Module):
     attn_bias: bool = False
     ln_eps: float = 1e-5
     collect: bool = False
+    attention: str = "xla"  # nn.attention.ATTENTION (the config's, chosen by `runtime`)
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -68,7 +69,7 @@ class TransformerBlock(nn.Module):
         if angles is not None:
             q, k = apply_rope(q, angles), apply_rope(k, angles)
         attn_mask = None if mask is None else mask[None, None]
-        out = dot_product_attention(q, k, v, mask=attn_mask).reshape(b, s, d)
+        out = dot_product_attention(q, k, v, mask=attn_mask, implementation=self.attention).reshape(b, s, d)
         x = x + dense(d, ("heads", "embed"), use_bias=self.attn_bias, name="wo", **kw)(out)
         h = LayerNorm(self.ln_eps, name="ln_2", **kw)(x)
         x = x + Mlp(self.mlp_dim, act=gelu_erf, name="mlp", **kw)(h)

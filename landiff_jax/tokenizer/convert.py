@@ -19,23 +19,21 @@ from pathlib import Path
 from typing import Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from landiff_jax.convert import (
-    IDENTITY,
-    LINEAR,
     CheckpointError,
     Rule,
+    Rules,
     Transform,
     convert,
-    layer_keys,
     read_safetensors,
     read_torch_tensor,
 )
+from landiff_jax.tokenizer.api import abstract_params
 from landiff_jax.tokenizer.config import TokenizerConfig, TokenizerTrainConfig
 from landiff_jax.tokenizer.losses import init_model_state
-from landiff_jax.tokenizer.model import VideoVQ, init_inputs
+from landiff_jax.tokenizer.model import VideoVQ
 
 THEIA_PREFIX = "feature_extractor.model."
 THEIA_BACKBONE = THEIA_PREFIX + "backbone.model."
@@ -65,33 +63,14 @@ _VIT_BLOCK = {"ln_1": "layernorm_before", "wq": "attention.attention.query", "wk
               "mlp/fc1": "intermediate.dense", "mlp/fc2": "output.dense"}
 
 
-class _Table:
-    def __init__(self, key_prefix: str, param_prefix: str):
-        self.key_prefix, self.param_prefix, self.rules = key_prefix, param_prefix, []
-
-    def add(self, param: str, keys, transform: Transform = IDENTITY):
-        keys = self.key_prefix + keys if isinstance(keys, str) else tuple(self.key_prefix + k for k in keys)
-        self.rules.append(Rule(self.param_prefix + param, keys, transform))
-
-    def dense(self, param: str, key: str, bias: bool = True, n: int | None = None):
-        """A Linear; with n, `key` is a template over '{i}' stacked on the layers axis."""
-        keys = (lambda suffix: layer_keys(f"{key}.{suffix}", n)) if n else (lambda suffix: f"{key}.{suffix}")
-        self.add(f"{param}/kernel", keys("weight"), LINEAR)
-        if bias:
-            self.add(f"{param}/bias", keys("bias"))
-
-    def norm(self, param: str, key: str, n: int | None = None):
-        keys = (lambda suffix: layer_keys(f"{key}.{suffix}", n)) if n else (lambda suffix: f"{key}.{suffix}")
-        self.add(f"{param}/scale", keys("weight"))
-        self.add(f"{param}/bias", keys("bias"))
-
-    def blocks(self, param: str, key_template: str, n: int, names: Mapping[str, str], attn_bias: bool):
-        for ours, theirs in names.items():
-            template = f"{key_template}.{theirs}"
-            if ours.startswith("ln_"):
-                self.norm(f"{param}/{ours}", template, n)
-            else:
-                self.dense(f"{param}/{ours}", template, bias=attn_bias or ours.startswith("mlp"), n=n)
+def _blocks(t: Rules, param: str, key_template: str, n: int, names: Mapping[str, str], attn_bias: bool) -> None:
+    """n stacked transformer blocks: our sub-params `names` ← their sub-keys under `key_template`."""
+    for ours, theirs in names.items():
+        template = f"{key_template}.{theirs}"
+        if ours.startswith("ln_"):
+            t.norm(f"{param}/{ours}", template, n)
+        else:
+            t.dense(f"{param}/{ours}", template, bias=attn_bias or ours.startswith("mlp"), n=n)
 
 
 def tokenizer_rules(config: TokenizerConfig, prefix: str = "", *, param_prefix: str = "",
@@ -99,7 +78,7 @@ def tokenizer_rules(config: TokenizerConfig, prefix: str = "", *, param_prefix: 
     """The key table of a VideoVQ state dict whose keys start with `prefix`; our parameter paths
     start with `param_prefix` (e.g. 'semantic/tokenizer/'). Theia's backbone only with `theia`;
     with `decode_only`, just what `decode_codes` uses (no encoder, no quantizer.project_in)."""
-    t = _Table(prefix, param_prefix)
+    t = Rules(param_prefix, prefix)
     n = config.num_layers
     if not decode_only:
         _encoder_rules(t, config)
@@ -110,7 +89,7 @@ def tokenizer_rules(config: TokenizerConfig, prefix: str = "", *, param_prefix: 
     t.add("decoder/mask_token", "decoder.mask_token", MASK_TOKEN)
     t.dense("decoder/decoder_embed", "decoder.decoder_embed")
     t.norm("decoder/trunk/ln_pre", "decoder.ln_pre")
-    t.blocks("decoder/trunk/layers", "decoder.transformer.{i}", n, _TITOK_BLOCK, config.attn_bias)
+    _blocks(t, "decoder/trunk/layers", "decoder.transformer.{i}", n, _TITOK_BLOCK, config.attn_bias)
     t.norm("decoder/ln_post", "decoder.ln_post")
     t.dense("decoder/ffn/fc1", "decoder.ffn.0")
     t.dense("decoder/ffn/fc2", "decoder.ffn.2")
@@ -119,7 +98,7 @@ def tokenizer_rules(config: TokenizerConfig, prefix: str = "", *, param_prefix: 
     return t.rules
 
 
-def _encoder_rules(t: _Table, config: TokenizerConfig) -> None:
+def _encoder_rules(t: Rules, config: TokenizerConfig) -> None:
     t.add("encoder/iframe_queries", "encoder.IFrame_latent_tokens")
     if config.temporal_size > 1:
         t.add("encoder/pframe_queries", "encoder.PFrame_latent_tokens")
@@ -127,14 +106,14 @@ def _encoder_rules(t: _Table, config: TokenizerConfig) -> None:
           patch_transform(config.patch_size, config.image_channels))
     t.add("encoder/patch_embed/proj/bias", "encoder.patch_embed.bias")
     t.norm("encoder/trunk/ln_pre", "encoder.ln_pre")
-    t.blocks("encoder/trunk/layers", "encoder.transformer.{i}", config.num_layers, _TITOK_BLOCK, config.attn_bias)
+    _blocks(t, "encoder/trunk/layers", "encoder.transformer.{i}", config.num_layers, _TITOK_BLOCK, config.attn_bias)
     t.norm("encoder/ln_post", "encoder.ln_post")
     t.dense("encoder/proj_out", "encoder.proj_out")
     if config.has_vq_projection:
         t.dense("quantizer/project_in", "quantizer.project_in")
 
 
-def _theia_rules(t: _Table, config: TokenizerConfig) -> None:
+def _theia_rules(t: Rules, config: TokenizerConfig) -> None:
     if config.theia is None:
         raise ValueError("theia=True but the tokenizer config has no Theia extractor")
     vit = config.theia
@@ -144,7 +123,7 @@ def _theia_rules(t: _Table, config: TokenizerConfig) -> None:
     t.add("feature_extractor/patch_embed/proj/kernel",
           THEIA_BACKBONE + "embeddings.patch_embeddings.projection.weight", patch_transform(vit.patch_size, 3))
     t.add("feature_extractor/patch_embed/proj/bias", THEIA_BACKBONE + "embeddings.patch_embeddings.projection.bias")
-    t.blocks("feature_extractor/layers", THEIA_BACKBONE + "encoder.layer.{i}", vit.num_layers, _VIT_BLOCK, True)
+    _blocks(t, "feature_extractor/layers", THEIA_BACKBONE + "encoder.layer.{i}", vit.num_layers, _VIT_BLOCK, True)
     t.norm("feature_extractor/layernorm", THEIA_BACKBONE + "layernorm")
 
 
@@ -155,18 +134,6 @@ def tokenizer_ignore_prefixes(prefix: str = "", *, theia: bool = False, decode_o
     if decode_only:
         skipped += ("encoder.", "quantizer.project_in.")
     return tuple(prefix + p for p in skipped)
-
-
-def abstract_params(config: TokenizerConfig, *, theia: bool = False, decode_only: bool = False):
-    """jax.eval_shape of VideoVQ's params (boxed with logical axis names); no memory is used."""
-    model = VideoVQ(config)
-    if decode_only:
-        codes = jnp.zeros((1, config.num_codes(1)), jnp.int32)
-        init = lambda: model.init(jax.random.key(0), codes, 1, method=VideoVQ.decode_codes)
-    else:
-        inputs = init_inputs(config, with_video=theia)
-        init = lambda: model.init(jax.random.key(0), *inputs, method=VideoVQ.initialize)
-    return jax.eval_shape(init)["params"]
 
 
 def has_theia(state_dict: Mapping[str, np.ndarray], prefix: str = "") -> bool:

@@ -104,7 +104,8 @@ class TheiaBackbone(nn.Module):
         aux = {"pixel_values": pixels, "pos_embed": pos, "embeddings": x}
         layers = scan_layers(
             TransformerBlock, cfg.num_layers, in_axes=(), name="layers",
-            num_heads=cfg.num_heads, mlp_dim=cfg.mlp_dim, attn_bias=True, ln_eps=cfg.layer_norm_eps, **kw,
+            num_heads=cfg.num_heads, mlp_dim=cfg.mlp_dim, attn_bias=True, ln_eps=cfg.layer_norm_eps, attention=cfg.attention,
+            **kw,
         )
         x, _ = layers(x)
         x = LayerNorm(cfg.layer_norm_eps, name="layernorm", **kw)(x)

@@ -36,7 +36,7 @@ class _Trunk(nn.Module):
         layers = scan_layers(
             TransformerBlock, cfg.num_layers, in_axes=(nn.broadcast, nn.broadcast), name="layers",
             num_heads=cfg.num_heads, mlp_dim=4 * cfg.width, attn_bias=cfg.attn_bias, ln_eps=cfg.ln_eps,
-            collect=self.collect, **kw,
+            collect=self.collect, attention=cfg.attention, **kw,
         )
         x, per_layer = layers(x, angles, mask)
         if self.collect:

@@ -73,6 +73,10 @@ def apply_policy(model_cfg, config: TrainConfig):
         changes["param_dtype"] = jnp.float32
     if "dtype" in fields:
         changes["dtype"] = jnp.dtype(config.compute_dtype).type
+    if "train_attention" in fields:  # the LM's causal training attention, for these devices
+        from landiff_jax import runtime
+
+        changes["train_attention"] = runtime.choose(config.compute_dtype, model_cfg.head_dim).attention
     if "remat" in fields:
         changes["remat"] = config.remat
     elif config.remat != "none":
@@ -118,8 +122,7 @@ def lm_flops_per_sequence(cfg, seq: int) -> float:
 
 
 def _tokenizer_task(config: TrainConfig) -> Task:
-    from landiff_jax.tokenizer import losses
-    from landiff_jax.tokenizer.convert import abstract_params
+    from landiff_jax.tokenizer import abstract_params, losses
 
     cfg = dataclasses.replace(config.model, model=apply_policy(config.model.model, config))
     m, t = cfg.model, config.data.frames
@@ -227,8 +230,7 @@ def select_like(tree, like, where: str):
 def _vae_task(config: TrainConfig) -> Task:
     """The 3D causal VAE: examples are uint8 clips [F H W 3], F = the video frames of
     data.frames latent frames, of data.video_size; the loss sees them in [-1, 1]."""
-    from landiff_jax.vae import losses
-    from landiff_jax.vae.model import abstract_params
+    from landiff_jax.vae import abstract_params, losses
 
     vae_cfg = apply_policy(config.model.vae, config)
     if config.compute_dtype != "float32":

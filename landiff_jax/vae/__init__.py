@@ -1,5 +1,10 @@
 """CogVideoX 3D causal VAE (LanDiff's first stage): chunked decode of sampler latents into
-video, encode for training, and the `3d-vae.pt` converter."""
+video, encode for training, and the `3d-vae.pt` converter.
+
+The package's face: `VAEConfig` (presets), `abstract_params(cfg, decode_only=...)`,
+`convert(state_dict, cfg) -> (params, report)`, and the jitted entry points `decode_latents`
+(generation) and `encode` (training, reconstruction).
+"""
 
 from landiff_jax.vae.api import (
     decode_full,
@@ -11,27 +16,27 @@ from landiff_jax.vae.api import (
     posterior,
     sample_latents,
     split_moments,
-    to_uint8,
     to_decoder_space,
+    to_uint8,
     to_unit,
     uint8_to_unit,
 )
 from landiff_jax.vae.config import VAEConfig
-from landiff_jax.vae.convert import convert_state_dict, load_vae
-from landiff_jax.vae.model import Decoder, Encoder, abstract_params, init_params
+from landiff_jax.vae.convert import convert_state_dict as convert
+from landiff_jax.vae.convert import load_vae
+from landiff_jax.vae.model import Decoder, Encoder, abstract_params
 
 __all__ = [
     "Decoder",
     "Encoder",
     "VAEConfig",
     "abstract_params",
-    "convert_state_dict",
+    "convert",
     "decode_full",
     "decode_latents",
     "encode",
     "encode_mode",
     "from_unit",
-    "init_params",
     "load_vae",
     "moments",
     "posterior",

@@ -9,7 +9,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from landiff_jax.convert import CONV, IDENTITY, Rule, convert, read_torch
+from landiff_jax.convert import Rule, Rules, convert, read_torch
 from landiff_jax.convert.table import ConversionReport
 from landiff_jax.vae.config import VAEConfig
 from landiff_jax.vae.model import abstract_params
@@ -17,66 +17,58 @@ from landiff_jax.vae.model import abstract_params
 IGNORED_PREFIXES = ("loss",)
 
 
-def _conv(ours: str, theirs: str) -> list[Rule]:
-    """A Conv2d/Conv3d: ours/{kernel,bias} <- theirs.{weight,bias}."""
-    return [Rule(f"{ours}/kernel", f"{theirs}.weight", CONV), Rule(f"{ours}/bias", f"{theirs}.bias", IDENTITY)]
+def _causal_conv(t: Rules, ours: str, theirs: str) -> None:
+    t.conv(f"{ours}/conv", f"{theirs}.conv")
 
 
-def _causal_conv(ours: str, theirs: str) -> list[Rule]:
-    return _conv(f"{ours}/conv", f"{theirs}.conv")
+def _spatial_norm(t: Rules, ours: str, theirs: str) -> None:
+    t.norm(f"{ours}/norm_layer", f"{theirs}.norm_layer")
+    _causal_conv(t, f"{ours}/conv_y", f"{theirs}.conv_y")
+    _causal_conv(t, f"{ours}/conv_b", f"{theirs}.conv_b")
 
 
-def _group_norm(ours: str, theirs: str) -> list[Rule]:
-    return [Rule(f"{ours}/scale", f"{theirs}.weight"), Rule(f"{ours}/bias", f"{theirs}.bias")]
-
-
-def _spatial_norm(ours: str, theirs: str) -> list[Rule]:
-    return (_group_norm(f"{ours}/norm_layer", f"{theirs}.norm_layer")
-            + _causal_conv(f"{ours}/conv_y", f"{theirs}.conv_y")
-            + _causal_conv(f"{ours}/conv_b", f"{theirs}.conv_b"))
-
-
-def _res_block(ours: str, theirs: str, width_in: int, width_out: int, decoder: bool) -> list[Rule]:
-    norm = _spatial_norm if decoder else _group_norm
-    rules = (norm(f"{ours}/norm1", f"{theirs}.norm1") + _causal_conv(f"{ours}/conv1", f"{theirs}.conv1")
-             + norm(f"{ours}/norm2", f"{theirs}.norm2") + _causal_conv(f"{ours}/conv2", f"{theirs}.conv2"))
+def _res_block(t: Rules, ours: str, theirs: str, width_in: int, width_out: int, decoder: bool) -> None:
+    norm = (lambda o, th: _spatial_norm(t, o, th)) if decoder else t.norm
+    norm(f"{ours}/norm1", f"{theirs}.norm1")
+    _causal_conv(t, f"{ours}/conv1", f"{theirs}.conv1")
+    norm(f"{ours}/norm2", f"{theirs}.norm2")
+    _causal_conv(t, f"{ours}/conv2", f"{theirs}.conv2")
     if width_in != width_out:
-        rules += _conv(f"{ours}/nin_shortcut", f"{theirs}.nin_shortcut")
-    return rules
+        t.conv(f"{ours}/nin_shortcut", f"{theirs}.nin_shortcut")
 
 
 def rules(cfg: VAEConfig) -> list[Rule]:
     """The whole table: our param path ('encoder/down_0_block_0/conv1/conv/kernel') <- torch key."""
-    out: list[Rule] = []
+    t = Rules()
     # encoder
     e = "encoder"
-    out += _causal_conv(f"{e}/conv_in", f"{e}.conv_in")
+    _causal_conv(t, f"{e}/conv_in", f"{e}.conv_in")
     width = cfg.ch
     for i, mult in enumerate(cfg.ch_mult):
         for j in range(cfg.num_res_blocks):
-            out += _res_block(f"{e}/down_{i}_block_{j}", f"{e}.down.{i}.block.{j}", width, cfg.ch * mult, False)
+            _res_block(t, f"{e}/down_{i}_block_{j}", f"{e}.down.{i}.block.{j}", width, cfg.ch * mult, False)
             width = cfg.ch * mult
         if i != cfg.num_levels - 1:
-            out += _conv(f"{e}/down_{i}_downsample/conv", f"{e}.down.{i}.downsample.conv")
+            t.conv(f"{e}/down_{i}_downsample/conv", f"{e}.down.{i}.downsample.conv")
     for name in ("block_1", "block_2"):
-        out += _res_block(f"{e}/mid_{name}", f"{e}.mid.{name}", width, width, False)
-    out += _group_norm(f"{e}/norm_out", f"{e}.norm_out")
-    out += _causal_conv(f"{e}/conv_out", f"{e}.conv_out")
+        _res_block(t, f"{e}/mid_{name}", f"{e}.mid.{name}", width, width, False)
+    t.norm(f"{e}/norm_out", f"{e}.norm_out")
+    _causal_conv(t, f"{e}/conv_out", f"{e}.conv_out")
     # decoder
     d = "decoder"
     width = cfg.ch * cfg.ch_mult[-1]
-    out += _causal_conv(f"{d}/conv_in", f"{d}.conv_in")
+    _causal_conv(t, f"{d}/conv_in", f"{d}.conv_in")
     for name in ("block_1", "block_2"):
-        out += _res_block(f"{d}/mid_{name}", f"{d}.mid.{name}", width, width, True)
+        _res_block(t, f"{d}/mid_{name}", f"{d}.mid.{name}", width, width, True)
     for i in reversed(range(cfg.num_levels)):
         for j in range(cfg.num_res_blocks + 1):
-            out += _res_block(f"{d}/up_{i}_block_{j}", f"{d}.up.{i}.block.{j}", width, cfg.ch * cfg.ch_mult[i], True)
+            _res_block(t, f"{d}/up_{i}_block_{j}", f"{d}.up.{i}.block.{j}", width, cfg.ch * cfg.ch_mult[i], True)
             width = cfg.ch * cfg.ch_mult[i]
         if i != 0:
-            out += _conv(f"{d}/up_{i}_upsample/conv", f"{d}.up.{i}.upsample.conv")
-    out += _spatial_norm(f"{d}/norm_out", f"{d}.norm_out")
-    out += _causal_conv(f"{d}/conv_out", f"{d}.conv_out")
-    return out
+            t.conv(f"{d}/up_{i}_upsample/conv", f"{d}.up.{i}.upsample.conv")
+    _spatial_norm(t, f"{d}/norm_out", f"{d}.norm_out")
+    _causal_conv(t, f"{d}/conv_out", f"{d}.conv_out")
+    return t.rules
 
 
 def convert_state_dict(state_dict, cfg: VAEConfig, *, source: str = "3d-vae.pt") -> tuple[dict, ConversionReport]:

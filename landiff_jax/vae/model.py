@@ -91,7 +91,9 @@ def example_inputs(cfg: VAEConfig) -> tuple[jax.Array, jax.Array]:
     return jnp.zeros((1, 1, s, s, cfg.in_channels)), jnp.zeros((1, 1, 1, 1, cfg.z_channels))
 
 
-def abstract_params(cfg: VAEConfig) -> dict:
-    """Shapes/dtypes (and logical names) of init_params' result, without computing anything."""
-    return jax.eval_shape(functools.partial(init_params, cfg), jax.random.key(0))
+def abstract_params(cfg: VAEConfig, *, decode_only: bool = False) -> dict:
+    """Shapes/dtypes (and logical names) of init_params' result, without computing anything;
+    `decode_only`: just {'decoder': ...} (what generation reads)."""
+    tree = jax.eval_shape(functools.partial(init_params, cfg), jax.random.key(0))
+    return {"decoder": tree["decoder"]} if decode_only else tree
 

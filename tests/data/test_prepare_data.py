@@ -13,7 +13,7 @@ from landiff_jax.data.sources import SyntheticLM, plan_dataset
 from landiff_jax.lm.config import LMConfig
 
 REPO = Path(__file__).resolve().parents[2]
-ARGS = ["--stage", "lm", "--source", "synthetic", "--num_examples", "25", "--examples_per_shard", "10", "--seed", "5"]
+ARGS = ["--stages", "lm", "--source", "synthetic_lm", "--num_examples", "25", "--examples_per_shard", "10", "--seed", "5"]
 
 
 def tool(*args):
@@ -64,7 +64,7 @@ def test_resume_after_killed_shard(tmp_path):
 
 
 def test_bad_arguments_get_one_line(tmp_path):
-    run = tool("--stage", "lm", "--num_examples", "10", "--examples_per_shard", "0", "--out", str(tmp_path / "x"))
+    run = tool("--source", "synthetic_lm", "--stages", "lm", "--num_examples", "10", "--examples_per_shard", "0", "--out", str(tmp_path / "x"))
     assert run.returncode == 2
     assert run.stderr.strip() == "error: --examples_per_shard must be >= 1, got 0"
     assert not (tmp_path / "x").exists()

@@ -52,7 +52,8 @@ def test_contract_fields():
     assert {k: (v.shape, v.dtype) for k, v in lm.items()} == {
         "text_embedding": ((4, 6), "float32"), "text_mask": ((4,), "bool"), "codes": ((9,), "int32"),
         "frames": ((), "int32"), "motion_score": ((), "float32")}
-    assert set(records.diffusion_schema((1, 2, 2, 4), 3, 5, features=(1, 2, 2, 8))) == {"latent", "text_embedding", "features"}
+    assert set(records.diffusion_schema((1, 2, 2, 4), 3, 5, features=(1, 2, 2, 8))) == {
+        "latent_mean", "latent_std", "text_embedding", "features"}
     with pytest.raises(records.RecordError, match="semantic condition"):
         records.diffusion_schema((1, 2, 2, 4), 3, 5)
 

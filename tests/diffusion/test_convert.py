@@ -19,8 +19,10 @@ from landiff_jax.diffusion.convert import (
     abstract_params,
     convert_diffusion,
 )
+from landiff_jax.diffusion.original import dit_config
 from landiff_jax.diffusion.pos_embed import full_pos_embedding
 from landiff_jax.tokenizer.config import TokenizerConfig
+from landiff_jax.tokenizer.original import tokenizer_config_from_overrides
 
 _VOID = np.dtype([])  # itemsize 0: stand-ins of any shape take no memory
 
@@ -53,8 +55,8 @@ def test_full_size_coverage_against_manifests(fixtures_dir):
 def tiny_case(fixtures_dir):
     case = fixtures_dir / "dit" / "public_b"
     meta = json.loads((case / "meta.json").read_text())
-    cfg = DiTConfig.from_original(meta["config"])
-    tokenizer_cfg = TokenizerConfig.from_build_overrides(meta["config"]["tokenizer_build_tokenizer_overrides"])
+    cfg = dit_config(meta["config"])
+    tokenizer_cfg = tokenizer_config_from_overrides(meta["config"]["tokenizer_build_tokenizer_overrides"])
     base = read_torch(read_latest(case / "CogVideoX-2b-sat" / "transformer"), "module")
     diffusion = read_torch(read_latest(case / "diffusion"), "module")
     return cfg, tokenizer_cfg, base, diffusion

@@ -14,10 +14,9 @@ import numpy as np
 import optax
 import pytest
 
-from landiff_jax.diffusion import train_parity
 from landiff_jax.diffusion.config import DiffusionTrainConfig, DiTConfig, SemanticCondConfig
-from landiff_jax.diffusion.dit import ControlDiT
 from landiff_jax.diffusion.losses import diffusion_loss, init_train_state, sample_draws, train_loss
+from landiff_jax.parity import diffusion_train as train_parity
 
 DIT = DiTConfig.tiny(
     hidden_size=32, num_heads=2, num_layers=3, control_layers=2, time_embed_dim=16, text_length=4,
@@ -38,6 +37,7 @@ def _batch(key, b=2, t=3):
             "text_embedding": jax.random.normal(k2, (b, c.text_length, c.text_hidden_size))}
 
 
+@jax.jit
 def _perturbed(trainable, key, scale=0.05):
     """Trainable params moved off the zero init (so every control parameter gets a gradient)."""
     leaves, tree = jax.tree.flatten(trainable)

@@ -13,6 +13,7 @@ from landiff_jax.convert import ConversionError, read_safetensors
 from landiff_jax.lm.config import LMConfig
 from landiff_jax.lm.convert import convert_lm, lm_rules
 from landiff_jax.lm.model import abstract_params
+from landiff_jax.lm.original import lm_config
 
 _VOID = np.dtype([])  # itemsize 0: stand-ins of any shape take no memory
 
@@ -43,7 +44,7 @@ def test_full_size_coverage_against_manifest(fixtures_dir):
 def tiny_case(fixtures_dir):
     case = fixtures_dir / "lm" / "one_group_cfg6p5"
     meta = json.loads((case / "meta.json").read_text())
-    return LMConfig.from_original(meta["config"], text_dim=32), read_safetensors(case / "model.safetensors")
+    return lm_config(meta["config"], text_dim=32), read_safetensors(case / "model.safetensors")
 
 
 def test_misshaped_key_is_named(tiny_case):

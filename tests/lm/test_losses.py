@@ -21,8 +21,9 @@ from landiff_jax.lm import layout as L
 from landiff_jax.lm.config import LMConfig
 from landiff_jax.lm.convert import convert_lm, lm_rules, load_lm, null_key
 from landiff_jax.lm.losses import Drops, draw_drops, init_train_state, lm_loss, train_loss
+from landiff_jax.lm.original import lm_config
 from landiff_jax.lm.sampler import SampleOptions, sample
-from landiff_jax.lm.train_parity import run
+from landiff_jax.parity.lm_train import run
 
 # the paper's drops, so that both micro null embeddings exist; T=4: one group of 3 frames + a partial one
 CFG = LMConfig.tiny(frames_drop_prob=0.5, motion_score_drop_prob=0.5)
@@ -80,7 +81,7 @@ def test_lm_train_parity(fixtures_dir, case):
     assert checks and not failed, failed
     names = {c.name for c in checks}
     assert {"loss", "logits", "token_losses", "loss_mask", "targets"} <= names
-    cfg = LMConfig.from_original(json.loads((case_dir / "meta.json").read_text())["config"], text_dim=32)
+    cfg = lm_config(json.loads((case_dir / "meta.json").read_text())["config"], text_dim=32)
     assert sum(n.startswith("grad ") for n in names) == len(lm_rules(cfg))  # one check per parameter
 
 

@@ -7,7 +7,7 @@ import json
 import jax
 import pytest
 
-from landiff_jax.lm.parity import run
+from landiff_jax.parity import RUNNERS
 
 CASES = ["one_group_cfg6p5", "two_groups_cfg4"]
 
@@ -16,7 +16,7 @@ CASES = ["one_group_cfg6p5", "two_groups_cfg4"]
 def test_lm_parity(fixtures_dir, case):
     case_dir = fixtures_dir / "lm" / case
     with jax.default_matmul_precision("highest"):
-        checks = run(case_dir, json.loads((case_dir / "meta.json").read_text()))
+        checks = RUNNERS["lm"](case_dir, json.loads((case_dir / "meta.json").read_text()))
     failed = [c for c in checks if not c.passed]
     assert checks and not failed, failed
     assert {"step_logits_guided", "sampled_codes", "step_argmax", "position_tokens"} <= {c.name for c in checks}

@@ -15,7 +15,7 @@ from landiff_jax.lm import layout as L
 from landiff_jax.lm.config import LMConfig
 from landiff_jax.lm.convert import load_lm
 from landiff_jax.lm.model import SemanticLM
-from landiff_jax.lm.sampler import SampleOptions, _sample, micro_values, sample
+from landiff_jax.lm.sampler import SampleOptions, micro_values, sample, sample_loop
 
 CFG = LMConfig.tiny()  # the sizes of the public lm fixtures
 FRAMES = 4  # one full group of 3 frames and a partial group of 1
@@ -71,7 +71,7 @@ def test_pallas_decode_attention_gives_the_same_steps(params, text, keys, batch)
     """The decode kernel used on GPU (interpreted here) samples the same tokens with the same
     per-step logits as the XLA attention."""
     hidden, mask = text
-    pallas = sample(params, CFG.replace(decode_attention="pallas"), hidden, mask, num_frames=FRAMES,
+    pallas = sample(params, CFG.replace(decode_attention="pallas_interpret"), hidden, mask, num_frames=FRAMES,
                     motion_score=SCORES, options=OPTIONS, rng=keys, trace=True)
     np.testing.assert_array_equal(pallas.tokens, batch.tokens)
     np.testing.assert_allclose(pallas.logits, batch.logits, **TOL)
@@ -86,7 +86,7 @@ def test_jitted_loop_equals_python_loop(params, text, keys, batch):
 
     hidden, mask = text
     micro = jnp.asarray(micro_values(CFG, FRAMES, SCORES, len(LENGTHS)))
-    looped = _sample(params, hidden, jnp.asarray(mask), micro, keys, OPTIONS, None, cfg=CFG, num_frames=FRAMES,
+    looped = sample_loop(params, hidden, jnp.asarray(mask), micro, keys, OPTIONS, None, cfg=CFG, num_frames=FRAMES,
                      trace=True, fori_loop=python_fori)
     np.testing.assert_array_equal(batch.tokens, looped.tokens)
     np.testing.assert_array_equal(batch.draws, looped.draws)
@@ -132,7 +132,7 @@ def test_bad_inputs_are_refused(params, text):
     greedy = SampleOptions.create(guidance_scale=2.0, greedy=True)
     with pytest.raises(ValueError, match="left-padded"):
         sample(params, CFG, hidden, mask[:, ::-1], num_frames=3, motion_score=1.0, options=greedy)
-    with pytest.raises(ValueError, match="empty prompt"):
+    with pytest.raises(ValueError, match="hold no token"):
         sample(params, CFG, hidden, mask & False, num_frames=3, motion_score=1.0, options=greedy)
     with pytest.raises(ValueError, match="PRNG key"):
         sample(params, CFG, hidden, mask, num_frames=3, motion_score=1.0, options=SampleOptions.create(4.0))

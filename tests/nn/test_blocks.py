@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from landiff_jax import nn as lnn
+from landiff_jax import runtime
 from landiff_jax.nn.mlp import gelu_tanh
 
 
@@ -28,7 +29,7 @@ def test_attention_matches_masked_softmax():
 def test_decode_attention_kernel_reads_only_valid_slots(length):
     """The Pallas decode kernel (run by the Pallas interpreter on CPU) equals a masked softmax over
     slots start <= t < length, with per-row starts inside and across the kernel's blocks."""
-    from landiff_jax.nn.decode_attention import BLOCK, pallas_decode_attention
+    from landiff_jax.kernels.decode_attention import BLOCK, pallas_decode_attention
 
     rng = np.random.default_rng(2)
     b, h, slots, d = 3, 2, 4 * BLOCK, 16
@@ -53,7 +54,7 @@ def test_decode_attention_kernel_reads_only_valid_slots(length):
 def test_hopper_attention_lowers_for_hopper(dtype, lengths):
     """The Mosaic GPU kernel traces and lowers for CUDA on any machine (ragged query and key
     tails, both half dtypes); it runs on Hopper GPUs only (numbers: the next test)."""
-    from landiff_jax.nn.hopper_attention import hopper_attention
+    from landiff_jax.kernels import hopper_attention
 
     s, t = lengths
     q, kv = jax.ShapeDtypeStruct((2, s, 3, 64), dtype), jax.ShapeDtypeStruct((2, t, 3, 64), dtype)
@@ -63,7 +64,7 @@ def test_hopper_attention_lowers_for_hopper(dtype, lengths):
     assert (out.shape, out.dtype) == ((2, s, 3, 64), jnp.dtype(dtype))
 
 
-@pytest.mark.skipif(not lnn.attention.on_hopper_gpu(),
+@pytest.mark.skipif(not runtime.is_hopper(jax.devices()[0]),
                     reason="runs the Hopper kernel: needs an H100/H200 (checked on the device machine)")
 def test_hopper_attention_matches_xla_on_hopper():
     rng = np.random.default_rng(3)
@@ -78,29 +79,21 @@ def test_hopper_attention_matches_xla_on_hopper():
 
 
 def test_hopper_attention_rejects_bad_inputs():
-    from landiff_jax.nn.hopper_attention import hopper_attention
+    from landiff_jax.kernels import hopper_attention
 
     q = jnp.zeros((1, 64, 2, 64), jnp.bfloat16)
     with pytest.raises(ValueError, match="float16 or bfloat16"):
         hopper_attention(q.astype(jnp.float32), q, q)
-    with pytest.raises(ValueError, match="multiple of 64"):
-        hopper_attention(q[..., :32], q[..., :32], q[..., :32])
+    for d in (32, 128):  # only the head dim it was tuned and tested at
+        half = jnp.zeros((1, 64, 2, d), jnp.bfloat16)
+        with pytest.raises(ValueError, match="head dim must be one of \\(64,\\)"):
+            hopper_attention(half, half, half)
     with pytest.raises(ValueError, match="like q"):
         hopper_attention(q, q[:, :, :1], q)
     with pytest.raises(ValueError, match="no mask"):
         lnn.dot_product_attention(q, q, q, mask=np.ones((1, 1, 64, 64), bool), implementation="mosaic")
-    if not lnn.attention.on_hopper_gpu():
-        with pytest.raises(ValueError, match="needs a Hopper GPU"):
-            lnn.dot_product_attention(q, q, q, implementation="mosaic")
-
-
-def test_attention_implementation_choice():
-    assert lnn.attention_implementation(jnp.bfloat16, backend="gpu") == "cudnn"
-    assert lnn.attention_implementation(jnp.float32, backend="gpu") == "xla"
-    assert lnn.attention_implementation(jnp.bfloat16, backend="cpu") == "xla"
-    want = "mosaic" if lnn.attention.on_hopper_gpu() else lnn.attention_implementation(jnp.bfloat16)
-    assert lnn.full_attention_implementation(jnp.bfloat16, 64) == want
-    assert lnn.full_attention_implementation(jnp.bfloat16, 40) == lnn.attention_implementation(jnp.bfloat16)
+    with pytest.raises(ValueError, match="must be one of"):
+        lnn.dot_product_attention(q, q, q, implementation="flash")
 
 
 def _init_apply(module, x):

@@ -1,11 +1,12 @@
 """The system config: presets are consistent, disagreements are named, full size builds abstractly."""
 
 import dataclasses
+import json
 
+import flax.linen as nn
 import numpy as np
 import pytest
 from flax import traverse_util
-import flax.linen as nn
 
 from landiff_jax.config import LanDiffConfig
 from landiff_jax.pipeline import abstract_params
@@ -28,33 +29,44 @@ def test_frame_counts():
         cfg.latent_frames(45)
 
 
-def test_dit_attention_choice():
-    cfg = LanDiffConfig.tiny()
-    assert cfg.with_dit_attention("mosaic").dit.attention == "mosaic"
-    assert cfg.with_dit_attention(None).dit == cfg.dit
-    with pytest.raises(ValueError, match="DiT attention must be one of"):
-        cfg.with_dit_attention("flash")
+def test_config_dict_round_trip_and_errors():
+    """A converted checkpoint stores LanDiffConfig.to_dict(): JSON-able, exact round trip; an
+    unknown version or field is refused by name."""
+    for cfg in (LanDiffConfig.tiny(), LanDiffConfig.full().with_dtype("bfloat16")):
+        data = json.loads(json.dumps(cfg.to_dict()))
+        assert LanDiffConfig.from_dict(data) == cfg
+    data = LanDiffConfig.tiny().to_dict()
+    with pytest.raises(ValueError, match="version 99 is not supported"):
+        LanDiffConfig.from_dict({**data, "version": 99})
+    bad = json.loads(json.dumps(data))
+    bad["config"]["lm"]["num_experts"] = 8
+    with pytest.raises(ValueError, match=r"config.lm' \(LMConfig\) has unknown field\(s\) \['num_experts'\]"):
+        LanDiffConfig.from_dict(bad)
+    del bad["config"]["lm"]["num_experts"], bad["config"]["vae"]["ch"]
+    with pytest.raises(ValueError, match=r"lacks \['ch'\]"):
+        LanDiffConfig.from_dict(bad)
 
 
-def test_mesh_kernels():
-    """On a mesh the Pallas kernels give way: LM decode through XLA, DiT through cuDNN on GPUs."""
-    from landiff_jax.pipeline import mesh_kernels
+def _count(tree) -> int:
+    return sum(int(np.prod(v.shape)) for v in traverse_util.flatten_dict(nn.meta.unbox(tree)).values())
 
-    cfg = LanDiffConfig.tiny()
-    gpu, cpu = mesh_kernels(cfg, "gpu"), mesh_kernels(cfg, "cpu")
-    assert (gpu.dit.attention, gpu.lm.decode_attention) == ("cudnn", "xla")
-    assert (cpu.dit.attention, cpu.lm.decode_attention) == (None, "xla")
-    assert mesh_kernels(cfg.with_dit_attention("xla"), "gpu").dit.attention == "xla"
-    with pytest.raises(ValueError, match="runs on one device"):
-        mesh_kernels(cfg.with_dit_attention("mosaic"), "gpu")
+
+def test_generate_reads_only_what_it_uses():
+    """No standalone tokenizer, no encoder half of the DiT's tokenizer copy, no VAE encoder."""
+    cfg = LanDiffConfig.full().with_dtype("bfloat16")
+    every, generate = abstract_params(cfg, "all"), abstract_params(cfg, "generate")
+    assert set(every) - set(generate) == {"tokenizer"}
+    assert set(generate["vae"]) == {"decoder"}
+    assert "encoder" not in generate["diffusion"]["tokenizer"] and "encoder" in every["diffusion"]["tokenizer"]
+    saved = sum(map(_count, every.values())) - sum(map(_count, generate.values()))
+    assert 3.0e8 < saved < 4.0e8, saved
 
 
 def test_full_size_system_builds_abstractly():
     """Every component at the released sizes, shapes only (no memory): the converters' manifests
     are checked per component; here the whole system must fit together."""
-    params = abstract_params(LanDiffConfig.full().with_dtype("bfloat16"))
-    counts = {name: sum(int(np.prod(v.shape)) for v in traverse_util.flatten_dict(nn.meta.unbox(tree)).values())
-              for name, tree in params.items()}
+    params = abstract_params(LanDiffConfig.full().with_dtype("bfloat16"), "all")
+    counts = {name: _count(tree) for name, tree in params.items()}
     assert counts["lm"] == 2_049_321_984  # the released llm/model.safetensors
     assert counts["t5_lm"] == counts["t5_dit"] > 4.7e9
     assert 2.5e9 < counts["diffusion"] < 3.0e9

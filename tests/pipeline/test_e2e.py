@@ -12,10 +12,9 @@ import pytest
 
 from landiff_jax.config import LanDiffConfig
 from landiff_jax.convert.io import CheckpointError
-from landiff_jax.convert.release import convert_release
-from landiff_jax.parity import load_case
+from landiff_jax.parity import RUNNERS, load_case
 from landiff_jax.pipeline import GenerateOptions, LanDiff
-from landiff_jax.pipeline_parity import run as run_e2e
+from landiff_jax.release import convert_release
 from landiff_jax.video_io import read_mp4
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,7 +62,7 @@ def test_generate_rejects_misshaped_codes(tiny_pipe):
 def test_e2e_parity(fixtures_dir):
     case = fixtures_dir / E2E_CASE
     meta, _ = load_case(case)
-    failed = [c for c in run_e2e(case, meta) if not c.passed]
+    failed = [c for c in RUNNERS["e2e"](case, meta) if not c.passed]
     assert not failed, failed
 
 
@@ -81,7 +80,7 @@ def test_convert_refuses_corrupted_file_and_leaves_nothing(fixtures_dir, tmp_pat
     vae_file.write_bytes(bytes(data))
     out = tmp_path / "out"
     with pytest.raises(CheckpointError, match=r"checksum mismatch: .*3d-vae\.pt"):
-        convert_release(case / "ckpts/LanDiff", case / "flan-t5", out, {"preset": "tiny"}, progress=lambda s: None)
+        convert_release(case / "ckpts/LanDiff", case / "flan-t5", out, LanDiffConfig.tiny(), progress=lambda s: None)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["case"]
 
 
@@ -90,7 +89,7 @@ def test_convert_lists_every_missing_file(fixtures_dir, tmp_path):
     (case / "ckpts/LanDiff/llm/model.safetensors").unlink()
     (case / "flan-t5/spiece.model").unlink()
     with pytest.raises(CheckpointError) as err:
-        convert_release(case / "ckpts/LanDiff", case / "flan-t5", tmp_path / "out", {"preset": "tiny"},
+        convert_release(case / "ckpts/LanDiff", case / "flan-t5", tmp_path / "out", LanDiffConfig.tiny(),
                         progress=lambda s: None)
     assert "llm/model.safetensors" in str(err.value) and "flan-t5/spiece.model" in str(err.value)
     assert not (tmp_path / "out").exists()

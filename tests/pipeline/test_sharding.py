@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent(
     pipe = LanDiff.random(cfg, mesh=mesh)
     assert pipe.cfg.lm.decode_attention == "xla"  # the Pallas decode kernel is not SPMD-partitioned
     try:
-        LanDiff(cfg.with_dit_attention("mosaic"), pipe.params, pipe.tokenizers, mesh=mesh)
+        LanDiff(cfg, pipe.params, pipe.tokenizers, mesh=mesh, dit_attention="mosaic")
         raise AssertionError("mosaic attention on a mesh was accepted")
     except ValueError as e:
         assert "one device" in str(e)

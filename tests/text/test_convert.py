@@ -13,7 +13,9 @@ from safetensors.numpy import save_file
 
 from landiff_jax.convert import CheckpointError, ConversionError
 from landiff_jax.text.config import T5Config
-from landiff_jax.text.convert import abstract_t5_params, convert_t5, load_t5, t5_rules
+from landiff_jax.text.convert import convert_t5, load_t5, t5_rules
+from landiff_jax.text.original import t5_config
+from landiff_jax.text.t5 import abstract_params
 
 # google/t5-v1_1-xxl and google/flan-t5-xxl config.json (encoder-relevant fields)
 XXL_HF_CONFIG = {
@@ -47,16 +49,16 @@ def _standin(shape):
 
 
 def _coverage(cfg, state_dict):
-    abstract = abstract_t5_params(cfg)
+    abstract = abstract_params(cfg)
     zero_size = jax.tree.map(lambda s: _standin(s.shape), nn.meta.unbox(abstract))
-    params = convert_t5(state_dict, cfg, abstract_params=zero_size)
+    params, _ = convert_t5(state_dict, cfg, abstract_params=zero_size)
     got = jax.tree.map(lambda a: a.shape, params)
     assert got == jax.tree.map(lambda s: s.shape, nn.meta.unbox(abstract))
     return abstract
 
 
 def test_xxl_coverage_from_hf_config():
-    cfg = T5Config.from_hf_config(XXL_HF_CONFIG, dtype=jnp.bfloat16)
+    cfg = t5_config(XXL_HF_CONFIG, dtype=jnp.bfloat16)
     assert cfg == T5Config.xxl(dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
     shapes = hf_encoder_shapes(XXL_HF_CONFIG)
     abstract = _coverage(cfg, {k: _standin(s) for k, s in shapes.items()})
@@ -91,19 +93,19 @@ def small_state():
 
 
 def test_small_converts_and_ignores_decoder(small_state):
-    cfg = T5Config.from_hf_config(SMALL)
+    cfg = t5_config(SMALL)
     extra = {"decoder.block.0.layer.0.SelfAttention.q.weight": np.zeros((12, 8), np.float32),
              "lm_head.weight": np.zeros((64, 8), np.float32)}
-    params = convert_t5(small_state | extra, cfg)
+    params, _ = convert_t5(small_state | extra, cfg)
     q = small_state["encoder.block.1.layer.0.SelfAttention.q.weight"]
     np.testing.assert_array_equal(params["layers"]["attention"]["q"]["kernel"][1], q.T)
 
 
 def test_embedding_alias(small_state):
-    cfg = T5Config.from_hf_config(SMALL)
+    cfg = t5_config(SMALL)
     only_alias = dict(small_state)
     only_alias["encoder.embed_tokens.weight"] = only_alias.pop("shared.weight")
-    params = convert_t5(only_alias, cfg)
+    params, _ = convert_t5(only_alias, cfg)
     np.testing.assert_array_equal(params["token_embedding"]["embedding"], small_state["shared.weight"])
     both = small_state | {"encoder.embed_tokens.weight": small_state["shared.weight"].copy()}
     convert_t5(both, cfg)
@@ -113,7 +115,7 @@ def test_embedding_alias(small_state):
 
 
 def test_bad_keys_are_named(small_state):
-    cfg = T5Config.from_hf_config(SMALL)
+    cfg = t5_config(SMALL)
     bad = dict(small_state)
     bad["encoder.block.1.layer.1.DenseReluDense.wo.weight"] = np.zeros((12, 8), np.float32)  # transposed
     bad["encoder.block.0.layer.0.SelfAttention.bogus.weight"] = np.zeros((3,), np.float32)
@@ -140,4 +142,4 @@ def test_missing_files_are_named(tmp_path, small_state):
 
 def test_unsupported_feed_forward_refused():
     with pytest.raises(ValueError, match="feed_forward_proj"):
-        T5Config.from_hf_config({**SMALL, "feed_forward_proj": "relu", "is_gated_act": False})
+        t5_config({**SMALL, "feed_forward_proj": "relu", "is_gated_act": False})

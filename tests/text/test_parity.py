@@ -9,8 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from landiff_jax.parity import compare, load_case, tolerance_for
-from landiff_jax.text import parity
+from landiff_jax.parity import RUNNERS, compare, load_case, tolerance_for
 from landiff_jax.text.convert import load_t5
 from landiff_jax.text.encoders import encode_for_diffusion, encode_for_lm
 from landiff_jax.text.tokenizer import T5TextTokenizer, TruncationWarning
@@ -24,7 +23,7 @@ def test_t5_cases_pass(fixtures_dir):
     cases = _cases(fixtures_dir, "t5")
     assert len(cases) >= 2, f"expected the public t5 cases under {fixtures_dir / 't5'}"
     for case in cases:
-        checks = parity.run(case, json.loads((case / "meta.json").read_text()))
+        checks = RUNNERS["t5"](case, json.loads((case / "meta.json").read_text()))
         failed = [c for c in checks if not c.passed]
         assert checks and not failed, f"{case.name}: {failed}"
         names = {c.name for c in checks}

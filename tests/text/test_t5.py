@@ -13,7 +13,13 @@ from landiff_jax.nn import RMSNorm, dot_product_attention
 from landiff_jax.text.config import T5Config
 from landiff_jax.text.convert import convert_t5
 from landiff_jax.text.encoders import encode_ids
-from landiff_jax.text.t5 import T5Block, T5Encoder, position_bias, relative_position_buckets
+from landiff_jax.text.original import t5_config
+from landiff_jax.text.t5 import (
+    T5Block,
+    T5Encoder,
+    position_bias,
+    relative_position_buckets,
+)
 
 CFG = T5Config.tiny(d_model=24, d_kv=12, num_heads=3, d_ff=40, num_layers=3,
                     relative_attention_num_buckets=16, relative_attention_max_distance=20)
@@ -38,7 +44,7 @@ def params():
 
 def test_scanned_equals_layer_loop(params, inputs):
     ids, mask = inputs
-    scanned = encode_ids(params, ids, mask, CFG)
+    scanned = encode_ids(params, CFG, ids, mask)
     x = jnp.take(params["token_embedding"]["embedding"], ids, axis=0)
     bias = position_bias(params["relative_attention_bias"], LENGTH, LENGTH, CFG)
     attend = jnp.asarray(mask, bool)[:, None, None, :]
@@ -63,8 +69,8 @@ def test_matches_hf_torch_model(inputs):
             if "layer_norm" in name:  # not all ones, so that they matter
                 p.copy_(1 + 0.2 * torch.randn_like(p))
     state = {k: v.numpy() for k, v in model.state_dict().items()}
-    assert T5Config.from_hf_config(model.config.to_dict()) == CFG
-    params = convert_t5(state, CFG)
+    assert t5_config(model.config.to_dict()) == CFG
+    params, _ = convert_t5(state, CFG)
     ids, mask = inputs
     for attention_mask in (mask, None):
         with torch.no_grad():
@@ -72,7 +78,7 @@ def test_matches_hf_torch_model(inputs):
                 input_ids=torch.from_numpy(ids.astype(np.int64)),
                 attention_mask=None if attention_mask is None else torch.from_numpy(attention_mask.astype(np.int64)),
             ).last_hidden_state.numpy()
-        got = np.asarray(encode_ids(params, ids, attention_mask, CFG))
+        got = np.asarray(encode_ids(params, CFG, ids, attention_mask))
         np.testing.assert_allclose(got, want, atol=2e-5, rtol=2e-5)
 
 

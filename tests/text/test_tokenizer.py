@@ -65,13 +65,6 @@ def test_truncation_warns_and_keeps_eos_last(tokenizer):
     assert ids.shape == (1, LM_MAX_LENGTH) and mask.all() and ids[0, -1] == tokenizer.eos_id
 
 
-def test_bad_prompts(tokenizer):
-    with pytest.raises(ValueError, match="empty prompt list"):
-        tokenizer.encode_lm([])
-    with pytest.raises(TypeError, match="single string"):
-        tokenizer.encode_diffusion("a fox", 8)
-
-
 def test_missing_model_is_named(tmp_path):
     with pytest.raises(CheckpointError, match=str(tmp_path / "spiece.model")):
         T5TextTokenizer(tmp_path)

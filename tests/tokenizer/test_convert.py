@@ -11,7 +11,12 @@ import pytest
 from safetensors.numpy import save_file
 
 from landiff_jax.convert import CheckpointError, ConversionError
-from landiff_jax.tokenizer import TokenizerConfig, api, convert
+from landiff_jax.tokenizer import TokenizerConfig, abstract_params, api
+from landiff_jax.tokenizer.convert import (
+    convert_tokenizer,
+    load_tokenizer,
+    tokenizer_rules,
+)
 from landiff_jax.tokenizer.model import VideoVQ
 
 _VOID = np.dtype([])  # itemsize 0: stand-ins of any shape take no memory
@@ -26,7 +31,7 @@ def _manifest(fixtures_dir):
 
 
 def _zero_size(config, theia):
-    abstract = convert.abstract_params(config, theia=theia)
+    abstract = abstract_params(config, theia=theia)
     return abstract, jax.tree.map(lambda s: _standin(s.shape), nn.meta.unbox(abstract))
 
 
@@ -38,14 +43,14 @@ def test_full_size_manifest_coverage(fixtures_dir, theia):
     state = {e["key"]: _standin(e["shape"]) for e in entries if theia or e["in_released_file"]}
     config = TokenizerConfig.full()
     abstract, zero_size = _zero_size(config, theia)
-    params, report = convert.convert_tokenizer(state, config, theia=theia, abstract=zero_size)
+    params, report = convert_tokenizer(state, config, theia=theia, abstract=zero_size)
     assert jax.tree.map(lambda a: a.shape, params) == jax.tree.map(lambda s: s.shape, nn.meta.unbox(abstract))
     ignored = report.ignored
     assert ignored["mean"] == ignored["std"] == ignored["quantizer._codebook.embed_avg"] == 1
     if theia:
         assert ignored["feature_extractor.model.translator."] == sum("translator" in e["key"] for e in entries)
     assert report.used + sum(ignored.values()) == len(state)
-    assert report.used == sum(len(r.key_list) for r in convert.tokenizer_rules(config, theia=theia))
+    assert report.used == sum(len(r.key_list) for r in tokenizer_rules(config, theia=theia))
     # every parameter carries logical axis names
     specs = jax.tree.leaves(nn.get_partition_spec(abstract), is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
     assert specs and all(len(s) > 0 for s in specs)
@@ -57,11 +62,11 @@ def test_diffusion_prefix(fixtures_dir):
     state = {prefix + e["key"]: _standin(e["shape"]) for e in _manifest(fixtures_dir) if e["in_released_file"]}
     config = TokenizerConfig.full()
     _, zero_size = _zero_size(config, False)
-    convert.convert_tokenizer(state, config, prefix, abstract=zero_size)
-    decode_only = jax.tree.map(lambda s: _standin(s.shape), nn.meta.unbox(convert.abstract_params(config, decode_only=True)))
-    params, _ = convert.convert_tokenizer(state, config, prefix, decode_only=True, abstract=decode_only)
+    convert_tokenizer(state, config, prefix, abstract=zero_size)
+    decode_only = jax.tree.map(lambda s: _standin(s.shape), nn.meta.unbox(abstract_params(config, decode_only=True)))
+    params, _ = convert_tokenizer(state, config, prefix, decode_only=True, abstract=decode_only)
     assert set(params) == {"quantizer", "decoder"} and set(params["quantizer"]) == {"codebook", "project_out"}
-    rules = convert.tokenizer_rules(config, prefix, param_prefix="semantic/")
+    rules = tokenizer_rules(config, prefix, param_prefix="semantic/")
     assert all(r.param.startswith("semantic/") and all(k.startswith(prefix) for k in r.key_list) for r in rules)
 
 
@@ -69,9 +74,9 @@ def test_diffusion_prefix(fixtures_dir):
 def tiny_state():
     config = TokenizerConfig.tiny()
     rng = np.random.default_rng(0)
-    params = nn.meta.unbox(convert.abstract_params(config, theia=True))
+    params = nn.meta.unbox(abstract_params(config, theia=True))
     inverse = {}  # build a torch-layout state dict through the table's expected source shapes
-    for rule in convert.tokenizer_rules(config, theia=True):
+    for rule in tokenizer_rules(config, theia=True):
         leaf = params
         for part in rule.param.split("/"):
             leaf = leaf[part]
@@ -90,7 +95,7 @@ def test_bad_keys_are_named(tiny_state):
     bad["encoder.surprise"] = np.zeros(2, np.float32)
     del bad["decoder.ln_post.bias"]
     with pytest.raises(ConversionError) as err:
-        convert.convert_tokenizer(bad, config)
+        convert_tokenizer(bad, config)
     message = str(err.value)
     for key in ("decoder.transformer.1.attn.wq.weight", "encoder.surprise", "decoder.ln_post.bias"):
         assert key in message
@@ -106,22 +111,22 @@ def test_theia_from_file_or_dir(tmp_path, tiny_state):
     save_file(theia, str(tmp_path / "theia" / "model.safetensors"))
 
     video = np.zeros((1, 1, 64, 64, 3), np.uint8)
-    _, from_file, report = convert.load_tokenizer(tmp_path / "with_theia.safetensors", config)
+    _, from_file, report = load_tokenizer(tmp_path / "with_theia.safetensors", config)
     assert report.ignored["feature_extractor.model.translator."] == 1
-    model, from_dir, _ = convert.load_tokenizer(tmp_path / "model.safetensors", config, theia_dir=tmp_path / "theia")
+    model, from_dir, _ = load_tokenizer(tmp_path / "model.safetensors", config, theia_dir=tmp_path / "theia")
     assert jax.tree.all(jax.tree.map(np.array_equal, from_file, from_dir))
-    assert api.encode(model, from_dir, video).shape == (1, config.num_codes(1))
+    assert api.encode(from_dir, model.config, video).shape == (1, config.num_codes(1))
 
-    model, decode_only, _ = convert.load_tokenizer(tmp_path / "model.safetensors", config)
+    model, decode_only, _ = load_tokenizer(tmp_path / "model.safetensors", config)
     assert "feature_extractor" not in decode_only
     codes = np.zeros((2, config.num_codes(3)), np.int32)
-    assert api.decode(model, decode_only, codes, 3).shape == (2, 3, *config.image_size, config.output_channels)
+    assert api.decode(decode_only, model.config, codes, 3).shape == (2, 3, *config.image_size, config.output_channels)
     with pytest.raises(ValueError, match="Theia weights"):
-        api.encode(model, decode_only, video)
+        api.encode(decode_only, model.config, video)
     with pytest.raises(CheckpointError, match="already holds Theia"):
-        convert.load_tokenizer(tmp_path / "with_theia.safetensors", config, theia_dir=tmp_path / "theia")
+        load_tokenizer(tmp_path / "with_theia.safetensors", config, theia_dir=tmp_path / "theia")
     with pytest.raises(CheckpointError, match="not found"):
-        convert.load_tokenizer(tmp_path / "missing.safetensors", config)
+        load_tokenizer(tmp_path / "missing.safetensors", config)
 
 
 def test_trace_needs_flag(tiny_state):

@@ -14,9 +14,11 @@ import optax
 import pytest
 
 from landiff_jax.convert import CheckpointError, read_safetensors
-from landiff_jax.tokenizer import codebook, losses, train_parity
+from landiff_jax.parity import tokenizer_train as train_parity
+from landiff_jax.tokenizer import codebook, losses
 from landiff_jax.tokenizer.config import TokenizerConfig, TokenizerTrainConfig
 from landiff_jax.tokenizer.convert import convert_tokenizer, convert_train_state, read_mean_std, tokenizer_rules
+from landiff_jax.tokenizer.original import tokenizer_train_config
 
 
 def _cases(root):
@@ -36,7 +38,7 @@ def test_public_cases_pass(fixtures_dir):
         names = {c.name for c in checks}
         assert {"loss_total", "loss_IFrame", "loss_PFrame", "indices", "expired_mask", "codebook_embed_after",
                 "post_ema_embed", "dead_code_replaced_with", "re_features"} <= names
-        cfg = TokenizerTrainConfig.from_original(meta["config"])
+        cfg = tokenizer_train_config(meta["config"])
         torch_keys = [k for r in tokenizer_rules(cfg.model) if f"grad {r.param}" in names for k in r.key_list]
         assert len(torch_keys) == meta["grads"]["n"], (len(torch_keys), meta["grads"]["n"])
         expired_somewhere |= len(np.load(case / "io.npz")["dead_code_sample_index"]) > 0
@@ -47,7 +49,7 @@ def test_train_state_converter(fixtures_dir):
     case = fixtures_dir / "tokenizer_train" / "normfeat_t2_expire"
     meta = json.loads((case / "meta.json").read_text())
     io = np.load(case / "io.npz")
-    cfg = TokenizerTrainConfig.from_original(meta["config"])
+    cfg = tokenizer_train_config(meta["config"])
     assert cfg.normalize and cfg.rotation_trick and cfg.threshold_ema_dead_code == 2.0 and cfg.decay == 0.8
     state, report = convert_train_state(read_safetensors(case / "model.safetensors"), cfg)
     np.testing.assert_array_equal(state["codebook"]["cluster_size"], io["codebook_cluster_size_before"][0])

@@ -8,9 +8,9 @@ import jax
 import numpy as np
 import pytest
 
-from landiff_jax.tokenizer import TokenizerConfig, VideoVQ, api, masks
+from landiff_jax.tokenizer import TokenizerConfig, VideoVQ, abstract_params, api, masks
 from landiff_jax.tokenizer.blocks import TransformerBlock
-from landiff_jax.tokenizer.convert import abstract_params
+from landiff_jax.tokenizer.original import tokenizer_config_from_overrides
 from landiff_jax.tokenizer.theia import bicubic_matrix, fit_to_grid
 
 # 2×3 grid, I = 7 − 2·2 = 3, P = 2: small enough for the python reference masks
@@ -58,7 +58,7 @@ def test_code_counts():
     with pytest.raises(ValueError, match="max_time"):
         full.num_codes(101)
     with pytest.raises(ValueError, match="unknown build_tokenizer override"):
-        TokenizerConfig.from_build_overrides({"widht": 8})
+        tokenizer_config_from_overrides({"widht": 8})
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +73,10 @@ def test_batched_decode_equals_per_sample(tiny):
     cfg, params = tiny
     model = VideoVQ(cfg)
     codes = np.random.default_rng(1).integers(0, cfg.codebook_size, (3, cfg.num_codes(3)))
-    batched = np.asarray(api.decode(model, params, codes))
+    batched = np.asarray(api.decode(params, model.config, codes))
     for b in range(3):
-        np.testing.assert_allclose(batched[b:b + 1], api.decode(model, params, codes[b:b + 1]), atol=1e-6, rtol=1e-6)
+        np.testing.assert_allclose(batched[b:b + 1], api.decode(params, model.config, codes[b:b + 1]),
+                                   atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize("num_frames", [1, 5])  # 2 (partial group) is a public parity case
@@ -84,11 +85,11 @@ def test_clip_lengths(tiny, num_frames):
     cfg, params = tiny
     model = VideoVQ(cfg)
     features = np.random.default_rng(num_frames).standard_normal((2, num_frames, 4, 6, 16)).astype(np.float32)
-    codes = api.encode(model, params, features)
+    codes = api.encode(params, model.config, features)
     assert codes.shape == (2, cfg.num_codes(num_frames)) and codes.dtype == np.int32
-    assert api.decode(model, params, codes, num_frames).shape == (2, num_frames, 4, 6, 16)
+    assert api.decode(params, model.config, codes, num_frames).shape == (2, num_frames, 4, 6, 16)
     with pytest.raises(ValueError, match="latent tokens given"):
-        api.decode(model, params, codes, num_frames + 1)
+        api.decode(params, model.config, codes, num_frames + 1)
 
 
 def test_scanned_trunk_equals_layer_loop(tiny):

@@ -9,9 +9,13 @@ import numpy as np
 import pytest
 
 from landiff_jax.convert import read_torch
-from landiff_jax.parity import compare, load_case, tolerance_for
-from landiff_jax.tokenizer import TokenizerConfig, VideoVQ, api, parity
+from landiff_jax.parity import RUNNERS, compare, load_case, tolerance_for
+from landiff_jax.tokenizer import VideoVQ, api
 from landiff_jax.tokenizer.convert import convert_tokenizer, load_tokenizer
+from landiff_jax.tokenizer.original import (
+    tokenizer_config,
+    tokenizer_config_from_overrides,
+)
 
 
 def _cases(root, component):
@@ -23,7 +27,7 @@ def test_public_cases_pass(fixtures_dir, component):
     cases = _cases(fixtures_dir, component)
     assert len(cases) >= 2, f"expected the public {component} cases under {fixtures_dir / component}"
     for case in cases:
-        checks = parity.run(case, json.loads((case / "meta.json").read_text()))
+        checks = RUNNERS[component](case, json.loads((case / "meta.json").read_text()))
         failed = [c for c in checks if not c.passed]
         assert checks and not failed, f"{case.name}: {failed}"
     must = {"tokenizer": {"indices", "decoded", "mask_encoder", "mask_decoder", "rope_freqs_cis"},
@@ -33,7 +37,7 @@ def test_public_cases_pass(fixtures_dir, component):
 
 def _check_decode(model, params, meta, arrays, codes_name):
     codes = arrays[codes_name].reshape(1, -1)
-    features = np.moveaxis(np.asarray(api.decode(model, params, codes)), -1, 2)  # [1 t c h w]
+    features = np.moveaxis(np.asarray(api.decode(params, model.config, codes)), -1, 2)  # [1 t c h w]
     check = compare("tokenizer_features", features, arrays["tokenizer_features"],
                     tolerance_for(meta["tolerance"], "tokenizer_features"))
     assert check.passed, check
@@ -43,8 +47,8 @@ def test_e2e_tokenizer_decode(fixtures_dir):
     """ckpts/LanDiff/tokenizer/model.safetensors decodes the LM's codes like index_to_feature."""
     case = _cases(fixtures_dir, "e2e")[0]
     meta, arrays = load_case(case)
-    config = TokenizerConfig.from_original(meta["config"]["tokenizer"])
-    assert config == TokenizerConfig.from_build_overrides(meta["config"]["tokenizer_build_tokenizer_overrides"],
+    config = tokenizer_config(meta["config"]["tokenizer"])
+    assert config == tokenizer_config_from_overrides(meta["config"]["tokenizer_build_tokenizer_overrides"],
                                                           theia=None)
     model, params, _ = load_tokenizer(case / "ckpts" / "LanDiff" / "tokenizer" / "model.safetensors", config)
     _check_decode(model, params, meta, arrays, "semantic_token")
@@ -54,7 +58,7 @@ def test_dit_tokenizer_copy_decodes(fixtures_dir):
     """The diffusion checkpoint's tokenizer copy, converted under its prefix (full and decode-only)."""
     case = _cases(fixtures_dir, "dit")[0]
     meta, arrays = load_case(case)
-    config = TokenizerConfig.from_build_overrides(meta["config"]["tokenizer_build_tokenizer_overrides"])
+    config = tokenizer_config_from_overrides(meta["config"]["tokenizer_build_tokenizer_overrides"])
     prefix = "model.control_model.diffusion_model.semantic_conditioner.semantic_model.model."
     state = read_torch(case / "diffusion" / "1" / "mp_rank_00_model_states.pt", "module")
     state = {k: v for k, v in state.items() if k.startswith(prefix)}

@@ -10,6 +10,7 @@ import pytest
 from landiff_jax.convert import ConversionError
 from landiff_jax.vae.config import VAEConfig
 from landiff_jax.vae.convert import convert_state_dict, load_vae
+from landiff_jax.vae.original import vae_config
 
 
 def stand_ins(entries) -> dict[str, np.ndarray]:
@@ -19,7 +20,7 @@ def stand_ins(entries) -> dict[str, np.ndarray]:
 
 def test_full_size_table_covers_manifest(fixtures_dir):
     manifest = json.loads((fixtures_dir / "manifests" / "cogvideox_3d_vae_state_dict.json").read_text())
-    cfg = VAEConfig.from_original(manifest)
+    cfg = vae_config(manifest)
     assert cfg == VAEConfig.full()
     state_dict = stand_ins(manifest["keys"])
     state_dict["loss.discriminator.blocks.0.net.0.conv.weight"] = np.zeros((2, 2), np.float32)
@@ -40,7 +41,7 @@ def tiny_state_dict(fixtures_dir):
     case = fixtures_dir / "vae" / "enc_dec_17f_16x24"
     meta = json.loads((case / "meta.json").read_text())
     sd = torch.load(case / "3d-vae.pt", map_location="cpu", weights_only=True)["state_dict"]
-    return {k: v.numpy() for k, v in sd.items()}, VAEConfig.from_original(meta["config"]), case
+    return {k: v.numpy() for k, v in sd.items()}, vae_config(meta["config"]), case
 
 
 def test_loss_keys_ignored_and_counted(tiny_state_dict):

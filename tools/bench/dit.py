@@ -1,8 +1,8 @@
 """Benchmark of the diffusion stage: one guided sampler step (control DiT on the doubled batch
 [uncond; cond], denoiser, CFG, DPM++ update) and the whole jitted N-step loop.
 
-usage: python tools/bench/dit.py --preset full --dtype bfloat16 [--steps 50] [--batch 1]
-       [--repeats 5] [--loop-repeats 2] [--no-loop] [--attention auto|xla|cudnn|mosaic] [--compare]
+usage: python -m tools.bench.dit --preset full --dtype bfloat16 [--steps 50] [--batch 1]
+       [--repeats 5] [--loop_repeats 2] [--noloop] [--attention auto|xla|cudnn|mosaic] [--compare]
 Random weights of the released shapes are drawn on the device by one jitted function (nothing
 full-size on the host). Prints one JSON line: ms per guided step after compile, compile
 seconds, the loop's ms per step and total seconds, peak device memory, the analytic TFLOP per
@@ -12,24 +12,37 @@ the nominal 800 TFLOP/s and against a bf16 matmul peak measured here.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import jax
+import jax.numpy as jnp
+from absl import app, flags
 
-import flax.linen as nn  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-from common import emit, peak_memory_gb, time_jitted  # noqa: E402
+from landiff_jax import diffusion, runtime
+from landiff_jax.diffusion.config import DiTConfig, SamplerConfig
+from landiff_jax.diffusion.sampler import (
+    Carry,
+    guided_step,
+    initial_latent,
+    sample_loop,
+    step_inputs,
+)
+from landiff_jax.diffusion.schedule import denoiser_sigma_table, step_schedule
+from landiff_jax.nn.init import random_params
+from landiff_jax.tokenizer import TokenizerConfig
+from tools.bench.common import emit, peak_memory_gb, time_jitted
 
-from landiff_jax.diffusion.config import DiTConfig, SamplerConfig  # noqa: E402
-from landiff_jax.diffusion.dit import ControlDiT  # noqa: E402
-from landiff_jax.diffusion.sampler import Carry, guided_step, initial_latent, sample_loop, step_inputs  # noqa: E402
-from landiff_jax.diffusion.schedule import denoiser_sigma_table, step_schedule  # noqa: E402
-from landiff_jax.nn import full_attention_implementation  # noqa: E402
+flags.DEFINE_enum('preset', "tiny", ['tiny', 'full'], 'preset')
+flags.DEFINE_enum('dtype', "bfloat16", ['bfloat16', 'float32'], 'dtype')
+flags.DEFINE_integer('steps', None, "sampler steps (default 50 full, 4 tiny)")
+flags.DEFINE_integer('batch', 1, "prompts per call (the network sees 2× with guidance)")
+flags.DEFINE_integer('frames', None, "latent frames (default: the config's)")
+flags.DEFINE_integer('repeats', 5, 'repeats')
+flags.DEFINE_integer('loop_repeats', 2, 'loop repeats')
+flags.DEFINE_bool('loop', True, "also time the whole sampling loop (--noloop: the single guided step only)")
+flags.DEFINE_enum('attention', "auto", ['auto', 'xla', 'cudnn', 'mosaic'], 'attention')
+flags.DEFINE_bool('compare', False, "also run the step with cuDNN attention and report the largest output difference")
+FLAGS = flags.FLAGS
 
 NOMINAL_PEAK = 800e12  # bf16 dense matmul FLOP/s the issue measures on one H100
 
@@ -50,23 +63,6 @@ def matmul_peak(n: int = 8192) -> float | None:
     a = jax.jit(lambda k: jax.random.normal(k, (n, n), jnp.bfloat16))(jax.random.key(1))
     _, ms = time_jitted(jax.jit(lambda x, y: x @ y), a, a, repeats=20)
     return 2 * n**3 / (ms / 1e3)
-
-
-def random_params(model: nn.Module, key, *args):
-    """Normal(0, 0.02) params of `model` drawn on the device (norm scales near 1)."""
-    abstract = nn.meta.unbox(jax.eval_shape(model.init, key, *args)["params"])
-    leaves, treedef = jax.tree.flatten_with_path(abstract)
-
-    def draw(k):
-        out = []
-        for (path, leaf), kk in zip(leaves, jax.random.split(k, len(leaves))):
-            value = 0.02 * jax.random.normal(kk, leaf.shape, jnp.float32)
-            if str(getattr(path[-1], "key", "")) == "scale":
-                value = value + 1.0
-            out.append(value.astype(leaf.dtype))
-        return jax.tree.unflatten(treedef, out)
-
-    return jax.jit(draw)(key)
 
 
 @dataclasses.dataclass
@@ -96,7 +92,7 @@ def step_case(cfg: DiTConfig, sampler_cfg: SamplerConfig, batch: int, frames: in
     context = jax.random.normal(keys[0], (batch, cfg.text_length, cfg.text_hidden_size), jnp.float32).astype(cfg.dtype)
     semantic = (0.1 * jax.random.normal(keys[1], (1, *shape[1:]), jnp.float32)).astype(cfg.dtype)
     x = initial_latent(shape, key=keys[2])
-    params = random_params(ControlDiT(cfg), keys[3], x[:1], jnp.zeros((1,)), context[:1], semantic)
+    params = random_params(diffusion.abstract_params(cfg, TokenizerConfig.tiny())["dit"], seed=3)
     table = jnp.asarray(denoiser_sigma_table(sampler_cfg.denoiser_num_idx, sampler_cfg.denoiser_shift_scale))
     return StepCase(params, x, context, jnp.zeros_like(context), semantic, step_inputs(step_schedule(sampler_cfg)),
                     table, keys[2])
@@ -107,25 +103,14 @@ def step_fn(cfg: DiTConfig):
     return jax.jit(lambda p_, carry, step, ctx, sem, tab, k_: guided_step(cfg, p_, ctx, sem, tab, k_, carry, step)[0].x)
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", choices=("tiny", "full"), default="tiny")
-    p.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
-    p.add_argument("--steps", type=int, default=None, help="sampler steps (default 50 full, 4 tiny)")
-    p.add_argument("--batch", type=int, default=1, help="prompts per call (the network sees 2× with guidance)")
-    p.add_argument("--frames", type=int, default=None, help="latent frames (default: the config's)")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--loop-repeats", type=int, default=2)
-    p.add_argument("--no-loop", action="store_true", help="time the single guided step only")
-    p.add_argument("--attention", choices=("auto", "xla", "cudnn", "mosaic"), default="auto")
-    p.add_argument("--compare", action="store_true",
-                   help="also run the step with cuDNN attention and report the largest output difference")
-    args = p.parse_args(argv)
+def main(argv):
+    args = FLAGS
 
     dtype = jnp.dtype(args.dtype)
     preset = DiTConfig.full if args.preset == "full" else DiTConfig.tiny
-    cfg = preset(dtype=dtype, param_dtype=dtype, attention=None if args.attention == "auto" else args.attention)
-    impl = cfg.attention or full_attention_implementation(dtype, cfg.head_dim)
+    auto = runtime.choose(dtype, preset().head_dim).full_attention
+    impl = auto if args.attention == "auto" else args.attention
+    cfg = preset(dtype=dtype, param_dtype=dtype, attention=impl)
     steps = args.steps or (50 if args.preset == "full" else 4)
     sampler_cfg = SamplerConfig(num_steps=steps, cfg_num_steps=steps)
     b, frames = args.batch, args.frames or cfg.latent_frames
@@ -152,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     if peak:
         figures.update(matmul_peak_tflops=round(peak / 1e12, 1), mfu_measured=round(flops / (step_ms / 1e3) / peak, 4))
-    if not args.no_loop:
+    if args.loop:
         loop = jax.jit(lambda p_, xs_, x_, *rest: sample_loop(cfg, p_, xs_, x_, *rest)[0])
         loop_compile_s, loop_ms = time_jitted(loop, case.params, case.xs, case.x, case.context, case.uncond,
                                               case.semantic, case.table, case.key, repeats=args.loop_repeats)
@@ -164,4 +149,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

@@ -1,25 +1,27 @@
 """Per-kernel GPU time of one DiT guided step or of one LM sampling call (random weights of the
 released shapes, bf16), from a jax.profiler trace: where a stage's time goes.
 
-usage: python tools/bench/kernels.py dit|lm [--top 40] [--attention cudnn|mosaic]
+usage: python -m tools.bench.kernels --stage dit|lm [--top 40] [--dit_attention cudnn|mosaic]
 Prints one JSON line per kernel name (ms per DiT step or per LM sampled position, calls per
 unit), largest first, after a line with the unit's total kernel time and kernel count.
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import jax
+import jax.numpy as jnp
+from absl import app, flags
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
+flags.DEFINE_enum('stage', None, ['dit', 'lm'], 'stage', required=True)
+flags.DEFINE_integer('top', 40, 'top')
+flags.DEFINE_enum('dit_attention', None, ['cudnn', 'mosaic'],
+                  "DiT attention kernel (default: the config's, 'xla'; give mosaic or cudnn on a GPU)")
+FLAGS = flags.FLAGS
 
 
 def kernel_times(fn, *args) -> tuple[collections.Counter, collections.Counter]:
@@ -43,20 +45,18 @@ def kernel_times(fn, *args) -> tuple[collections.Counter, collections.Counter]:
 
 
 def dit_step(attention: str | None):
-    from dit import step_case, step_fn
-
     from landiff_jax.diffusion.config import DiTConfig, SamplerConfig
+    from tools.bench.dit import step_case, step_fn
 
     cfg = DiTConfig.full(dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, attention=attention)
     return step_fn(cfg), step_case(cfg, SamplerConfig(), 1, cfg.latent_frames).step_args(), 1
 
 
 def lm_sampling(frames: int = 13, text_tokens: int = 64):
-    from lm import sampling_inputs
-
     from landiff_jax.lm import layout as L
     from landiff_jax.lm.config import LMConfig
     from landiff_jax.lm.sampler import SampleOptions
+    from tools.bench.lm import sampling_inputs
 
     cfg = LMConfig.full(dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
     fn, args = sampling_inputs(cfg, frames, 1, text_tokens, SampleOptions.create(guidance_scale=6.5))
@@ -64,14 +64,9 @@ def lm_sampling(frames: int = 13, text_tokens: int = 64):
     return fn, args, steps
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("stage", choices=("dit", "lm"))
-    p.add_argument("--top", type=int, default=40)
-    p.add_argument("--attention", choices=("cudnn", "mosaic"), default=None,
-                   help="DiT attention kernel (default: the DiT's own choice, mosaic on one H100/H200)")
-    args = p.parse_args(argv)
-    fn, call_args, units = dit_step(args.attention) if args.stage == "dit" else lm_sampling()
+def main(argv):
+    args = FLAGS
+    fn, call_args, units = dit_step(args.dit_attention) if args.stage == "dit" else lm_sampling()
     ns, calls = kernel_times(fn, *call_args)
     unit = "step" if args.stage == "dit" else "sampled position"
     print(json.dumps({"stage": args.stage, "device": jax.devices()[0].device_kind, "unit": unit,
@@ -83,4 +78,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

@@ -1,62 +1,57 @@
 """Benchmark of the LM's jitted guided sampler (random weights of the released shapes, on device).
 
-usage: python tools/bench/lm.py --preset full --dtype bfloat16 [--frames 13] [--prompts 1]
-       [--text-tokens 64] [--guidance 6.5] [--greedy] [--repeats 3] [--hlo-out FILE] [--matmul-floor]
-       [--decode-attention auto|xla|pallas] [--compare]
+usage: python -m tools.bench.lm --preset full --dtype bfloat16 [--frames 13] [--prompts 1]
+       [--text_tokens 64] [--guidance 6.5] [--greedy] [--repeats 3] [--hlo_out FILE] [--matmul_floor]
+       [--decode_attention auto|xla|pallas] [--compare]
 Prints one JSON line: seconds per call (prefill + all sampled positions), ms per sampled
 position, compile seconds, peak device memory, and the fraction of the HBM roofline reached:
 (bytes of the decode weights + the KV cache a step needs) per step / bandwidth, against the
 nominal 3.0 TB/s and against a bandwidth measured here with a large read-only reduction.
---matmul-floor also times a loop of only the blocks' weight matmuls (same shapes, same unrolled
+--matmul_floor also times a loop of only the blocks' weight matmuls (same shapes, same unrolled
 layers, nothing else): the floor XLA's matmuls reach on this device, to tell matmul efficiency
 from per-step overhead.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import re
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from common import emit, peak_memory_gb, time_jitted  # noqa: E402
+from landiff_jax import runtime
+from landiff_jax.lm import layout as L
+from landiff_jax.lm.config import LMConfig
+from landiff_jax.lm.model import abstract_params, layer_params
+from landiff_jax.lm.sampler import SampleOptions, micro_values, sample_loop
+from landiff_jax.nn.init import random_params
+from tools.bench.common import emit, peak_memory_gb, time_jitted
 
-from landiff_jax.lm import layout as L  # noqa: E402
-from landiff_jax.lm.config import LMConfig  # noqa: E402
-from landiff_jax.lm.model import init_params, layer_params  # noqa: E402
-from landiff_jax.lm.sampler import SampleOptions, _sample, micro_values  # noqa: E402
+flags.DEFINE_enum('preset', "tiny", ['tiny', 'full'], 'preset')
+flags.DEFINE_enum('dtype', "bfloat16", ['bfloat16', 'float32'], 'dtype')
+flags.DEFINE_integer('frames', 13, "semantic frames (13 -> 1,244 sampled positions)")
+flags.DEFINE_integer('prompts', 1, "prompts per call (rows = 2x with guidance)")
+flags.DEFINE_integer('text_tokens', 64, 'text tokens')
+flags.DEFINE_float('guidance', 6.5, 'guidance')
+flags.DEFINE_bool('greedy', False, "argmax instead of a categorical draw")
+flags.DEFINE_enum('decode_attention', "auto", ['auto', 'xla', 'pallas'],
+                  "attention of the decode steps (auto: runtime's, the Pallas kernel for bf16 on one GPU)")
+flags.DEFINE_bool('compare', False, "also run greedy with the other decode attention and "
+                   "report how many tokens and how much the guided logits differ")
+flags.DEFINE_integer('repeats', 3, 'repeats')
+flags.DEFINE_string('xla_flags', "", "appended to XLA_FLAGS before the backend starts "
+                   "(e.g. --xla_gpu_enable_dynamic_slice_fusion=true)")
+flags.DEFINE_string('hlo_out', "", "write the optimized HLO of the sampler to this file")
+flags.DEFINE_bool('matmul_floor', False, "also time a loop of only the weight matmuls")
+FLAGS = flags.FLAGS
 
 NOMINAL_BANDWIDTH = 3.0e12  # bytes/s, the issue's H100 figure
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", choices=["tiny", "full"], default="tiny")
-    p.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
-    p.add_argument("--frames", type=int, default=13, help="semantic frames (13 -> 1,244 sampled positions)")
-    p.add_argument("--prompts", type=int, default=1, help="prompts per call (rows = 2x with guidance)")
-    p.add_argument("--text-tokens", type=int, default=64)
-    p.add_argument("--guidance", type=float, default=6.5)
-    p.add_argument("--greedy", action="store_true", help="argmax instead of a categorical draw")
-    p.add_argument("--decode-attention", choices=["auto", "xla", "pallas"], default="auto",
-                   help="attention of the decode steps (auto: the Pallas kernel for bf16 on GPU)")
-    p.add_argument("--compare", action="store_true", help="also run greedy with the other decode attention and "
-                   "report how many tokens and how much the guided logits differ")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--xla-flags", default="", help="appended to XLA_FLAGS before the backend starts "
-                   "(e.g. --xla_gpu_enable_dynamic_slice_fusion=true)")
-    p.add_argument("--hlo-out", default="", help="write the optimized HLO of the sampler to this file")
-    p.add_argument("--matmul-floor", action="store_true", help="also time a loop of only the weight matmuls")
-    return p
 
 
 def measured_bandwidth(gib: float = 2.0) -> float | None:
@@ -106,7 +101,8 @@ def matmul_floor_ms(cfg: LMConfig, params, rows: int, steps: int = 200) -> float
             for p in layers:
                 x = x + jnp.dot(jnp.dot(x, p["wqkv"]["kernel"].reshape(d, -1))[:, :d], p["wo"]["kernel"].reshape(-1, d))
                 mlp = p["mlp"]
-                x = x + jnp.dot(jnp.dot(x, mlp["gate"]["kernel"]) * jnp.dot(x, mlp["up"]["kernel"]), mlp["down"]["kernel"])
+                gated = jnp.dot(x, mlp["gate"]["kernel"]) * jnp.dot(x, mlp["up"]["kernel"])
+                x = x + jnp.dot(gated, mlp["down"]["kernel"])
             return x * 1e-3
         return jax.lax.fori_loop(0, steps, body, x)
 
@@ -130,17 +126,18 @@ def sampling_inputs(cfg: LMConfig, frames: int, prompts: int, text_tokens: int, 
     """(the sampler with its static arguments bound, its call arguments): random weights of cfg's
     shapes built on the device, random T5 features of `prompts` unpadded prompts."""
     hidden = jax.random.normal(jax.random.key(1), (prompts, text_tokens, cfg.text_dim), cfg.dtype)
-    args = (init_params(cfg, jax.random.key(0)), hidden, jnp.ones((prompts, text_tokens), bool),
+    args = (random_params(abstract_params(cfg)), hidden, jnp.ones((prompts, text_tokens), bool),
             jnp.asarray(micro_values(cfg, frames, 2.5, prompts)), jax.random.split(jax.random.key(2), prompts),
             options, None)
-    return functools.partial(_sample, cfg=cfg, num_frames=frames, trace=False), args
+    return functools.partial(sample_loop, cfg=cfg, num_frames=frames, trace=False), args
 
 
 def compare_decode_attention(cfg: LMConfig, frames: int, params, hidden, mask, micro) -> dict:
     """Greedy sampling with the XLA and the Pallas decode attention: the share of equal tokens, the
     first step where they differ, and the largest guided-logit difference before it."""
     options = SampleOptions.create(guidance_scale=6.5, greedy=True)
-    runs = [jax.jit(functools.partial(_sample, cfg=cfg.replace(decode_attention=impl), num_frames=frames, trace=True))(
+    runs = [jax.jit(functools.partial(sample_loop, cfg=cfg.replace(decode_attention=impl), num_frames=frames,
+                                      trace=True))(
         params, hidden, mask, micro, None, options, None) for impl in ("xla", "pallas")]
     (a, b) = (np.asarray(r.tokens) for r in runs)
     differ = np.flatnonzero((a != b).any(axis=0))
@@ -151,12 +148,13 @@ def compare_decode_attention(cfg: LMConfig, frames: int, params, hidden, mask, m
             "decode_compare_guided_logit_scale": float(np.abs(logits[0]).max()) if first else None}
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv):
+    args = FLAGS
     if args.xla_flags:  # read when the backend starts, i.e. at the first computation below
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {args.xla_flags}".strip()
     dtype = jnp.dtype(args.dtype)
-    decode_impl = None if args.decode_attention == "auto" else args.decode_attention
+    auto = runtime.choose(dtype, 64).decode
+    decode_impl = auto if args.decode_attention == "auto" else args.decode_attention
     cfg = getattr(LMConfig, args.preset)(dtype=dtype, param_dtype=dtype, decode_attention=decode_impl)
     layout = L.frame_layout(cfg.codebook_size, cfg.iframe_tokens, cfg.pframe_tokens, cfg.segment_length, args.frames)
     b, n = args.prompts, args.text_tokens
@@ -209,4 +207,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    app.run(main)

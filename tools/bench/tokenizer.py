@@ -2,9 +2,9 @@
 runs it; the original's conditioner — this decode plus the upsampler — takes 66 ms on one H100)
 and encode of a video clip (Theia + TiTok encoder + VQ).
 
-    python tools/bench/tokenizer.py --preset full --dtype bfloat16 [--stage decode|encode|both]
+    python -m tools.bench.tokenizer --preset full --dtype bfloat16 [--stage decode|encode|both]
 
-The encode clip is `--frames` RGB frames of `--height`×`--width`, of which every `--frame-stride`-th
+The encode clip is `--frames` RGB frames of `--height`×`--width`, of which every `--frame_stride`-th
 is tokenized (49 frames at stride 4 → the 13 frames of one group, matching the VAE's 4× temporal
 compression; stride 1 encodes all frames as one I-frame plus P-frames). Random weights of the
 released shapes are created on the device by a jitted init. Prints one JSON line per stage.
@@ -12,44 +12,39 @@ released shapes are created on the device by a jitted init. Prints one JSON line
 
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from absl import app, flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from landiff_jax import runtime
+from landiff_jax.tokenizer import TokenizerConfig, VideoVQ
+from landiff_jax.tokenizer.model import init_inputs
+from tools.bench.common import emit, peak_memory_gb, time_jitted
 
-from common import emit, peak_memory_gb, time_jitted  # noqa: E402
+flags.DEFINE_enum('preset', "full", ['tiny', 'full'], 'preset')
+flags.DEFINE_enum('dtype', "bfloat16", ['bfloat16', 'float32'], 'dtype')
+flags.DEFINE_enum('stage', "both", ['decode', 'encode', 'both'], 'stage')
+flags.DEFINE_integer('batch', 1, 'batch')
+flags.DEFINE_integer('frames', None, "RGB frames of the encoded clip (default: one group, 49 at full size)")
+flags.DEFINE_integer('frame_stride', 4, "tokenize every n-th frame of the clip")
+flags.DEFINE_integer('height', None, "frame height (default: 16 × the feature grid)")
+flags.DEFINE_integer('width', None, "frame width (default: 16 × the feature grid)")
+flags.DEFINE_integer('repeats', 10, 'repeats')
+FLAGS = flags.FLAGS
 
-from landiff_jax.nn import attention_implementation  # noqa: E402
-from landiff_jax.tokenizer import TokenizerConfig, VideoVQ  # noqa: E402
-from landiff_jax.tokenizer.model import init_inputs  # noqa: E402
 
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--preset", choices=("tiny", "full"), default="full")
-    p.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
-    p.add_argument("--stage", choices=("decode", "encode", "both"), default="both")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--frames", type=int, help="RGB frames of the encoded clip (default: one group, 49 at full size)")
-    p.add_argument("--frame-stride", type=int, default=4, help="tokenize every n-th frame of the clip")
-    p.add_argument("--height", type=int, help="frame height (default: 16 × the feature grid)")
-    p.add_argument("--width", type=int, help="frame width (default: 16 × the feature grid)")
-    p.add_argument("--repeats", type=int, default=10)
-    args = p.parse_args(argv)
+def main(argv):
+    args = FLAGS
 
     dtype = jnp.dtype(args.dtype)
-    cfg = getattr(TokenizerConfig, args.preset)(dtype=dtype, param_dtype=dtype)
+    attention = runtime.choose(dtype, 64).attention
+    cfg = getattr(TokenizerConfig, args.preset)(dtype=dtype, param_dtype=dtype, attention=attention)
     model = VideoVQ(cfg)
     init = jax.jit(lambda key: model.init(key, *init_inputs(cfg, with_video=True), method=VideoVQ.initialize))
     params = nn.meta.unbox(init(jax.random.key(0))["params"])
     common = {"preset": args.preset, "dtype": args.dtype, "batch": args.batch,
-              "attention": attention_implementation(dtype)}
+              "attention": attention}
     keys = jax.random.split(jax.random.key(1), 2)
 
     if args.stage in ("decode", "both"):
@@ -80,4 +75,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

@@ -17,30 +17,25 @@ half of the S×S square). Conditioning MLPs (text rows only) are left out.
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from common import emit, peak_memory_gb  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 from landiff_jax.train.config import DataConfig, MeshConfig, OptimizerConfig, TrainConfig  # noqa: E402
 from landiff_jax.train.metrics import peak_flops  # noqa: E402
 from landiff_jax.train.optimizer import learning_rate_schedule, make_optimizer  # noqa: E402
 from landiff_jax.train.step import batch_shardings, create_state, make_train_step, state_shardings  # noqa: E402
 from landiff_jax.train.task import make_task  # noqa: E402
+from tools.bench.common import emit, peak_memory_gb  # noqa: E402
 
 
 def lm_config(args) -> TrainConfig:
     from landiff_jax.lm.config import LMConfig
 
-    model = LMConfig.full() if args.preset == "full" else LMConfig.tiny()
+    model = LMConfig.full() if args.preset == "full" else LMConfig.tiny()  # kernels: runtime, via train.task
     frames = 13 if args.preset == "full" else 3
     text_len = args.text_len or (256 if args.preset == "full" else 8)
     mesh = [int(v) for v in args.mesh.split(",")]
@@ -68,19 +63,21 @@ def lm_batch(task, config: TrainConfig, rows: int, seed: int = 0) -> dict[str, n
 STAGES = {"lm": (lm_config, lm_batch)}
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("stage", choices=sorted(STAGES))
-    p.add_argument("--preset", choices=("tiny", "full"), default="tiny")
-    p.add_argument("--batch", type=int, default=8, help="global sequences per update")
-    p.add_argument("--remat", default="none", help="remat policy name of the model config")
-    p.add_argument("--steps", type=int, default=10, help="timed updates after the compile")
-    p.add_argument("--text_len", type=int, default=None, help="text rows per sequence (default 256 full, 8 tiny)")
-    p.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
-    p.add_argument("--mesh", default="-1,1,1", help="data,fsdp,tensor sizes (-1: the rest)")
-    args = p.parse_args(argv)
+flags.DEFINE_enum("preset", "tiny", ["tiny", "full"], "model sizes")
+flags.DEFINE_integer("batch", 8, "global sequences per update")
+flags.DEFINE_string("remat", "none", "remat policy name of the model config")
+flags.DEFINE_integer("steps", 10, "timed updates after the compile")
+flags.DEFINE_integer("text_len", None, "text rows per sequence (default 256 full, 8 tiny)")
+flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "compute dtype")
+flags.DEFINE_string("mesh", "-1,1,1", "data,fsdp,tensor sizes (-1: the rest)")
+FLAGS = flags.FLAGS
 
-    make_config, make_batch = STAGES[args.stage]
+
+def main(argv):
+    if len(argv) != 2 or argv[1] not in STAGES:
+        raise app.UsageError(f"give one stage: {', '.join(sorted(STAGES))}")
+    args = FLAGS
+    make_config, make_batch = STAGES[argv[1]]
     config = make_config(args)
     task = make_task(config)
     from landiff_jax import parallel
@@ -108,8 +105,9 @@ def main(argv=None):
     flops = config.batch_size * task.flops_per_example / seconds
     peak = peak_flops(jax.devices()[0].device_kind)
     emit({
-        "stage": args.stage, "preset": args.preset, "batch": config.batch_size, "remat": args.remat,
-        "dtype": args.dtype, "tokens_per_sequence": task.tokens_per_example, "ms_per_update": round(seconds * 1e3, 2),
+        "stage": argv[1], "preset": args.preset, "batch": config.batch_size, "remat": args.remat,
+        "attention": getattr(config.model, "train_attention", None), "dtype": args.dtype,
+        "tokens_per_sequence": task.tokens_per_example, "ms_per_update": round(seconds * 1e3, 2),
         "compile_s": round(compile_s, 1), "examples_per_s": round(config.batch_size / seconds, 2),
         "tokens_per_s": round(config.batch_size * task.tokens_per_example / seconds, 1),
         "model_tflops_per_s": round(flops / 1e12, 2),
@@ -119,4 +117,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

@@ -1,7 +1,7 @@
 """Benchmark: chunked VAE decode as the pipeline runs it (released size: 13×60×90×16 latent →
 49×480×720×3 video; the original takes 12.8 s on one H100, 8.9 GB allocated / 21.7 GB reserved).
 
-    python tools/bench/vae.py --preset full --dtype bfloat16 [--mode chunked|full --frames 13]
+    python -m tools.bench.vae --preset full --dtype bfloat16 [--mode chunked|full --frames 13]
 
 Random weights of the released shapes are made on the device by a jitted init (nothing
 full-size on the host). float32 runs use precision=highest on the convolutions unless
@@ -10,50 +10,42 @@ full-size on the host). float32 runs use precision=highest on the convolutions u
 
 from __future__ import annotations
 
-import argparse
-import functools
-import sys
-from pathlib import Path
-
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app, flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from landiff_jax.nn.init import random_params
+from landiff_jax.vae import api
+from landiff_jax.vae.config import VAEConfig
+from landiff_jax.vae.model import abstract_params
+from tools.bench.common import emit, peak_memory_gb, time_jitted
 
-from common import emit, peak_memory_gb, time_jitted  # noqa: E402
-
-from landiff_jax.vae import api  # noqa: E402
-from landiff_jax.vae.config import VAEConfig  # noqa: E402
-from landiff_jax.vae.model import init_params  # noqa: E402
+flags.DEFINE_enum('preset', "full", ['tiny', 'full'], 'preset')
+flags.DEFINE_enum('dtype', "bfloat16", ['bfloat16', 'float32'], 'dtype')
+flags.DEFINE_enum('precision', "auto", ['auto', 'default', 'high', 'highest'],
+                  "conv precision (auto: highest for float32, default for bfloat16)")
+flags.DEFINE_enum('mode', "chunked", ['chunked', 'full'],
+                  "chunked: decode_latents (the pipeline's path); full: one decoder call")
+flags.DEFINE_integer('frames', None, "latent frames (default: 13 full, 5 tiny)")
+flags.DEFINE_integer('height', None, "latent height (default: 60 full, 4 tiny)")
+flags.DEFINE_integer('width', None, "latent width (default: 90 full, 6 tiny)")
+flags.DEFINE_integer('repeats', 3, 'repeats')
+FLAGS = flags.FLAGS
 
 # latent (t, h, w) per preset: the released 49×480×720 video, and a CPU-sized one
 LATENT = {"full": (13, 60, 90), "tiny": (5, 4, 6)}
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--preset", choices=("tiny", "full"), default="full")
-    p.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
-    p.add_argument("--precision", choices=("auto", "default", "high", "highest"), default="auto",
-                   help="conv precision (auto: highest for float32, default for bfloat16)")
-    p.add_argument("--mode", choices=("chunked", "full"), default="chunked",
-                   help="chunked: decode_latents (the pipeline's path); full: one decoder call")
-    p.add_argument("--frames", type=int, help="latent frames (default: 13 full, 5 tiny)")
-    p.add_argument("--height", type=int, help="latent height (default: 60 full, 4 tiny)")
-    p.add_argument("--width", type=int, help="latent width (default: 90 full, 6 tiny)")
-    p.add_argument("--repeats", type=int, default=3)
-    args = p.parse_args(argv)
+def main(argv):
+    args = FLAGS
 
     dtype = jnp.dtype(args.dtype)
     precision = args.precision if args.precision != "auto" else ("highest" if dtype == jnp.float32 else "default")
     cfg = getattr(VAEConfig, args.preset)(dtype=dtype, param_dtype=dtype, precision=precision)
     t, h, w = (v or d for v, d in zip((args.frames, args.height, args.width), LATENT[args.preset]))
 
-    params = nn.meta.unbox(jax.jit(functools.partial(init_params, cfg))(jax.random.key(0)))
-    params = {"decoder": params["decoder"]}  # the decode path reads only these
+    params = random_params(abstract_params(cfg, decode_only=True))  # the decode path reads only these
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
     latents = jax.random.normal(jax.random.key(1), (1, t, h, w, cfg.z_channels), jnp.float32)
 
@@ -74,4 +66,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    app.run(main)

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from landiff_jax import vae
-from landiff_jax.convert.release import convert_release
 from landiff_jax.diffusion.schedule import step_schedule
 from landiff_jax.lm import layout as L
-from landiff_jax.parity import Check, channels_first, channels_last, compare, load_case, to_ncthw, tolerance_for
+from landiff_jax.parity.harness import Check, channels_first, channels_last, compare, load_case, to_ncthw, tolerance_for
 from landiff_jax.pipeline import GenerateOptions, LanDiff
+from landiff_jax.release import convert_release
 from landiff_jax.text.encoders import encode_for_lm, encode_ids
 
 
@@ -56,8 +56,8 @@ def _run_pipeline(pipe: LanDiff, meta: dict, expected: dict) -> dict:
     tok_dit, length = pipe.tokenizers["t5_dit"], cfg.dit.text_length
     out["dit_t5_input_ids"] = tok_dit.encode_diffusion(prompt, length)
     out["dit_t5_negative_input_ids"] = tok_dit.encode_diffusion([""], length)
-    out["dit_t5_negative_last_hidden_state"] = encode_ids(pipe.params["t5_dit"], out["dit_t5_negative_input_ids"],
-                                                          None, cfg.t5_dit)
+    out["dit_t5_negative_last_hidden_state"] = encode_ids(pipe.params["t5_dit"], cfg.t5_dit,
+                                                          out["dit_t5_negative_input_ids"], None)
     context, uncond = pipe.text_context(prompt)
     out["cond_context"], out["uncond_context"] = context, uncond
     feature, parts = pipe.semantic_feature(codes, t, collect=True)
@@ -97,8 +97,8 @@ def run(case_dir: Path, meta: dict) -> list[Check]:
     tolerance = meta.get("tolerance", {})
     skip = set(tolerance.get("inputs_to_inject_not_to_compare", ["init_noise", "step_noise"]))
     with tempfile.TemporaryDirectory() as tmp:
-        converted = convert_release(*release_dirs(case_dir, meta), Path(tmp) / "converted",
-                                    {"original": meta["config"], "dtype": "float32"}, progress=lambda s: None)
+        converted = convert_release(*release_dirs(case_dir, meta), Path(tmp) / "converted", meta["config"],
+                                    progress=lambda s: None)
         pipe = LanDiff.from_checkpoint(converted)
     actual = _run_pipeline(pipe, meta, expected)
     actual["step_noise_roles"] = expected_roles(pipe.sampler_config(_options(meta)).num_steps)

@@ -14,11 +14,11 @@ import jax
 import numpy as np
 
 from landiff_jax.convert import read_safetensors
-from landiff_jax.parity import Check, channels_first, channels_last, compare, load_case, tolerance_for
+from landiff_jax.parity.harness import Check, channels_first, channels_last, compare, load_case, tolerance_for
 from landiff_jax.tokenizer import api, masks
-from landiff_jax.tokenizer.config import TokenizerConfig
 from landiff_jax.tokenizer.convert import convert_tokenizer
 from landiff_jax.tokenizer.model import VideoVQ
+from landiff_jax.tokenizer.original import tokenizer_config
 
 
 def as_original_latent(x):  # [b n c] -> [b c 1 n] (TiTok's fake 2D layout)
@@ -26,7 +26,7 @@ def as_original_latent(x):  # [b n c] -> [b c 1 n] (TiTok's fake 2D layout)
 
 
 def _load(case_dir: Path, meta: dict):
-    config = TokenizerConfig.from_original(meta["config"])
+    config = tokenizer_config(meta["config"])
     params, _ = convert_tokenizer(read_safetensors(case_dir / meta["checkpoint"]["file"]), config,
                                   source=str(case_dir))
     return config, params
@@ -53,14 +53,14 @@ def run_tokenizer(case_dir: Path, meta: dict) -> list[Check]:
     num_frames = arrays["decoded"].shape[1]
     model, tracer = VideoVQ(config), VideoVQ(config, trace=True)
 
-    check("indices", api.encode(model, params, features))
+    check("indices", api.encode(params, model.config, features))
     enc = _jit_method(tracer, VideoVQ.trace_encode)({"params": params}, features)
     for name in ("enc_ln_pre_out", "enc_layer_outputs", "vq_projected_in", "vq_distances", "quantized"):
         check(name, enc[name])
     check("encoder_out", as_original_latent(enc["encoder_out"]))
 
     codes = arrays["indices"]  # the stored input of index_to_feature
-    check("decoded", channels_first(api.decode(model, params, codes, num_frames)))
+    check("decoded", channels_first(api.decode(params, model.config, codes, num_frames)))
     dec = _jit_method(tracer, VideoVQ.trace_decode, static_argnums=2)({"params": params}, codes, num_frames)
     check("latent_from_indices", as_original_latent(dec["latent_from_indices"]))
     for name in ("dec_embed_out", "dec_ln_pre_out", "dec_layer_outputs"):
@@ -85,14 +85,6 @@ def run_theia(case_dir: Path, meta: dict) -> list[Check]:
     check("vit_embeddings_out", trace["embeddings"])
     check("vit_last_hidden_state", trace["last_hidden_state"])
     check("features", channels_first(trace["features"]))
-    check("indices_from_video", api.encode(VideoVQ(config), params, video))
+    check("indices_from_video", api.encode(params, config, video))
     return checks
 
-
-def run(case_dir: Path, meta: dict) -> list[Check]:
-    component = meta.get("component", Path(case_dir).parent.name)
-    if component == "theia":
-        return run_theia(Path(case_dir), meta)
-    if component == "tokenizer":
-        return run_tokenizer(Path(case_dir), meta)
-    raise ValueError(f"landiff_jax.tokenizer.parity cannot run component '{component}'")

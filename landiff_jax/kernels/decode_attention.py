@@ -7,6 +7,13 @@ grows with the allocation, not with the position. `pallas_decode_attention` is a
 and computes that block's softmax partials in float32 (max, sum, weighted values); the
 partials are merged outside the kernel. Programs whose block holds no valid slot read
 nothing.
+
+What it is: FORWARD ONLY (decoding needs no gradient); any head dim; the cache length must be a
+multiple of BLOCK (`lm.model` allocates it so; anything else is refused with ValueError). The
+grid is one axis over slot blocks per (row, head), vmapped over rows and heads, so every
+program's K/V block is contiguous in the [b h T d] cache. Run on GPU, or with `interpret=True`
+anywhere (Pallas interpreter: slow, for tests); `runtime` picks it for half precision on one
+GPU, and XLA on a mesh (a Pallas call is not SPMD-partitioned).
 """
 
 from __future__ import annotations

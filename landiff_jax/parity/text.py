@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from landiff_jax.parity import Check, compare, load_case, tolerance_for
+from landiff_jax.parity.harness import Check, compare, load_case, tolerance_for
 from landiff_jax.text.config import T5Config
 from landiff_jax.text.convert import load_t5
 from landiff_jax.text.encoders import encode_for_diffusion, encode_for_lm, unpadded
+from landiff_jax.text.original import t5_config
 from landiff_jax.text.tokenizer import T5TextTokenizer, TruncationWarning
 
 
@@ -47,10 +48,11 @@ def _encode(path: str, max_length: int | None, tokenizer: T5TextTokenizer, param
 def run(case_dir: Path, meta: dict) -> list[Check]:
     _, expected = load_case(case_dir)
     t5_dir = case_dir / meta["checkpoint"]["file"]
-    wanted = T5Config.from_hf_config(meta["config"]["T5Config"])
+    wanted = t5_config(meta["config"]["T5Config"])
     cfg, params = load_t5(t5_dir)
     if cfg != wanted:
-        return [Check("config", False, float("inf"), float("inf"), f"{t5_dir}/config.json gives {cfg}, meta.json {wanted}")]
+        return [Check("config", False, float("inf"), float("inf"),
+                      f"{t5_dir}/config.json gives {cfg}, meta.json {wanted}")]
     tokenizer = T5TextTokenizer(t5_dir)
     path, max_length = _tokenizer_call(meta, expected)
     with warnings.catch_warnings():  # a case may truncate on purpose

@@ -1,7 +1,7 @@
 """Parity runner for component `lm_train`: the original's packed training forward (d047daf
 `Semantic1DLM.forward_packing`) against `lm_loss` with the case's injected drop decisions.
 
-The checkpoint goes through the real converter and the config through `LMConfig.from_original`.
+The checkpoint goes through the real converter and the config through `lm.original.lm_config`.
 Our rows are left-padded per sample; the runner maps them to the fixture's packed order (the
 samples' rows without their pads, concatenated, minus the very last position) and converts
 grads.npz to our parameter tree with the converter's own table.
@@ -10,7 +10,6 @@ grads.npz to our parameter tree with the converter's own table.
 from __future__ import annotations
 
 import functools
-import re
 from pathlib import Path
 
 import jax
@@ -23,17 +22,8 @@ from landiff_jax.lm.config import LMConfig
 from landiff_jax.lm.convert import lm_rules, load_lm
 from landiff_jax.lm.losses import Drops, lm_loss
 from landiff_jax.lm.model import abstract_params
-from landiff_jax.parity import Check, Tolerance, compare, load_case, tolerance_for
-
-
-def grad_tolerance(spec) -> tuple[float, float]:
-    """(atol, rtol) from meta's grads tolerance: {atol, rtol} or "atol X + rtol Y relative to ..."."""
-    if isinstance(spec, dict):
-        return float(spec["atol"]), float(spec["rtol"])
-    found = {k: re.search(rf"{k}\s*([0-9.]+(?:e[-+]?\d+)?)", str(spec), re.IGNORECASE) for k in ("atol", "rtol")}
-    if not all(found.values()):
-        raise ValueError(f"meta.json tolerance.grads {spec!r}: expected 'atol X + rtol Y ...'")
-    return float(found["atol"].group(1)), float(found["rtol"].group(1))
+from landiff_jax.lm.original import lm_config
+from landiff_jax.parity.harness import Check, compare, load_case, tensor_max_tolerance, tolerance_for
 
 
 def packed(rows, pads) -> np.ndarray:
@@ -56,7 +46,7 @@ def _drops(cfg: LMConfig, io: dict) -> Drops:
 
 def run(case_dir: Path, meta: dict) -> list[Check]:
     _, io = load_case(case_dir)
-    cfg = LMConfig.from_original(meta["config"], text_dim=io["t5_last_hidden_state"].shape[-1])
+    cfg = lm_config(meta["config"], text_dim=io["t5_last_hidden_state"].shape[-1])
     params = load_lm(case_dir / meta["checkpoint"]["file"], cfg)
     batch = {"text_embedding": io["t5_last_hidden_state"], "text_mask": io["t5_attention_mask"].astype(bool),
              "codes": io["codes"], "frames": io["frames"], "motion_score": io["motion_score"]}
@@ -78,9 +68,8 @@ def run(case_dir: Path, meta: dict) -> list[Check]:
     with np.load(case_dir / meta["grads"]["file"]) as z:
         torch_grads = {k: z[k] for k in z.files}
     expected, _ = convert(lm_rules(cfg), torch_grads, abstract_params(cfg), source=str(case_dir / "grads.npz"))
-    atol, rtol = grad_tolerance(tolerance.get("grads", "atol 1e-5 + rtol 1e-4"))
     ours = traverse_util.flatten_dict(jax.device_get(grads), sep="/")
     for name, want in traverse_util.flatten_dict(expected, sep="/").items():
-        band = Tolerance(atol + rtol * float(np.max(np.abs(want))), 0.0)
+        band = tensor_max_tolerance(tolerance.get("grads", "atol 1e-5 + rtol 1e-4"), want)
         checks.append(compare(f"grad {name}", ours[name], want, band))
     return checks

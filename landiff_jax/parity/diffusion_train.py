@@ -18,29 +18,29 @@ Builds DiffusionTrainConfig from meta.json, converts the case's two checkpoints 
 from __future__ import annotations
 
 import functools
-import re
 from pathlib import Path
 
 import jax
 import numpy as np
 from flax import traverse_util
 
-from landiff_jax.diffusion.config import DiffusionTrainConfig
 from landiff_jax.diffusion.convert import diffusion_rules, load_diffusion
 from landiff_jax.diffusion.losses import Draws, diffusion_loss, split_params
-from landiff_jax.parity import Check, Tolerance, channels_first, channels_last, compare, load_case
-from landiff_jax.tokenizer.config import TokenizerConfig
+from landiff_jax.diffusion.original import diffusion_train_config
+from landiff_jax.parity.harness import (
+    Check,
+    Tolerance,
+    channels_first,
+    channels_last,
+    compare,
+    load_case,
+    tensor_max_tolerance,
+)
+from landiff_jax.tokenizer.original import tokenizer_config_from_overrides
 
 INPUTS = ("x0", "text_context", "codes", "tokenizer_features_input")
 DRAWS = ("text_keep", "timestep_idx", "noise")
 LOSSES = ("loss", "per_sample_loss")
-
-
-def _grad_tolerance(text: str) -> tuple[float, float]:
-    match = re.search(r"atol\s*([0-9.eE+-]+)\s*\+\s*rtol\s*([0-9.eE+-]+)", text)
-    if not match:
-        raise ValueError(f"meta.json tolerance.grads: cannot read atol/rtol from {text!r}")
-    return float(match.group(1)), float(match.group(2))
 
 
 def _tolerance(meta_tol: dict, name: str) -> Tolerance:
@@ -69,8 +69,8 @@ def run(case_dir: Path, meta: dict) -> list[Check]:
 def _run(case_dir: Path, meta: dict) -> list[Check]:
     _, arrays = load_case(case_dir)
     config = meta["config"]
-    tokenizer_cfg = TokenizerConfig.from_build_overrides(config["tokenizer_build_tokenizer_overrides"])
-    cfg = DiffusionTrainConfig.from_original(config, tokenizer_cfg)
+    tokenizer_cfg = tokenizer_config_from_overrides(config["tokenizer_build_tokenizer_overrides"])
+    cfg = diffusion_train_config(config, tokenizer_cfg)
     params, _ = load_diffusion(case_dir / "CogVideoX-2b-sat" / "transformer", case_dir / "diffusion", cfg.dit,
                                tokenizer_cfg)
     trainable, frozen = split_params(params, "control")
@@ -99,7 +99,6 @@ def _run(case_dir: Path, meta: dict) -> list[Check]:
 
 
 def _grad_checks(cfg, tokenizer_cfg, meta: dict, case_dir: Path, grads) -> list[Check]:
-    atol, rtol = _grad_tolerance(meta["tolerance"]["grads"])
     with np.load(case_dir / meta.get("grads", {}).get("file", "grads.npz"), allow_pickle=False) as z:
         expected = {k: z[k] for k in z.files}
     flat = traverse_util.flatten_dict(grads, sep="/")
@@ -113,8 +112,7 @@ def _grad_checks(cfg, tokenizer_cfg, meta: dict, case_dir: Path, grads) -> list[
                 continue
             want = rule.transform.apply(np.asarray(expected[key], np.float32))
             got = np.asarray(flat[rule.param][i] if rule.stacked else flat[rule.param])
-            scale = float(np.max(np.abs(want))) if want.size else 0.0
-            checks.append(compare(f"grad {key}", got, want, Tolerance(atol + rtol * scale, 0.0)))
+            checks.append(compare(f"grad {key}", got, want, tensor_max_tolerance(meta["tolerance"]["grads"], want)))
     mapped = {key for r in rules for key in r.key_list}
     unmapped = sorted(set(flat) - {r.param for r in rules})
     grad_none = set(meta.get("grads", {}).get("params_with_grad_None", []))

@@ -1,6 +1,6 @@
 """Parity of the tokenizer's training step (`tokenizer_train` cases).
 
-The training config comes from meta.json's `config` (`TokenizerTrainConfig.from_original`), the
+The training config comes from meta.json's `config` (`tokenizer.original.tokenizer_train_config`), the
 parameters from `convert_tokenizer` and the codebook state from `convert_train_state` on the case's
 checkpoint. The original's dead-code draw (`dead_code_sample_index`) is injected. Losses, metrics,
 the new codebook, the intermediates and the gradients come from one jitted `losses.forward`
@@ -18,7 +18,7 @@ import numpy as np
 from flax import traverse_util
 
 from landiff_jax.convert import read_safetensors
-from landiff_jax.parity import (
+from landiff_jax.parity.harness import (
     Check,
     Tolerance,
     channels_first,
@@ -28,10 +28,11 @@ from landiff_jax.parity import (
     tensor_max_tolerance,
     tolerance_for,
 )
+from landiff_jax.parity.tokenizer import as_original_latent
 from landiff_jax.tokenizer import codebook, losses
 from landiff_jax.tokenizer.config import TokenizerTrainConfig
 from landiff_jax.tokenizer.convert import convert_tokenizer, convert_train_state, read_mean_std
-from landiff_jax.tokenizer.parity import as_original_latent
+from landiff_jax.tokenizer.original import tokenizer_train_config
 
 # io.npz arrays that are inputs (the checkpoint's state, the features, the injected draw)
 _INPUTS = {"features", "codebook_embed_before", "codebook_embed_avg_before", "codebook_cluster_size_before",
@@ -78,7 +79,7 @@ def _expected_grads(case_dir: Path, meta: dict, cfg: TokenizerTrainConfig):
 def run(case_dir: Path, meta: dict) -> list[Check]:
     case_dir = Path(case_dir)
     _, arrays = load_case(case_dir)
-    cfg = TokenizerTrainConfig.from_original(meta["config"])
+    cfg = tokenizer_train_config(meta["config"])
     state_dict = read_safetensors(case_dir / meta["checkpoint"]["file"])
     params, _ = convert_tokenizer(state_dict, cfg.model, source=str(case_dir))
     trainable, _ = losses.split_params(params)

@@ -11,12 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from landiff_jax.lm import layout as L
-from landiff_jax.lm.config import LMConfig
 from landiff_jax.lm.convert import load_lm
 from landiff_jax.lm.model import SemanticLM
+from landiff_jax.lm.original import lm_config
 from landiff_jax.lm.sampler import SampleOptions, micro_values, sample, step_logits
 from landiff_jax.nn import rope_1d_angles, timestep_embedding
-from landiff_jax.parity import Check, compare, load_case, tolerance_for
+from landiff_jax.parity.harness import Check, compare, load_case, tolerance_for
 from landiff_jax.text.convert import load_t5
 from landiff_jax.text.encoders import encode_for_lm
 from landiff_jax.text.tokenizer import T5TextTokenizer
@@ -24,7 +24,8 @@ from landiff_jax.text.tokenizer import T5TextTokenizer
 
 def _options(args: dict) -> SampleOptions:
     if args.get("use_gt_first_frame") or args.get("teacher_forcing") or args.get("predict_eos"):
-        raise ValueError("the lm runner covers plain guided sampling (no gt first frame / teacher forcing / predict_eos)")
+        raise ValueError("the lm runner covers plain guided sampling "
+                         "(no gt first frame / teacher forcing / predict_eos)")
     return SampleOptions.create(guidance_scale=args["guidance_scale"], temperature=args["temperature"],
                                 top_k=args.get("top_k"), top_p=args.get("top_p"), greedy=True)
 
@@ -38,7 +39,7 @@ def _actual(case_dir: Path, meta: dict) -> dict:
     ids, _ = tokenizer.encode_lm(inputs["caption"])
     hidden, mask = encode_for_lm(tokenizer, t5_params, t5_cfg, inputs["caption"])
 
-    cfg = LMConfig.from_original(meta["config"], text_dim=t5_cfg.d_model)
+    cfg = lm_config(meta["config"], text_dim=t5_cfg.d_model)
     params = load_lm(case_dir / meta["checkpoint"]["file"], cfg)
     options = _options(args)
     num_frames = args["num_frames"]

@@ -1,4 +1,4 @@
-"""Parity runner for the `dit` and `sampler` fixture cases (see tools/parity.py).
+"""Parity runners for the `dit` and `sampler` fixture cases (see tools/parity.py).
 
 Both build the configs from meta.json, convert the case's two checkpoints with
 `load_diffusion`, compute the semantic feature from the stored semantic tokens through the
@@ -16,23 +16,23 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from landiff_jax.diffusion import original as diffusion_original
 from landiff_jax.diffusion.conditioner import semantic_feature
-from landiff_jax.diffusion.config import DiTConfig, SamplerConfig
 from landiff_jax.diffusion.convert import load_diffusion
 from landiff_jax.diffusion.denoiser import denoise, video_scalings
 from landiff_jax.diffusion.dit import ControlDiT
 from landiff_jax.diffusion.sampler import sample
 from landiff_jax.diffusion.schedule import alphas_cumprod_shifted, denoiser_sigma_table, step_schedule
-from landiff_jax.parity import Check, channels_first, channels_last, compare, load_case, tolerance_for
-from landiff_jax.tokenizer.config import TokenizerConfig
+from landiff_jax.parity.harness import Check, channels_first, channels_last, compare, load_case, tolerance_for
+from landiff_jax.tokenizer import original as tokenizer_original
 
 
 def _setup(case_dir: Path, meta: dict):
     """Configs, converted params, the case's arrays, a check list and a `check(name, ours)`."""
     _, arrays = load_case(case_dir)
     config = meta["config"]
-    cfg = DiTConfig.from_original(config)
-    tokenizer_cfg = TokenizerConfig.from_build_overrides(config["tokenizer_build_tokenizer_overrides"])
+    cfg = diffusion_original.dit_config(config)
+    tokenizer_cfg = tokenizer_original.tokenizer_config_from_overrides(config["tokenizer_build_tokenizer_overrides"])
     params, _ = load_diffusion(case_dir / "CogVideoX-2b-sat" / "transformer", case_dir / "diffusion", cfg,
                                tokenizer_cfg)
     checks: list[Check] = []
@@ -40,7 +40,7 @@ def _setup(case_dir: Path, meta: dict):
     def check(name, actual):
         checks.append(compare(name, actual, arrays[name], tolerance_for(meta.get("tolerance", {}), name)))
 
-    return cfg, tokenizer_cfg, SamplerConfig.from_original(config), params, arrays, checks, check
+    return cfg, tokenizer_cfg, diffusion_original.sampler_config(config), params, arrays, checks, check
 
 
 def _semantic(cfg, tokenizer_cfg, params, arrays):
@@ -48,10 +48,13 @@ def _semantic(cfg, tokenizer_cfg, params, arrays):
     return semantic_feature(cfg, tokenizer_cfg, params, codes, collect=True)
 
 
-def run(case_dir: Path, meta: dict) -> list[Check]:
+def run_dit(case_dir: Path, meta: dict) -> list[Check]:
     with jax.default_matmul_precision("highest"):
-        if meta["component"] == "dit":
-            return _run_dit(case_dir, meta)
+        return _run_dit(case_dir, meta)
+
+
+def run_sampler(case_dir: Path, meta: dict) -> list[Check]:
+    with jax.default_matmul_precision("highest"):
         return _run_sampler(case_dir, meta)
 
 

@@ -1,7 +1,10 @@
-"""The released `ckpts/LanDiff` tree: which files it must hold, and their md5 sums.
+"""Whole-release conversion: the released `ckpts/LanDiff` tree (+ a Flan-T5 directory) into one
+converted checkpoint (`checkpoint.py`). The one place that imports every model's converter and
+original-config parser.
 
-The published sums (the original repository's `ckpts/CHECKSUM.md5`) ship with the package as
-`CHECKSUM.md5`; a tree that carries its own `CHECKSUM.md5` is checked against that one instead.
+The published md5 sums (the original repository's `ckpts/CHECKSUM.md5`) ship with the package as
+`landiff_jax/CHECKSUM.md5`; a tree that carries its own `CHECKSUM.md5` is checked against that one
+instead.
 """
 
 from __future__ import annotations
@@ -12,11 +15,19 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
-from landiff_jax.convert.io import CheckpointError
+from landiff_jax import checkpoint, diffusion, lm, text, tokenizer, vae
+from landiff_jax.config import LanDiffConfig
+from landiff_jax.convert.io import CheckpointError, read_safetensors, read_torch
+from landiff_jax.diffusion import original as diffusion_original
+from landiff_jax.lm.original import lm_config
+from landiff_jax.text.original import t5_config
+from landiff_jax.tokenizer import original as tokenizer_original
+from landiff_jax.vae.config import VAEConfig
+from landiff_jax.vae.original import vae_config
 
-PUBLISHED_CHECKSUMS = Path(__file__).with_name("CHECKSUM.md5")
+PUBLISHED_CHECKSUMS = Path(__file__).with_name("CHECKSUM.md5")  # package data (pyproject.toml)
 HF_T5_FILES = ("config.json", "spiece.model")
 
 
@@ -113,22 +124,38 @@ def verify_checksums(root: Path, checksum_file: Path | None = None,
     return checksum_file
 
 
-def convert_release(release: Path, flan_t5: Path, out: Path, spec: dict[str, Any], *, verify: bool = True,
-                    checksum_file: Path | None = None, progress: Callable[[str], None] = print) -> Path:
+def config_from_original(config: Mapping[str, Any], t5_lm: Mapping[str, Any],
+                         t5_dit: Mapping[str, Any]) -> LanDiffConfig:
+    """Our config from the original's configuration as the e2e fixture's `meta.json` holds it
+    (`tokenizer_build_tokenizer_overrides` or `tokenizer`, `llm`, `diffusion.model`) and the two
+    T5 directories' `config.json` dicts."""
+    t5_lm_cfg, t5_dit_cfg = t5_config(t5_lm), t5_config(t5_dit)
+    if "tokenizer_build_tokenizer_overrides" in config:
+        overrides = config["tokenizer_build_tokenizer_overrides"]
+        tokenizer_cfg = tokenizer_original.tokenizer_config_from_overrides(overrides)
+    else:
+        tokenizer_cfg = tokenizer_original.tokenizer_config(config["tokenizer"])
+    llm = dict(config["llm"])
+    if isinstance(llm["tokenizer"].get("tokenizer"), str):  # "same as config.tokenizer"
+        llm["tokenizer"] = {**llm["tokenizer"], "tokenizer": config["tokenizer"]}
+    model = config["diffusion"]["model"]
+    vae_cfg = vae_config(model, scale_factor=float(model.get("scale_factor", VAEConfig().scale_factor)))
+    lm_cfg = lm_config(llm, text_dim=t5_lm_cfg.d_model)
+    dit_cfg, sampler_cfg = diffusion_original.dit_config(model), diffusion_original.sampler_config(model)
+    return LanDiffConfig(t5_lm_cfg, t5_dit_cfg, tokenizer_cfg, lm_cfg, dit_cfg, sampler_cfg, vae_cfg).check()
+
+
+def convert_release(release: Path, flan_t5: Path, out: Path, config: LanDiffConfig | Mapping[str, Any], *,
+                    dtype: str = "float32", verify: bool = True, checksum_file: Path | None = None,
+                    progress: Callable[[str], None] = print) -> Path:
     """Convert a released tree (+ the Flan-T5 dir) into one converted checkpoint at `out`.
 
+    `config`: our LanDiffConfig (a preset or `configs/*.py`), or the original's configuration
+    (a dict, parsed with the two T5 directories' config.json by `config_from_original`).
     Everything is checked before anything heavy: every missing file is listed at once, then the
     md5 sums (unless `verify` is False). Components are converted and written one at a time into
     a temporary sibling directory that is renamed to `out` only when all succeeded.
     """
-    from landiff_jax import checkpoint
-    from landiff_jax.diffusion.convert import load_diffusion
-    from landiff_jax.lm.convert import convert_lm
-    from landiff_jax.text.convert import convert_t5
-    from landiff_jax.tokenizer.convert import convert_tokenizer
-    from landiff_jax.vae.convert import convert_state_dict
-    from landiff_jax.convert.io import read_safetensors, read_torch
-
     paths = ReleasePaths(Path(release), Path(flan_t5))
     missing = paths.missing_files()
     if missing:
@@ -140,35 +167,33 @@ def convert_release(release: Path, flan_t5: Path, out: Path, spec: dict[str, Any
         progress(f"verifying md5 sums of {paths.root}")
         used = verify_checksums(paths.root, checksum_file, progress)
         progress(f"  all files match {used}")
-    hf_config = lambda d: json.loads((d / "config.json").read_text())
-    spec = {**spec, "t5_lm": hf_config(paths.flan_t5), "t5_dit": hf_config(paths.t5_v1_1)}
-    cfg = checkpoint.config_from_spec(spec)
+    if not isinstance(config, LanDiffConfig):
+        hf_config = lambda d: json.loads((d / "config.json").read_text())
+        config = config_from_original(config, hf_config(paths.flan_t5), hf_config(paths.t5_v1_1))
+    cfg = config.with_dtype(dtype)
 
-    with_report = lambda result: (result[0], result[1].summary())
     steps = [
-        ("t5_lm", lambda: (convert_t5(read_safetensors(paths.flan_t5), cfg.t5_lm, source=str(paths.flan_t5)), None)),
-        ("t5_dit", lambda: (convert_t5(read_safetensors(paths.t5_v1_1), cfg.t5_dit, source=str(paths.t5_v1_1)), None)),
-        ("lm", lambda: with_report(convert_lm(read_safetensors(paths.llm), cfg.lm, source=str(paths.llm)))),
-        ("tokenizer", lambda: with_report(convert_tokenizer(read_safetensors(paths.tokenizer), cfg.tokenizer,
-                                                            source=str(paths.tokenizer)))),
-        ("diffusion", lambda: with_report(load_diffusion(paths.base_dit, paths.diffusion, cfg.dit, cfg.tokenizer))),
-        ("vae", lambda: with_report(convert_state_dict(read_torch(paths.vae, "state_dict"), cfg.vae,
-                                                       source=str(paths.vae)))),
+        ("t5_lm", lambda: text.convert(read_safetensors(paths.flan_t5), cfg.t5_lm, source=str(paths.flan_t5))),
+        ("t5_dit", lambda: text.convert(read_safetensors(paths.t5_v1_1), cfg.t5_dit, source=str(paths.t5_v1_1))),
+        ("lm", lambda: lm.convert(read_safetensors(paths.llm), cfg.lm, source=str(paths.llm))),
+        ("tokenizer", lambda: tokenizer.convert(read_safetensors(paths.tokenizer), cfg.tokenizer,
+                                                source=str(paths.tokenizer))),
+        ("diffusion", lambda: diffusion.load_diffusion(paths.base_dit, paths.diffusion, cfg.dit, cfg.tokenizer)),
+        ("vae", lambda: vae.convert(read_torch(paths.vae, "state_dict"), cfg.vae, source=str(paths.vae))),
     ]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         for number, (name, build) in enumerate(steps, 1):
             progress(f"[{number}/{len(steps)}] converting {name}")
-            params, summary = build()
-            if summary:
-                progress(f"  {summary}")
+            params, report = build()
+            progress(f"  {report.summary()}")
             checkpoint.save_component(tmp, name, params)
             del params
         for component, sub in checkpoint.TEXT_DIRS.items():
             src = paths.flan_t5 if component == "t5_lm" else paths.t5_v1_1
             checkpoint.copy_text_tokenizer(src, tmp / "text" / sub)
-        checkpoint.write_spec(tmp, {**spec, "converted_from": str(paths.root.resolve())})
+        checkpoint.write_config(tmp, cfg, converted_from=str(paths.root.resolve()))
         tmp.chmod(0o755)
         tmp.rename(out)
     finally:

@@ -17,11 +17,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from landiff_jax.parity import Check, Tolerance, compare, from_ncthw, load_case, to_ncthw, tolerance_for
+from landiff_jax.parity.harness import Check, Tolerance, compare, from_ncthw, load_case, to_ncthw, tolerance_for
 from landiff_jax.vae import api
 from landiff_jax.vae.config import VAEConfig
 from landiff_jax.vae.convert import load_vae
 from landiff_jax.vae.model import Decoder, Encoder
+from landiff_jax.vae.original import vae_config
 
 
 def tolerance(meta: dict, name: str) -> Tolerance:
@@ -67,7 +68,7 @@ def check_intermediates(case_dir: Path, meta: dict, cfg: VAEConfig, params, vide
 
 def run(case_dir: Path, meta: dict) -> list[Check]:
     _, arrays = load_case(case_dir)
-    cfg = VAEConfig.from_original(meta["config"])
+    cfg = vae_config(meta["config"])
     params, _, report = load_vae(case_dir / meta["checkpoint"]["file"], cfg)
     checks = [Check("ignored loss.* keys", report.ignored["loss"] == len(meta["checkpoint"].get("ignored_keys", [])),
                     0.0, 0.0, report.summary())]

@@ -1,23 +1,28 @@
 """End-to-end benchmark: the whole pipeline at full size with RANDOM weights of the released
 shapes, per stage and in total (seconds after compile; compile time separately; peak memory).
 
-  python tools/benchmark.py --preset full --dtype bfloat16 [--mesh 1,1,2]
+  python -m tools.bench.e2e --preset full --dtype bfloat16 [--mesh 1,1,2]
 
 Each stage is run twice through the same calls `LanDiff.generate` makes: the first run includes
 compilation, the second is timed. Per-stage component benchmarks live in tools/bench/.
 """
 
-import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent / "bench"))
+import jax
+from absl import app, flags
 
-import jax  # noqa: E402
+from tools.bench.common import emit, peak_memory_gb
 
-from common import emit, peak_memory_gb  # noqa: E402
+flags.DEFINE_enum('preset', "full", ['tiny', 'full'], 'preset')
+flags.DEFINE_enum('dtype', "bfloat16", ['bfloat16', 'float32'], 'dtype')
+flags.DEFINE_enum('dit_attention', None, ['cudnn', 'mosaic', 'xla'],
+                  "diffusion attention kernel (default: runtime's: mosaic on one H100/H200, cuDNN on other GPUs)")
+flags.DEFINE_string('mesh', None, "data,fsdp,tensor sizes, 'auto' (tensor = all devices) or none")
+flags.DEFINE_string('also_mesh', None, "then rerun on this mesh with the same weights (for ratios)")
+flags.DEFINE_integer('prompts', 1, 'prompts')
+flags.DEFINE_integer('steps', None, "diffusion steps (default: the config's, 50 at full size)")
+FLAGS = flags.FLAGS
 
 PROMPT = "A small red fox walks slowly across a quiet forest at dawn, soft light, cinematic."
 
@@ -52,7 +57,8 @@ def bench_stages(pipe, prompts, options) -> dict:
         print(f"{name}: {second:.3f} s (first call {first:.1f} s)", flush=True)
         return out
 
-    run_stage("t5_lm_encode", lambda: encode_for_lm(pipe.tokenizers["t5_lm"], pipe.params["t5_lm"], cfg.t5_lm, prompts)[0])
+    run_stage("t5_lm_encode",
+              lambda: encode_for_lm(pipe.tokenizers["t5_lm"], pipe.params["t5_lm"], cfg.t5_lm, prompts)[0])
     codes = run_stage("lm_sample", lambda: pipe.sample_codes(prompts, t, options).codes)
     context, uncond = run_stage("t5_dit_encode", lambda: pipe.text_context(prompts))
     feature = run_stage("semantic_conditioner", lambda: pipe.semantic_feature(codes, t))
@@ -62,31 +68,22 @@ def bench_stages(pipe, prompts, options) -> dict:
     return figures
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--preset", choices=("tiny", "full"), default="full")
-    p.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
-    p.add_argument("--dit_attention", choices=("cudnn", "mosaic", "xla"), default=None,
-                   help="diffusion attention kernel (default: mosaic on one H100/H200, cuDNN on other GPUs)")
-    p.add_argument("--mesh", default=None, help="data,fsdp,tensor sizes, 'auto' (tensor = all devices) or none")
-    p.add_argument("--also_mesh", default=None, help="then rerun on this mesh with the same weights (for ratios)")
-    p.add_argument("--prompts", type=int, default=1)
-    p.add_argument("--steps", type=int, default=None, help="diffusion steps (default: the config's, 50 at full size)")
-    args = p.parse_args(argv)
+def main(argv):
+    args = FLAGS
 
     from landiff_jax.config import LanDiffConfig
     from landiff_jax.pipeline import GenerateOptions, LanDiff
 
-    cfg = LanDiffConfig.preset(args.preset).with_dtype(args.dtype).with_dit_attention(args.dit_attention)
+    cfg = LanDiffConfig.preset(args.preset).with_dtype(args.dtype)
     start = time.perf_counter()
-    pipe = jax.block_until_ready(LanDiff.random(cfg, mesh=parse_mesh(args.mesh)))
+    pipe = jax.block_until_ready(LanDiff.random(cfg, mesh=parse_mesh(args.mesh), dit_attention=args.dit_attention))
     init_s = time.perf_counter() - start
     prompts = [PROMPT] * args.prompts
     options = GenerateOptions(steps=args.steps)
     runs = [(args.mesh, pipe)]
     if args.also_mesh:
         runs.append((args.also_mesh, LanDiff(cfg, pipe.params, pipe.tokenizers, random_weights=True,
-                                             mesh=parse_mesh(args.also_mesh))))
+                                             mesh=parse_mesh(args.also_mesh), dit_attention=args.dit_attention)))
     for mesh_spec, run_pipe in runs:
         print(f"--- mesh {mesh_spec or 'none (one device)'}", flush=True)
         figures = bench_stages(run_pipe, prompts, options)
@@ -98,4 +95,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)
