@@ -77,6 +77,10 @@ def apply_policy(model_cfg, config: TrainConfig):
         from landiff_jax import runtime
 
         changes["train_attention"] = runtime.choose(config.compute_dtype, model_cfg.head_dim).attention
+    if "attention" in fields:  # the DiT's: a kernel with a backward pass (cuDNN for bf16 on GPU, else XLA)
+        from landiff_jax import runtime
+
+        changes["attention"] = runtime.choose(config.compute_dtype, model_cfg.head_dim).attention
     if "remat" in fields:
         changes["remat"] = config.remat
     elif config.remat != "none":
