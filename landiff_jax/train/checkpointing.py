@@ -87,12 +87,13 @@ class Checkpointer:
         self.manager.close()
 
 
+
 def read_state(directory: str | Path, step: int | None = None) -> dict[str, Any]:
     """The TrainState dict saved at `step` (default: the newest complete one) under a run's
-    `checkpoints/` directory, as host numpy arrays, without a mesh or a target: what a run hands
-    on (its params, EMA, model_state) to the next stage or to a converted checkpoint."""
+    `checkpoints/` directory, as host numpy arrays, without a target (restored as saved, on
+    this process's devices): what a run hands on (params, EMA, model_state) to the next stage
+    or to a converted checkpoint."""
     import jax
-    import numpy as np
 
     directory = Path(directory).absolute()
     manager = ocp.CheckpointManager(directory, item_names=("state", "data", "config"))
@@ -102,9 +103,4 @@ def read_state(directory: str | Path, step: int | None = None) -> dict[str, Any]
         manager.close()
     if step is None:
         raise FileNotFoundError(f"{directory}: no complete training checkpoint")
-    path = directory / str(step) / "state"
-    checkpointer = ocp.PyTreeCheckpointer()
-    metadata = checkpointer.metadata(path)
-    tree = getattr(metadata, "tree", metadata)
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-    return checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+    return jax.device_get(ocp.StandardCheckpointer().restore(directory / str(step) / "state"))

@@ -19,6 +19,7 @@ from landiff_jax.diffusion import losses as diffusion_losses
 from landiff_jax.diffusion.config import DiffusionTrainConfig, DiTConfig, SemanticCondConfig
 from landiff_jax.tokenizer.config import TokenizerConfig, TokenizerTrainConfig
 from landiff_jax.train import loop
+from landiff_jax.train.checkpointing import read_state
 from landiff_jax.train.config import CheckpointConfig, DataConfig, OptimizerConfig, TrainConfig
 from landiff_jax.train.task import make_task
 from landiff_jax.vae.config import VAEConfig
@@ -117,6 +118,8 @@ def test_base_dit_trains_on_sampled_posterior_latents(diffusion_data, tmp_path):
     assert set(task.example) == {"latent_mean", "latent_std", "text_embedding"}  # the codes are not read
     finite_losses(tmp_path / "run")
     assert moved(initial(task, config)[0], state.trainable) and state.frozen == {}
+    saved = read_state(tmp_path / "run" / "checkpoints")  # what the next stage reads of a finished run
+    assert int(saved["step"]) == STEPS and not moved(saved["trainable"], state.trainable)
 
 
 @pytest.mark.slow  # ~70 s of CPU (the control DiT and the frozen tokenizer's decoder compile)
