@@ -32,7 +32,7 @@ def get_config() -> TrainConfig:
                                   b1=0.9, b2=0.99, weight_decay=0.0, clip_global_norm=1.0),
         mesh=MeshConfig(data=-1),
         checkpoint=CheckpointConfig(every=2000, keep_last=1),
-        data=DataConfig(path="data/tiny/diffusion", frames=SYSTEM.dit.latent_frames),
+        data=DataConfig(prefetch=8, path="data/tiny/diffusion", frames=SYSTEM.dit.latent_frames),
         log_every=50,
         compute_dtype="float32",
         init_from="runs/tiny/base_checkpoint",

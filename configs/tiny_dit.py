@@ -30,7 +30,7 @@ def get_config() -> TrainConfig:
         ema_decay=None,
         mesh=MeshConfig(data=-1),
         checkpoint=CheckpointConfig(every=2000, keep_last=1),
-        data=DataConfig(path="data/tiny/diffusion", frames=SYSTEM.dit.latent_frames),
+        data=DataConfig(prefetch=8, path="data/tiny/diffusion", frames=SYSTEM.dit.latent_frames),
         log_every=50,
         compute_dtype="float32",
     )

@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from absl import app, flags
+from absl import app, flags, logging
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -213,6 +213,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     if FLAGS.clips < 1:
         raise app.UsageError(f"--clips must be >= 1, got {FLAGS.clips}")
+    logging.set_verbosity(logging.WARNING)  # orbax's INFO lines for every component written
     workdir = Path(FLAGS.workdir).absolute()
     out = Path(FLAGS.out).absolute() if FLAGS.out else workdir / "checkpoints" / "tiny"
     quick, seed = FLAGS.quick, FLAGS.seed
