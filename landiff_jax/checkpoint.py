@@ -4,6 +4,14 @@
     <dir>/params/<component>/     an orbax PyTree checkpoint per component (t5_lm, t5_dit, lm,
                                   tokenizer, diffusion, vae), written one at a time
     <dir>/text/{flan_t5,t5_v1_1}/ the two T5 tokenizers (spiece.model and its small json files)
+    <dir>/params/<component>.sha256.json, <dir>/text/<name>.sha256.json
+                                  size and sha256 of every file of that directory, written with it
+
+Loading verifies a component against its manifest: `verify='cheap'` (default) checks every
+file's size and hashes the files up to CHEAP_HASH_BYTES (64 MiB: every file of a tiny checkpoint,
+the metadata and small arrays of a full one; a flipped byte inside a large data file needs
+'full'), 'full' hashes everything, 'none' nothing. Restored arrays are checked against the
+shapes the config gives.
 
 `release.convert_release` writes it (atomically: a temporary sibling directory renamed at the
 end); `load_config` reads the config (one JSON, parsed once) and `load_component` one
@@ -12,8 +20,10 @@ component back, optionally only the parameters a job uses (orbax partial restore
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +38,9 @@ TEXT_DIRS = {"t5_lm": "flan_t5", "t5_dit": "t5_v1_1"}
 TOKENIZER_FILES = ("spiece.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "config.json")
 CONFIG_FILE = "landiff_config.json"
+MANIFEST_SUFFIX = ".sha256.json"
+VERIFY_LEVELS = ("none", "cheap", "full")
+CHEAP_HASH_BYTES = 1 << 26
 RECONVERT = ("re-convert the release with this version: "
              "python tools/convert.py --release ... --flan_t5 ... --out NEW_DIR")
 
@@ -37,16 +50,82 @@ def copy_text_tokenizer(src: Path, dst: Path) -> None:
     for name in TOKENIZER_FILES:
         if (src / name).exists():
             shutil.copy2(src / name, dst / name)
+    write_manifest(dst)
 
 
 def save_component(directory: Path, name: str, params) -> None:
     import orbax.checkpoint as ocp
 
-    ocp.PyTreeCheckpointer().save((directory / "params" / name).absolute(), params)
+    path = directory / "params" / name
+    ocp.PyTreeCheckpointer().save(path.absolute(), params)
+    write_manifest(path)
 
 
-def write_config(directory: Path, cfg: LanDiffConfig, converted_from: str) -> None:
+# ---- integrity ------------------------------------------------------------------------------
+def _sha256(path: Path, chunk: int = 1 << 24) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def manifest_path(path: Path) -> Path:
+    return path.with_name(path.name + MANIFEST_SUFFIX)
+
+
+def write_manifest(path: Path) -> None:
+    """{relative file: [size, sha256]} of every file below the directory `path`, beside it."""
+    files = {str(f.relative_to(path)): [f.stat().st_size, _sha256(f)] for f in sorted(path.rglob("*")) if f.is_file()}
+    manifest_path(path).write_text(json.dumps(files, indent=0))
+
+
+def verify_directory(path: Path, level: str = "cheap", what: str | None = None) -> bool:
+    """Check the directory `path` against its manifest (see the module docstring for `level`);
+    raise CheckpointError naming `what` and every bad file. False when there is no manifest."""
+    if level not in VERIFY_LEVELS:
+        raise ValueError(f"verify must be one of {VERIFY_LEVELS}, got {level!r}")
+    what = what or str(path)
+    manifest = manifest_path(path)
+    if level == "none":
+        return True
+    if not manifest.exists():
+        return False
+    try:
+        expected = json.loads(manifest.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{what}: its checksum manifest {manifest} is not valid JSON ({e})") from e
+    bad = []
+    present = {str(f.relative_to(path)) for f in path.rglob("*") if f.is_file()}
+    bad += [f"unexpected file {rel}" for rel in sorted(present - set(expected))]
+    for rel, (size, digest) in sorted(expected.items()):
+        file = path / rel
+        if rel not in present:
+            bad.append(f"missing {rel}")
+        elif file.stat().st_size != size:
+            bad.append(f"{rel} has {file.stat().st_size} bytes, {size} were written")
+        elif (level == "full" or size <= CHEAP_HASH_BYTES) and _sha256(file) != digest:
+            bad.append(f"{rel} differs from what was written (sha256)")
+    if bad:
+        raise CheckpointError(f"{what} is corrupted ({path}): " + "; ".join(bad[:5])
+                              + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "") + f"; {RECONVERT}")
+    return True
+
+
+def verify(directory: str | Path, level: str = "cheap", components=COMPONENTS) -> None:
+    """Every component's params and both text tokenizers against their manifests."""
+    directory = Path(directory)
+    for name in components:
+        verify_directory(directory / "params" / name, level, f"component '{name}'")
+    for sub in TEXT_DIRS.values():
+        verify_directory(directory / "text" / sub, level, f"text tokenizer '{sub}'")
+
+
+def write_config(directory: Path, cfg: LanDiffConfig, converted_from: str, checksums: dict | None = None) -> None:
+    """checksums: how the release was verified ({'verified', 'list', 'differs_from_published', ...})."""
     record = {**cfg.to_dict(), "converted_from": converted_from}
+    if checksums is not None:
+        record["checksums"] = checksums
     (directory / CONFIG_FILE).write_text(json.dumps(record, indent=1))
 
 
@@ -75,22 +154,47 @@ def load_config(directory: str | Path, dtype: str | None = None) -> LanDiffConfi
     return cfg if dtype is None else cfg.with_dtype(dtype)
 
 
-def load_component(directory: str | Path, name: str, abstract: Any = None):
-    """One component's params (host numpy) from a converted checkpoint directory; with
-    `abstract` (a subtree of its params' shapes), only those parameters are read."""
+def load_component(directory: str | Path, name: str, abstract: Any = None, verify: str = "cheap"):
+    """One component's params (host numpy) from a converted checkpoint directory, verified
+    against its manifest (`verify`: see the module docstring); with `abstract` (a subtree of its
+    params' shapes, from the config), only those parameters are read, and their shapes checked."""
     import orbax.checkpoint as ocp
 
     path = Path(directory) / "params" / name
     if not path.exists():
         raise CheckpointError(f"{directory}: missing component '{name}' (no {path})")
-    if abstract is None:
-        return jax.tree.map(np.asarray, ocp.PyTreeCheckpointer().restore(path.absolute()))
-    import flax.linen as nn
+    if not verify_directory(path, verify, f"component '{name}'"):
+        warnings.warn(f"{path}: no checksum manifest (converted by an older landiff-jax); its integrity is not "
+                      f"checked", stacklevel=2)
+    try:
+        if abstract is None:
+            return jax.tree.map(np.asarray, ocp.PyTreeCheckpointer().restore(path.absolute()))
+        import flax.linen as nn
 
-    item = nn.meta.unbox(abstract)
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
-    return ocp.PyTreeCheckpointer().restore(
-        path.absolute(), args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True))
+        item = nn.meta.unbox(abstract)
+        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+        restored = ocp.PyTreeCheckpointer().restore(
+            path.absolute(), args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True))
+    except (ValueError, KeyError, OSError) as e:  # a missing key, an unreadable or damaged file
+        raise CheckpointError(f"component '{name}' cannot be restored from {path}: "
+                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+    check_restored(name, restored, item)
+    return restored
+
+
+def check_restored(name: str, restored, abstract) -> None:
+    """The restored arrays' shapes (and a floating dtype) against the config's abstract params."""
+    want = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(abstract)}
+    got = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(restored)}
+    bad = [f"{key} missing" for key in want if key not in got]
+    for key, leaf in got.items():
+        if key in want and tuple(np.shape(leaf)) != tuple(want[key].shape):
+            bad.append(f"{key} has shape {tuple(np.shape(leaf))}, the config gives {tuple(want[key].shape)}")
+        elif not np.issubdtype(np.asarray(leaf).dtype, np.floating) and np.asarray(leaf).dtype.name != "bfloat16":
+            bad.append(f"{key} has dtype {np.asarray(leaf).dtype}, not floating point")
+    if bad:
+        raise CheckpointError(f"component '{name}' does not match the checkpoint's config: " + "; ".join(bad[:5])
+                              + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "") + f"; {RECONVERT}")
 
 
 def text_tokenizer_dir(directory: str | Path, component: str) -> Path:

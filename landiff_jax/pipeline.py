@@ -79,6 +79,41 @@ class GenerateResult:
     video: np.ndarray  # [b F H W 3] in [0, 1]
 
 
+SEED_RANGE = (0, 2**32 - 1)
+
+
+def check_options(cfg: LanDiffConfig, options: GenerateOptions) -> int:
+    """Every option against the config, before any weight is read: the semantic frame count T."""
+    numbers = {"lm_guidance": options.lm_guidance, "temperature": options.temperature, "top_p": options.top_p,
+               "motion_score": options.motion_score, "dit_guidance": options.dit_guidance,
+               "dit_guidance_exp": options.dit_guidance_exp}
+    for name, value in numbers.items():
+        if value is not None and not np.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value}")
+    if not SEED_RANGE[0] <= options.seed <= SEED_RANGE[1]:
+        raise ValueError(f"seed must be in [{SEED_RANGE[0]}, {SEED_RANGE[1]}], got {options.seed}")
+    if options.steps is not None and options.steps < 1:
+        raise ValueError(f"steps must be >= 1, got {options.steps}")
+    lm.SampleOptions.create(guidance_scale=options.lm_guidance, temperature=options.temperature,
+                            top_k=options.top_k, top_p=options.top_p, greedy=options.greedy)
+    return cfg.latent_frames(options.num_frames)
+
+
+def check_codes(cfg: LanDiffConfig, codes, latent_frames: int, batch: int) -> np.ndarray:
+    """Semantic tokens given instead of the LM's: integers [batch N] in the codebook."""
+    codes = np.asarray(codes)
+    if not np.issubdtype(codes.dtype, np.integer):
+        raise ValueError(f"codes must be integers, got dtype {codes.dtype}")
+    want = (batch, cfg.tokenizer.num_codes(latent_frames))
+    if codes.shape != want:
+        raise ValueError(f"codes have shape {codes.shape}, expected {want} for {batch} prompt(s) and "
+                         f"{latent_frames} semantic frames")
+    if codes.min() < 0 or codes.max() >= cfg.tokenizer.codebook_size:
+        raise ValueError(f"codes must lie in [0, {cfg.tokenizer.codebook_size}), "
+                         f"got [{codes.min()}, {codes.max()}]")
+    return codes.astype(np.int32)
+
+
 def abstract_params(cfg: LanDiffConfig, job: str = "generate") -> dict[str, Any]:
     """Shapes (with logical axis names) of the params `job` reads, per component."""
     if job not in JOBS:
@@ -120,11 +155,12 @@ class LanDiff:
     # ---- construction -------------------------------------------------------------------
     @classmethod
     def from_checkpoint(cls, directory: str | Path, dtype: str | None = None, mesh: Mesh | None = None,
-                        dit_attention: str | None = None) -> "LanDiff":
+                        dit_attention: str | None = None, verify: str = "cheap") -> "LanDiff":
         """A converted checkpoint (`tools/convert.py`), computed in `dtype` (default: as stored),
-        reading only the parameters generation uses; dit_attention: see `runtime.configure`."""
+        reading only the parameters generation uses; dit_attention: see `runtime.configure`;
+        verify: the checksum level of each component (`checkpoint.load_component`)."""
         cfg = checkpoint.load_config(directory, dtype)
-        params = ((name, checkpoint.load_component(directory, name, tree))
+        params = ((name, checkpoint.load_component(directory, name, tree, verify=verify))
                   for name, tree in abstract_params(cfg, "generate").items())
         tokenizers = {c: checkpoint.text_tokenizer(directory, c) for c in TEXT_COMPONENTS}
         return cls(cfg, params, tokenizers, mesh=mesh, dit_attention=dit_attention)
@@ -148,13 +184,7 @@ class LanDiff:
         return list(prompts)
 
     def check_codes(self, codes, latent_frames: int, batch: int) -> np.ndarray:
-        codes = np.asarray(codes)
-        want = (batch, self.cfg.tokenizer.num_codes(latent_frames))
-        if codes.shape != want:
-            raise ValueError(f"codes have shape {codes.shape}, expected {want} for {latent_frames} semantic frames")
-        if codes.min() < 0 or codes.max() >= self.cfg.tokenizer.codebook_size:
-            raise ValueError(f"codes must lie in [0, {self.cfg.tokenizer.codebook_size})")
-        return codes.astype(np.int32)
+        return check_codes(self.cfg, codes, latent_frames, batch)
 
     # ---- stages -------------------------------------------------------------------------
     def sample_codes(self, prompts: Sequence[str], latent_frames: int, options: GenerateOptions, *,
@@ -202,7 +232,7 @@ class LanDiff:
                  progress: Callable[[str], None] = lambda s: None) -> GenerateResult:
         """The whole job. `codes` [b N] skips the LM (e.g. codes saved by an earlier run)."""
         prompts = self.check_prompts(prompts)
-        t = self.cfg.latent_frames(options.num_frames)
+        t = check_options(self.cfg, options)
         if codes is not None:
             codes = self.check_codes(codes, t, len(prompts))
         num_steps = self.sampler_config(options).num_steps

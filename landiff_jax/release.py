@@ -4,23 +4,36 @@ original-config parser.
 
 The published md5 sums (the original repository's `ckpts/CHECKSUM.md5`) ship with the package as
 `landiff_jax/CHECKSUM.md5`; a tree that carries its own `CHECKSUM.md5` is checked against that one
-instead.
+instead, and every file whose sum there differs from the published one is reported (and recorded
+in the converted config under "checksums"): such a tree is not the published release. The Flan-T5
+directory is not part of the release: its safetensors files are checked against the sizes their
+headers declare, and against a user's md5 list (`flan_t5_checksums`) when given.
+
+Safety of the output: `out` is locked (`.<out>.lock`) for the whole conversion, the components
+are written into a hidden temporary sibling `.<out>.tmp-*` renamed at the end; SIGTERM and errors
+remove it, and the next conversion to the same `out` removes one a SIGKILL left behind.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
+import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import numpy as np
+
 from landiff_jax import checkpoint, diffusion, lm, text, tokenizer, vae
 from landiff_jax.config import LanDiffConfig
-from landiff_jax.convert.io import CheckpointError, read_safetensors, read_torch
+from landiff_jax.convert.io import CheckpointError, read_latest, read_safetensors, read_torch
+from landiff_jax.convert.table import ConversionError
 from landiff_jax.diffusion import original as diffusion_original
+from landiff_jax.diffusion.convert import POS_EMBEDDING
+from landiff_jax.files import Lock, describe_os_error, stale_temporaries, temp_sibling
 from landiff_jax.lm.original import lm_config
 from landiff_jax.text.original import t5_config
 from landiff_jax.tokenizer import original as tokenizer_original
@@ -72,9 +85,41 @@ class ReleasePaths:
                 required.append(sat_dir / latest.read_text().strip() / "mp_rank_00_model_states.pt")
         for hf_dir in (self.t5_v1_1, self.flan_t5):
             required += [hf_dir / name for name in HF_T5_FILES]
-            if not (hf_dir / "model.safetensors.index.json").exists():
-                required.append(hf_dir / "model.safetensors")
+            required += safetensors_files(hf_dir)
         return [p for p in required if not p.exists()]
+
+    def safetensors_files(self) -> list[Path]:
+        return [self.llm, self.tokenizer, *safetensors_files(self.t5_v1_1), *safetensors_files(self.flan_t5)]
+
+
+def safetensors_files(hf_dir: Path) -> list[Path]:
+    """`model.safetensors`, or every shard `model.safetensors.index.json` names."""
+    index = hf_dir / "model.safetensors.index.json"
+    if not index.exists():
+        return [hf_dir / "model.safetensors"]
+    try:
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{index}: not a safetensors index (a JSON with a 'weight_map'): {e}") from e
+    return [hf_dir / shard for shard in shards]
+
+
+def check_safetensors_size(path: Path) -> str | None:
+    """A problem when `path`'s size differs from what its header declares (truncated or padded)."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            header_len = int.from_bytes(f.read(8), "little")
+            if header_len > size - 8:
+                return f"{path}: header length {header_len} exceeds the file ({size} bytes)"
+            header = json.loads(f.read(header_len))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        return f"{path}: unreadable safetensors header ({e})"
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    expected = 8 + header_len + max(ends, default=0)
+    if size != expected:
+        return f"{path}: {size} bytes, its header declares {expected} (truncated or damaged)"
+    return None
 
 
 def read_checksums(path: Path) -> dict[str, str]:
@@ -98,17 +143,30 @@ def file_md5(path: Path, chunk: int = 1 << 24) -> str:
     return digest.hexdigest()
 
 
-def verify_checksums(root: Path, checksum_file: Path | None = None,
-                     progress: Callable[[str], None] = print) -> Path:
+def verify_checksums(root: Path, checksum_file: Path | None = None, progress: Callable[[str], None] = print,
+                     label: str = "release") -> tuple[Path, list[str]]:
     """Check every file the checksum list names; raise naming each missing or corrupted file.
 
-    Returns the checksum file used: `checksum_file`, else the tree's own `CHECKSUM.md5`, else the
-    published sums shipped with the package.
+    Returns the checksum file used (`checksum_file`, else the tree's own `CHECKSUM.md5`, else the
+    published sums shipped with the package) and, when that is not the published list, the files
+    whose sums there differ from the published ones (each also reported through `progress`).
     """
     if checksum_file is None:
         own = root / "CHECKSUM.md5"
         checksum_file = own if own.exists() else PUBLISHED_CHECKSUMS
+    if not checksum_file.is_file():
+        raise CheckpointError(f"checksum list not found: {checksum_file}")
     sums = read_checksums(checksum_file)
+    differing = []
+    if label == "release" and checksum_file.resolve() != PUBLISHED_CHECKSUMS.resolve():
+        published = read_checksums(PUBLISHED_CHECKSUMS)
+        differing = sorted(rel for rel, md5 in sums.items() if published.get(rel, md5) != md5)
+        if differing:
+            progress(f"WARNING: {checksum_file} differs from the published sums ({PUBLISHED_CHECKSUMS}) for "
+                     f"{len(differing)} file(s): this tree is not the published release; verifying against "
+                     f"{checksum_file}")
+            for rel in differing:
+                progress(f"WARNING:   differs from the published list: {rel}")
     bad = []
     for number, (rel, expected) in enumerate(sorted(sums.items()), 1):
         path = root / rel
@@ -120,8 +178,110 @@ def verify_checksums(root: Path, checksum_file: Path | None = None,
         if actual != expected:
             bad.append(f"checksum mismatch: {path} (md5 {actual}, expected {expected} from {checksum_file})")
     if bad:
-        raise CheckpointError("release verification failed:\n  " + "\n  ".join(bad))
-    return checksum_file
+        raise CheckpointError(f"{label} verification failed:\n  " + "\n  ".join(bad))
+    return checksum_file, differing
+
+
+def check_output(out: Path) -> None:
+    """`out` does not exist and can be created: its nearest existing ancestor is a writable directory."""
+    if out.exists() or out.is_symlink():
+        raise FileExistsError(f"output already exists (remove it first): {out}")
+    existing = out.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CheckpointError(f"cannot create {out}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CheckpointError(f"cannot create {out}: {existing} is not writable")
+
+
+def _placeholder(shape, dtype) -> np.ndarray:
+    """A zero-stride array of `shape`: a converter's checks see the shape; no memory is used."""
+    return np.broadcast_to(np.zeros((), dtype), tuple(shape))
+
+
+def safetensors_shapes(path: Path) -> dict:
+    """{key: placeholder} from the header(s) of a .safetensors file or an HF directory."""
+    from safetensors import safe_open
+
+    out = {}
+    for file in safetensors_files(path) if path.is_dir() else [path]:
+        try:
+            with safe_open(str(file), framework="numpy") as f:
+                for key in f.keys():
+                    info = f.get_slice(key)
+                    kind = info.get_dtype()
+                    out[key] = _placeholder(info.get_shape(), "float32" if kind.startswith(("F", "BF")) else "int64")
+        except Exception as e:  # a damaged header
+            raise CheckpointError(f"cannot read the safetensors header of {file}: {e}") from e
+    return out
+
+
+def torch_shapes(path: Path, top_key: str, keep: tuple[str, ...] = ()) -> dict:
+    """{key: placeholder} of a torch state dict, memory-mapped (its data is not read), except the
+    keys ending with one of `keep` (values a converter checks), read in full."""
+    return {k: np.asarray(v) if k.endswith(keep) else _placeholder(v.shape, v.dtype)
+            for k, v in read_torch(path, top_key, mmap=True).items()}
+
+
+def conversion_steps(paths: ReleasePaths, cfg: LanDiffConfig):
+    """(component, read(shapes_only) -> its state dict(s), convert(state dicts) -> (params, report))."""
+    def sat(directory: Path, shapes_only: bool):
+        file = read_latest(directory)
+        return torch_shapes(file, "module", keep=(POS_EMBEDDING,)) if shapes_only else read_torch(file, "module")
+
+    st = lambda path: lambda shapes_only: safetensors_shapes(path) if shapes_only else read_safetensors(path)  # noqa
+    return [
+        ("t5_lm", st(paths.flan_t5), lambda sd: text.convert(sd, cfg.t5_lm, source=str(paths.flan_t5))),
+        ("t5_dit", st(paths.t5_v1_1), lambda sd: text.convert(sd, cfg.t5_dit, source=str(paths.t5_v1_1))),
+        ("lm", st(paths.llm), lambda sd: lm.convert(sd, cfg.lm, source=str(paths.llm))),
+        ("tokenizer", st(paths.tokenizer),
+         lambda sd: tokenizer.convert(sd, cfg.tokenizer, source=str(paths.tokenizer))),
+        ("diffusion", lambda shapes_only: (sat(paths.base_dit, shapes_only), sat(paths.diffusion, shapes_only)),
+         lambda sds: diffusion.convert(*sds, cfg.dit, cfg.tokenizer, source=f"{paths.base_dit} + {paths.diffusion}")),
+        ("vae", lambda shapes_only: torch_shapes(paths.vae, "state_dict") if shapes_only
+         else read_torch(paths.vae, "state_dict"), lambda sd: vae.convert(sd, cfg.vae, source=str(paths.vae))),
+    ]
+
+
+def check_components(steps, progress: Callable[[str], None] = print) -> int:
+    """Every component's keys and shapes against the config, from headers and memory-mapped
+    state dicts, through the real converters on zero-stride placeholders; one error listing every
+    component's problems. Returns the bytes the converted parameters take."""
+    import jax
+
+    problems, total = [], 0
+    for name, read, convert in steps:
+        progress(f"  checking {name} keys and shapes")
+        try:
+            params, _ = convert(read(True))
+            total += sum(np.asarray(leaf).nbytes for leaf in jax.tree.leaves(params))
+            del params
+        except ConversionError as e:
+            problems.append(f"[{name}] {e}")
+    if problems:
+        raise ConversionError([p for page in problems for p in page.splitlines()],
+                              f"{len(problems)} component(s) against the config")
+    return total
+
+
+def check_free_space(out: Path, needed: int) -> None:
+    existing = out.parent
+    while not existing.exists():
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise CheckpointError(f"not enough space for {out}: the converted parameters need {needed / 2**20:.1f} MiB, "
+                              f"{free / 2**20:.1f} MiB are free on {existing}")
+
+
+def _disk_full(e: BaseException) -> bool:
+    """ENOSPC anywhere in the exception's chain (tensorstore reports it in its message)."""
+    while e is not None:
+        if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def config_from_original(config: Mapping[str, Any], t5_lm: Mapping[str, Any],
@@ -145,59 +305,104 @@ def config_from_original(config: Mapping[str, Any], t5_lm: Mapping[str, Any],
     return LanDiffConfig(t5_lm_cfg, t5_dit_cfg, tokenizer_cfg, lm_cfg, dit_cfg, sampler_cfg, vae_cfg).check()
 
 
-def convert_release(release: Path, flan_t5: Path, out: Path, config: LanDiffConfig | Mapping[str, Any], *,
-                    dtype: str = "float32", verify: bool = True, checksum_file: Path | None = None,
-                    progress: Callable[[str], None] = print) -> Path:
-    """Convert a released tree (+ the Flan-T5 dir) into one converted checkpoint at `out`.
-
-    `config`: our LanDiffConfig (a preset or `configs/*.py`), or the original's configuration
-    (a dict, parsed with the two T5 directories' config.json by `config_from_original`).
-    Everything is checked before anything heavy: every missing file is listed at once, then the
-    md5 sums (unless `verify` is False). Components are converted and written one at a time into
-    a temporary sibling directory that is renamed to `out` only when all succeeded.
-    """
-    paths = ReleasePaths(Path(release), Path(flan_t5))
-    missing = paths.missing_files()
-    if missing:
-        raise CheckpointError("the release is incomplete; missing:\n  " + "\n  ".join(map(str, missing)))
-    out = Path(out)
-    if out.exists():
-        raise FileExistsError(f"output already exists (remove it first): {out}")
+def _convert_locked(paths: ReleasePaths, out: Path, cfg: LanDiffConfig, verify: bool,
+                    checksum_file: Path | None, flan_t5_checksums: Path | None,
+                    progress: Callable[[str], None]) -> None:
+    """convert_release's work under the lock: stale temporaries, md5 sums, headers, conversion."""
+    for stale in stale_temporaries(out):
+        progress(f"removing {stale} (left by an interrupted conversion)")
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+    check_output(out)  # another process may have finished it meanwhile
+    record: dict[str, Any] = {"verified": False}
     if verify:
         progress(f"verifying md5 sums of {paths.root}")
-        used = verify_checksums(paths.root, checksum_file, progress)
+        used, differing = verify_checksums(paths.root, checksum_file, progress)
         progress(f"  all files match {used}")
-    if not isinstance(config, LanDiffConfig):
-        hf_config = lambda d: json.loads((d / "config.json").read_text())
-        config = config_from_original(config, hf_config(paths.flan_t5), hf_config(paths.t5_v1_1))
-    cfg = config.with_dtype(dtype)
-
-    steps = [
-        ("t5_lm", lambda: text.convert(read_safetensors(paths.flan_t5), cfg.t5_lm, source=str(paths.flan_t5))),
-        ("t5_dit", lambda: text.convert(read_safetensors(paths.t5_v1_1), cfg.t5_dit, source=str(paths.t5_v1_1))),
-        ("lm", lambda: lm.convert(read_safetensors(paths.llm), cfg.lm, source=str(paths.llm))),
-        ("tokenizer", lambda: tokenizer.convert(read_safetensors(paths.tokenizer), cfg.tokenizer,
-                                                source=str(paths.tokenizer))),
-        ("diffusion", lambda: diffusion.load_diffusion(paths.base_dit, paths.diffusion, cfg.dit, cfg.tokenizer)),
-        ("vae", lambda: vae.convert(read_torch(paths.vae, "state_dict"), cfg.vae, source=str(paths.vae))),
-    ]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        record = {"verified": True, "list": str(used), "differs_from_published": differing}
+        if flan_t5_checksums is not None:
+            used_t5, _ = verify_checksums(paths.flan_t5, flan_t5_checksums, progress, label="Flan-T5")
+            progress(f"  Flan-T5 files match {used_t5}")
+            record["flan_t5_list"] = str(used_t5)
+        sizes = [p for p in map(check_safetensors_size, paths.safetensors_files()) if p]
+        if sizes:
+            raise CheckpointError("safetensors files of the wrong size:\n  " + "\n  ".join(sizes))
+    steps = conversion_steps(paths, cfg)
+    progress("checking every component's keys and shapes against the config (headers only)")
+    needed = check_components(steps, progress) + (1 << 20)  # + tokenizers, manifests, orbax metadata
+    check_free_space(out, needed)
+    tmp = temp_sibling(out, directory=True)
     try:
-        for number, (name, build) in enumerate(steps, 1):
+        for number, (name, read, convert) in enumerate(steps, 1):
             progress(f"[{number}/{len(steps)}] converting {name}")
-            params, report = build()
+            params, report = convert(read(False))
             progress(f"  {report.summary()}")
             checkpoint.save_component(tmp, name, params)
             del params
         for component, sub in checkpoint.TEXT_DIRS.items():
             src = paths.flan_t5 if component == "t5_lm" else paths.t5_v1_1
             checkpoint.copy_text_tokenizer(src, tmp / "text" / sub)
-        checkpoint.write_config(tmp, cfg, converted_from=str(paths.root.resolve()))
+        checkpoint.write_config(tmp, cfg, converted_from=str(paths.root.resolve()), checksums=record)
         tmp.chmod(0o755)
         tmp.rename(out)
+    except Exception as e:
+        if _disk_full(e):
+            free = shutil.disk_usage(out.parent).free
+            raise CheckpointError(f"no space left on device writing {out} ({free / 2**20:.1f} MiB free); "
+                                  f"nothing was written") from None
+        if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise CheckpointError(f"cannot write {out}: {describe_os_error(e)}") from None
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def convert_release(release: Path, flan_t5: Path, out: Path, config: LanDiffConfig | Mapping[str, Any], *,
+                    dtype: str = "float32", verify: bool = True, checksum_file: Path | None = None,
+                    flan_t5_checksums: Path | None = None, progress: Callable[[str], None] = print) -> Path:
+    """Convert a released tree (+ the Flan-T5 dir) into one converted checkpoint at `out`.
+
+    `config`: our LanDiffConfig (a preset or `configs/*.py`), or the original's configuration
+    (a dict, parsed with the two T5 directories' config.json by `config_from_original`).
+    Everything is checked before anything heavy: `out` can be created, every missing file
+    (shards included) is listed at once, then the md5 sums and the safetensors sizes (unless
+    `verify` is False; `flan_t5_checksums`: an md5 list of the Flan-T5 directory). Components are
+    converted and written one at a time into a temporary sibling directory that is renamed to
+    `out` only when all succeeded (see the module docstring).
+    """
+    paths = ReleasePaths(Path(release), Path(flan_t5))
+    out = Path(out)
+    check_output(out)
+    for name, directory in (("--release", paths.root), ("--flan_t5", paths.flan_t5)):
+        if not directory.is_dir():
+            raise CheckpointError(f"{name} directory not found: {directory}")
+    missing = paths.missing_files()
+    if missing:
+        raise CheckpointError("the release is incomplete; missing:\n  " + "\n  ".join(map(str, missing)))
+    if not isinstance(config, LanDiffConfig):
+        def hf_config(d: Path) -> dict:
+            try:
+                return json.loads((d / "config.json").read_text())
+            except json.JSONDecodeError as e:
+                raise CheckpointError(f"{d / 'config.json'}: not valid JSON ({e})") from e
+        try:
+            config = config_from_original(config, hf_config(paths.flan_t5), hf_config(paths.t5_v1_1))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise CheckpointError(f"the original configuration is not of the expected form: "
+                                  f"{type(e).__name__}: {e}") from e
+    cfg = config.with_dtype(dtype)
+
+    made = None  # the topmost directory this conversion creates (the lock file's), removed if it fails
+    for ancestor in out.parents:
+        if ancestor.exists():
+            break
+        made = ancestor
+    try:
+        with Lock(out):  # from here on, this process is the one writing `out`
+            _convert_locked(paths, out, cfg, verify, checksum_file, flan_t5_checksums, progress)
+    finally:
+        if made is not None and made.exists() and not out.exists() and not any(
+                p.is_file() for p in made.rglob("*")):
+            shutil.rmtree(made, ignore_errors=True)
     progress(f"wrote {out}")
     return out

@@ -19,6 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 from absl import app, flags  # noqa: E402
 
+from landiff_jax import cli  # noqa: E402
+
 DEFAULT_CHECKPOINT = REPO / "checkpoints" / "tiny"
 ATTRIBUTES = ("background", "colour", "motion", "shape")
 
@@ -241,4 +243,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

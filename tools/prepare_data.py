@@ -26,7 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
+
+from landiff_jax import cli  # noqa: E402
 
 STAGES = ("tokenizer", "diffusion", "lm")
 VIDEO_SOURCES = ("videos", "synthetic_videos")
@@ -129,7 +131,8 @@ def video_datasets():
     import jax
 
     from landiff_jax import checkpoint, config
-    from landiff_jax.data import clips, prepare
+    from landiff_jax import prepare
+    from landiff_jax.data import clips
 
     # the config first (cheap) to check the clip size, then the weights, then the clips
     if FLAGS.random_weights:
@@ -201,4 +204,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -14,7 +14,9 @@ on TPU pods and SLURM).
 import sys
 from pathlib import Path
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
+
+from landiff_jax import cli  # noqa: E402
 
 flags.DEFINE_string("config", None, "experiment file configs/<name>.py (defines get_config())")
 flags.DEFINE_string("workdir", None, "run directory (default: runs/<config name>)")
@@ -106,4 +108,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

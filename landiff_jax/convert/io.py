@@ -60,11 +60,12 @@ def _load_safetensors_upcasting_bf16(path: Path, load_file) -> dict[str, np.ndar
         return out
 
 
-def read_torch(path: str | Path, top_key: str | None = None) -> dict[str, np.ndarray]:
+def read_torch(path: str | Path, top_key: str | None = None, mmap: bool = False) -> dict[str, np.ndarray]:
     """A torch.save'd state dict (`torch.load(weights_only=True)`), optionally nested under
-    `top_key` (e.g. 'module', 'state_dict'); bf16 tensors are upcast to float32."""
+    `top_key` (e.g. 'module', 'state_dict'); bf16 tensors are upcast to float32. mmap: the arrays
+    stay in the file until touched (for reading shapes only; zip-format files)."""
     path = Path(path)
-    torch, obj = _torch_load(path)
+    torch, obj = _torch_load(path, mmap)
     if top_key is not None:
         if not isinstance(obj, dict) or top_key not in obj:
             found = list(obj.keys()) if isinstance(obj, dict) else type(obj).__name__
@@ -84,7 +85,7 @@ def read_torch_tensor(path: str | Path) -> np.ndarray:
     return _to_numpy(torch, obj)
 
 
-def _torch_load(path: Path):
+def _torch_load(path: Path, mmap: bool = False):
     """(torch, the object) of `torch.load(weights_only=True)`, with one-line errors."""
     _require(path, "torch checkpoint")
     try:
@@ -92,7 +93,7 @@ def _torch_load(path: Path):
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise CheckpointError(f"reading {path} needs torch: pip install 'landiff-jax[torch]'") from e
     try:
-        return torch, torch.load(str(path), map_location="cpu", weights_only=True)
+        return torch, torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:
         raise CheckpointError(f"cannot read torch checkpoint {path}: {e}") from e
 

@@ -15,12 +15,12 @@ PACKAGE = ROOT / "landiff_jax"
 MODELS = ("text", "tokenizer", "lm", "diffusion", "vae")
 # the layer of each top-level unit of landiff_jax (higher imports lower, never the reverse)
 LAYERS = {
-    "parity": 6,
+    "parity": 6, "cli": 6, "prepare": 6,
     "pipeline": 5, "release": 5, "train": 5,
     "checkpoint": 4, "runtime": 4, "data": 4,
     "config": 3,
     **{model: 2 for model in MODELS},
-    "nn": 1, "kernels": 0, "convert": 0, "parallel": 0, "config_file": 0, "video_io": 0,
+    "nn": 1, "kernels": 0, "convert": 0, "parallel": 0, "config_file": 0, "video_io": 1, "files": 0,
 }
 MODEL_EDGES = {("diffusion", "tokenizer"), ("lm", "tokenizer")}
 

@@ -28,7 +28,7 @@ from landiff_jax.train.config import DataConfig, MeshConfig, OptimizerConfig, Tr
 from landiff_jax.train.metrics import peak_flops  # noqa: E402
 from landiff_jax.train.optimizer import learning_rate_schedule, make_optimizer  # noqa: E402
 from landiff_jax.train.step import batch_shardings, create_state, make_train_step, state_shardings  # noqa: E402
-from landiff_jax.train.task import make_task  # noqa: E402
+from landiff_jax.train.task import apply_policy, make_task  # noqa: E402
 from tools.bench.common import emit, peak_memory_gb  # noqa: E402
 
 
@@ -106,7 +106,7 @@ def main(argv):
     peak = peak_flops(jax.devices()[0].device_kind)
     emit({
         "stage": argv[1], "preset": args.preset, "batch": config.batch_size, "remat": args.remat,
-        "attention": getattr(config.model, "train_attention", None), "dtype": args.dtype,
+        "attention": getattr(apply_policy(config.model, config), "train_attention", None), "dtype": args.dtype,
         "tokens_per_sequence": task.tokens_per_example, "ms_per_update": round(seconds * 1e3, 2),
         "compile_s": round(compile_s, 1), "examples_per_s": round(config.batch_size / seconds, 2),
         "tokens_per_s": round(config.batch_size * task.tokens_per_example / seconds, 1),

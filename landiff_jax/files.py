@@ -1,0 +1,129 @@
+"""Writing files so that nothing is lost: a hidden temporary sibling, checked, fsynced, then
+renamed over the final name (and the directory fsynced); SIGTERM unwinds like an exception so
+that every `finally` removes its temporaries; a lock file per output; stale temporaries of
+killed runs are found by their prefix.
+
+Temporary names: `.<final name>.tmp-<random>` beside the final path, so that a later run can
+find (and remove) what a SIGKILL left behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+TMP_MARK = ".tmp-"
+
+
+def temp_sibling(path: Path, directory: bool = False) -> Path:
+    """A new hidden temporary file (or directory) next to `path`, same suffix."""
+    prefix, suffix = f".{path.name}{TMP_MARK}", "" if directory else path.suffix
+    if directory:
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=path.parent))
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def stale_temporaries(path: Path) -> list[Path]:
+    """Temporaries of `path` left by a killed run (files or directories)."""
+    return sorted(path.parent.glob(f".{path.name}{TMP_MARK}*")) if path.parent.is_dir() else []
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory (directories: so that a rename inside it is durable)."""
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def commit(tmp: Path, path: Path, mode: int = 0o644) -> Path:
+    """fsync `tmp`, rename it onto `path`, fsync the directory."""
+    tmp.chmod(mode)
+    fsync_path(tmp)
+    os.replace(tmp, path)
+    fsync_path(path.parent)
+    return path
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """`data` to `path` atomically and durably (parent created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(path)
+    try:
+        tmp.write_bytes(data)
+        return commit(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def describe_os_error(e: OSError) -> str:
+    """One line for a failed write: disk full and permissions named as such."""
+    where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+    if e.errno == errno.ENOSPC:
+        return f"no space left on device{where}"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"not writable{where}: {e.strerror}"
+    return f"{e.strerror or e}{where}"
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM raises SystemExit(143) in the main thread, so `finally` blocks remove temporaries
+    and stop child processes exactly as on Ctrl-C."""
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+class Lock:
+    """An exclusive lock file `<path>.lock` (O_EXCL), held by one writer of `path` at a time;
+    a lock whose process is gone is taken over."""
+
+    def __init__(self, path: Path):
+        self.file = path.parent / f".{path.name}.lock"
+
+    def __enter__(self) -> "Lock":
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is None or _alive(owner):  # None: its writer is just starting
+                    target = self.file.parent / self.file.name[1:-len(".lock")]
+                    raise FileExistsError(f"another process (pid {owner}) is writing {target} "
+                                          f"(lock file {self.file})") from None
+                self.file.unlink(missing_ok=True)  # its writer died
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            return self
+        raise FileExistsError(f"cannot take the lock {self.file}")
+
+    def __exit__(self, *exc) -> None:
+        self.file.unlink(missing_ok=True)
+
+    def _owner(self) -> int | None:
+        try:
+            return int(self.file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,94 @@
+"""Item 1 of issue 13: a failed video write is an error and never replaces a good file; the
+video and its codes are one unit; SIGTERM leaves no temporary and no ffmpeg behind."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from landiff_jax.video_io import VideoWriteError, read_mp4, write_mp4, write_video_and_codes
+from tests.reliability.conftest import processes_mentioning
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_full_disk_keeps_the_old_video(small_disk):
+    good = write_mp4(small_disk / "v.mp4", np.zeros((2, 16, 16, 3), np.uint8))
+    before = good.read_bytes()
+    noise = np.random.default_rng(0).integers(0, 255, (60, 96, 96, 3), dtype=np.uint8)  # ~0.6 MB at crf 10
+    with pytest.raises(OSError):
+        write_mp4(good, noise)
+    assert good.read_bytes() == before
+    assert sorted(p.name for p in small_disk.iterdir()) == ["v.mp4"]
+
+
+def test_non_finite_video_is_refused(tmp_path):
+    video = np.full((2, 8, 8, 3), 0.5, np.float32)
+    video[1, 2, 3, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        write_mp4(tmp_path / "v.mp4", video)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_encoder_failure_is_an_error(tmp_path):
+    with pytest.raises(VideoWriteError, match="ffmpeg failed"):  # libx264 + yuv420p refuse odd sizes
+        write_mp4(tmp_path / "v.mp4", np.zeros((2, 15, 15, 3), np.uint8))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_video_and_codes_numbered_or_overwritten(tmp_path):
+    video = np.zeros((3, 16, 16, 3), np.uint8)
+    first = write_video_and_codes(tmp_path, "a", video, np.arange(4))
+    second = write_video_and_codes(tmp_path, "a", video + 200, np.arange(5))
+    assert [p.name for p in first + second] == ["a.mp4", "a.npy", "a-1.mp4", "a-1.npy"]
+    assert np.load(first[1]).shape == (4,) and np.load(second[1]).shape == (5,)
+    again = write_video_and_codes(tmp_path, "a", video + 100, np.arange(6), overwrite=True)
+    assert again == first and np.load(first[1]).shape == (6,)
+    assert int(read_mp4(first[0]).mean()) == 100
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-1.mp4", "a-1.npy", "a.mp4", "a.npy"]
+
+
+WRITER = """
+import sys, numpy as np
+from pathlib import Path
+from landiff_jax.files import exit_on_sigterm
+from landiff_jax.video_io import write_mp4
+exit_on_sigterm()
+video = np.random.default_rng(0).integers(0, 255, (400, 256, 256, 3), dtype=np.uint8)
+print("encoding", flush=True)
+write_mp4(Path(sys.argv[1]) / "v.mp4", video)
+"""
+
+
+def test_sigterm_removes_temporaries_and_stops_ffmpeg(tmp_path):
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(out)], stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout.readline().strip() == "encoding"
+    for _ in range(100):  # until ffmpeg runs
+        if processes_mentioning(str(out)):
+            break
+        time.sleep(0.05)
+    assert processes_mentioning(str(out)), "ffmpeg never started"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    time.sleep(0.2)
+    assert processes_mentioning(str(out)) == []
+    assert list(out.iterdir()) == []
+
+
+def test_no_fork_warning_with_jax_running(tmp_path):
+    import warnings
+
+    import jax.numpy as jnp
+
+    jnp.ones(3).block_until_ready()  # JAX's backend (and its threads) are up: a fork would warn
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        write_video_and_codes(tmp_path, "v", np.zeros((2, 16, 16, 3), np.uint8), np.arange(3))
+    assert not [w for w in caught if "fork" in str(w.message)], [str(w.message) for w in caught]
