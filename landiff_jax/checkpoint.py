@@ -210,6 +210,7 @@ def write_byte_level_tokenizer(directory: str | Path, component: str) -> None:
     path = text_tokenizer_dir(directory, component)
     path.mkdir(parents=True, exist_ok=True)
     (path / BYTE_LEVEL_FILE).write_text(json.dumps({"ids": "utf-8 byte + 3", "eos": 1, "pad": 0}))
+    write_manifest(path)
 
 
 def text_tokenizer(directory: str | Path, component: str):
