@@ -265,7 +265,8 @@ def main(argv):
     control = run_params(control_run)[0]
     diffusion = {**base, "dit": {"main": base["dit"]["main"], "control": control["dit"]["control"]},
                  "semantic": control["semantic"]}
-    steps.run("final checkpoint", out.is_dir, lambda: write_checkpoint(out, system, {**trained, "diffusion": diffusion}))
+    steps.run("final checkpoint", out.is_dir,
+              lambda: write_checkpoint(out, system, {**trained, "diffusion": diffusion}))
     log("times (s): " + ", ".join(f"{name} {seconds}" for name, seconds in steps.times.items()))
     log(f"total this run: {time.perf_counter() - total:.1f} s; the tiny LanDiff is in {out}")
     log(f"try: python tools/generate.py --checkpoint {out} --prompt \"a blue square moves up on a white background\"")
