@@ -199,3 +199,23 @@ def check_restored(name: str, restored, abstract) -> None:
 
 def text_tokenizer_dir(directory: str | Path, component: str) -> Path:
     return Path(directory) / "text" / TEXT_DIRS[component]
+
+
+BYTE_LEVEL_FILE = "byte_level.json"
+
+
+def write_byte_level_tokenizer(directory: str | Path, component: str) -> None:
+    """Mark a component's text ids as byte-level (`text.ByteTokenizer`: a UTF-8 byte + 3, `</s>` 1,
+    pad 0), for T5s trained or drawn on them (the tiny system); no sentencepiece model is stored."""
+    path = text_tokenizer_dir(directory, component)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / BYTE_LEVEL_FILE).write_text(json.dumps({"ids": "utf-8 byte + 3", "eos": 1, "pad": 0}))
+    write_manifest(path)
+
+
+def text_tokenizer(directory: str | Path, component: str):
+    """A component's text tokenizer: byte-level where so marked, else T5's sentencepiece model."""
+    from landiff_jax import text
+
+    path = text_tokenizer_dir(directory, component)
+    return text.ByteTokenizer() if (path / BYTE_LEVEL_FILE).is_file() else text.T5TextTokenizer(path)

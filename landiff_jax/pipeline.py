@@ -209,7 +209,7 @@ class LanDiff:
         check_memory(cfg, mesh)
         params = ((name, checkpoint.load_component(directory, name, tree, verify=verify))
                   for name, tree in abstract_params(cfg, "generate").items())
-        tokenizers = {c: text.T5TextTokenizer(checkpoint.text_tokenizer_dir(directory, c)) for c in TEXT_COMPONENTS}
+        tokenizers = {c: checkpoint.text_tokenizer(directory, c) for c in TEXT_COMPONENTS}
         return cls(cfg, params, tokenizers, mesh=mesh, dit_attention=dit_attention)
 
     @classmethod

@@ -99,8 +99,7 @@ def load_frozen_models(checkpoint_dir: str | Path | None = None, *, preset: str 
     params = {name: jax.tree.map(lambda a, d=getattr(cfg, name).param_dtype: jnp.asarray(a, d),
                                  checkpoint.load_component(checkpoint_dir, name))
               for name in COMPONENTS}
-    tokenizers = {c: text.T5TextTokenizer(checkpoint.text_tokenizer_dir(checkpoint_dir, c))
-                  for c in pipeline.TEXT_COMPONENTS}
+    tokenizers = {c: checkpoint.text_tokenizer(checkpoint_dir, c) for c in pipeline.TEXT_COMPONENTS}
     return FrozenModels(cfg, params, tokenizers, {"checkpoint": str(Path(checkpoint_dir).resolve())})
 
 

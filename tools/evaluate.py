@@ -100,12 +100,12 @@ def load_model():
         raise app.UsageError(f"checkpoint directory not found: {directory}{hint}")
     import jax
 
-    from landiff_jax.checkpoint import config_from_spec, read_spec
+    from landiff_jax.checkpoint import load_config
     from landiff_jax.convert.io import CheckpointError
     from landiff_jax.pipeline import LanDiff
 
     try:
-        config_from_spec(read_spec(directory)).latent_frames(FLAGS.num_frames)
+        load_config(directory).latent_frames(FLAGS.num_frames)
     except (CheckpointError, ValueError) as e:
         raise app.UsageError(str(e))
     dtype = FLAGS.dtype or ("bfloat16" if jax.default_backend() == "gpu" else "float32")

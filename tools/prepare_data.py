@@ -137,7 +137,7 @@ def video_datasets():
     if FLAGS.random_weights:
         cfg = config.LanDiffConfig.preset(FLAGS.preset)
     else:
-        cfg = checkpoint.config_from_spec(checkpoint.read_spec(Path(FLAGS.checkpoint)))
+        cfg = checkpoint.load_config(FLAGS.checkpoint)
     num_frames = cfg.video_frames(cfg.max_latent_frames) if FLAGS.num_frames is None else FLAGS.num_frames
     cfg.latent_frames(num_frames)  # ValueError naming the valid counts
     spec = clips.ClipSpec(num_frames, *cfg.video_size)

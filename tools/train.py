@@ -32,11 +32,15 @@ FLAGS = flags.FLAGS
 
 
 def check_data_path(config) -> None:
+    from landiff_jax.checkpoint import CONFIG_FILE
     from landiff_jax.config_file import ConfigError
 
     if not config.data.path or not Path(config.data.path).is_dir():
         raise ConfigError(f"data.path {config.data.path!r} is not a directory of example shards "
                           f"(write them with tools/prepare_data.py, or pass data.path=DIR)")
+    if config.init_from and not (Path(config.init_from) / CONFIG_FILE).is_file():
+        raise ConfigError(f"init_from {config.init_from!r} is not a converted checkpoint directory "
+                          f"(tools/convert.py writes one)")
 
 
 def check_dataset(config, task) -> None:

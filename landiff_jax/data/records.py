@@ -95,7 +95,12 @@ def diffusion_schema(latent: tuple[int, int, int, int], text_length: int, text_d
     return schema
 
 
-STAGES = ("lm", "tokenizer", "diffusion")
+def vae_schema(frames: int, height: int, width: int) -> dict[str, Field]:
+    """3D VAE: the RGB clip itself, `frames` frames of height × width."""
+    return {"video": Field((frames, height, width, 3), "uint8")}
+
+
+STAGES = ("lm", "tokenizer", "diffusion", "vae")
 
 
 def check_lm_dataset(info: DatasetInfo, lm, where: str) -> int:

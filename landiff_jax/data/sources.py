@@ -2,8 +2,9 @@
 
 A source has a `stage`, the `schema` of its examples, `meta` (recorded in dataset.json) and
 `examples(start, count)`, which yields examples `start .. start+count-1` and must give the same
-examples every time it is asked (an interrupted shard is redone from it). The synthetic source
-below lets the LM train before any video is prepared. Videos (`clips`) become the examples of
+examples every time it is asked (an interrupted shard is redone from it). The synthetic sources
+below let the LM train before any video is prepared (`SyntheticLM`) and the VAE train on clips of
+the synthetic world (`SyntheticClips`). Videos (`clips`) become the examples of
 several stages at once through the frozen models (`prepare.StageExamples`, one dataset per stage
 from one computation, written by `records.write_datasets`).
 """
@@ -16,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from landiff_jax.data import records
+from landiff_jax.data import records, synthetic
 from landiff_jax.lm.config import LMConfig
 from landiff_jax.lm.layout import num_codes
 
@@ -107,3 +108,30 @@ class SyntheticLM:
         prototypes = self._prototypes()
         for index in range(start, start + count):
             yield self.example(index, prototypes)
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticClips:
+    """VAE examples: clips of the synthetic world (clip i = `synthetic.sample_clip(i, seed, ...)`),
+    as uint8 video [frames H W 3]."""
+
+    frames: int  # video frames per clip
+    height: int
+    width: int
+    seed: int = 0
+    stage = "vae"
+
+    def __post_init__(self):
+        synthetic.check_size(self.frames, self.height, self.width)
+
+    @property
+    def schema(self) -> dict[str, records.Field]:
+        return records.vae_schema(self.frames, self.height, self.width)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return {"source": "synthetic_clips", **dataclasses.asdict(self)}
+
+    def examples(self, start: int, count: int) -> Iterator[dict[str, np.ndarray]]:
+        for index in range(start, start + count):
+            yield {"video": synthetic.sample_clip(index, self.seed, self.frames, self.height, self.width)[2]}

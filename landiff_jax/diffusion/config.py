@@ -9,6 +9,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from landiff_jax.tokenizer.config import TokenizerConfig
+from landiff_jax.vae.config import COGVIDEOX_SCALE_FACTOR
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +136,9 @@ class DiffusionTrainConfig:
     text_drop_prob: float = 0.1
     num_timesteps: int = 1000
     shift_scale: float = 3.0
+    # the VAE's latent scale: examples hold the unscaled posterior, the trainer samples
+    # scale_factor · (mean + std · ε) as the latent the DiT sees
+    scale_factor: float = COGVIDEOX_SCALE_FACTOR
 
     def __post_init__(self):
         if self.mode not in TRAIN_MODES:

@@ -85,3 +85,22 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.close()
+
+
+
+def read_state(directory: str | Path, step: int | None = None) -> dict[str, Any]:
+    """The TrainState dict saved at `step` (default: the newest complete one) under a run's
+    `checkpoints/` directory, as host numpy arrays, without a target (restored as saved, on
+    this process's devices): what a run hands on (params, EMA, model_state) to the next stage
+    or to a converted checkpoint."""
+    import jax
+
+    directory = Path(directory).absolute()
+    manager = ocp.CheckpointManager(directory, item_names=("state", "data", "config"))
+    try:
+        step = manager.latest_step() if step is None else step
+    finally:
+        manager.close()
+    if step is None:
+        raise FileNotFoundError(f"{directory}: no complete training checkpoint")
+    return jax.device_get(ocp.StandardCheckpointer().restore(directory / str(step) / "state"))

@@ -68,6 +68,7 @@ class DataConfig:
     # the fixed shapes of the dataset's examples (checked against every batch before compiling)
     frames: int = 13  # semantic / latent frames per example
     text_len: int = 512  # text embedding rows per example (right-padded)
+    video_size: tuple[int, int] = (480, 720)  # (H, W) of the frames of video examples (stage vae)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +86,9 @@ class TrainConfig:
     log_every: int = 10
     compute_dtype: str = "bfloat16"  # forward/backward dtype; params and optimizer stay float32
     remat: str = "none"  # rematerialisation policy name, passed to the model config
+    # a converted checkpoint directory (tools/convert.py's format) whose params start the run
+    # instead of the stage's from-scratch init (e.g. the frozen base DiT of a control branch)
+    init_from: str = ""
 
     def __post_init__(self):
         if self.steps < 1 or self.log_every < 1:

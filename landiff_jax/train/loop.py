@@ -20,7 +20,7 @@ from landiff_jax.train.config import TrainConfig
 from landiff_jax.train.metrics import MetricsWriter, peak_flops, throughput
 from landiff_jax.train.optimizer import learning_rate_schedule, make_optimizer
 from landiff_jax.train.state import TrainState
-from landiff_jax.train.step import abstract_state, create_state, make_train_step, state_shardings
+from landiff_jax.train.step import abstract_state, create_state, make_train_step, start_from, state_shardings
 from landiff_jax.train.task import Task, check_batch
 
 
@@ -66,6 +66,8 @@ def train(config: TrainConfig, task: Task, data, workdir: str | Path, resume: bo
     check_batch(task, first, local_rows)
     if state is None:
         state = create_state(task, optimizer, config.seed, ema, shardings)
+        if config.init_from:
+            state = start_from(task, config.init_from, state)
     step_fn = make_train_step(task, optimizer, learning_rate_schedule(config.optimizer, config.steps),
                               config.optimizer.accumulation_steps, config.ema_decay, shardings, mesh)
     writer = MetricsWriter(workdir, config.steps, enabled=distributed.is_main(), tensorboard=tensorboard)
@@ -77,6 +79,7 @@ def train(config: TrainConfig, task: Task, data, workdir: str | Path, resume: bo
             for _ in range(accumulation):
                 batch = first if first is not None else next(data)
                 first = None
+                batch = {name: batch[name] for name in task.example}  # a dataset may hold more fields
                 state, metrics = step_fn(state, distributed.global_batch(batch, mesh))
             update += 1
             window_updates += 1

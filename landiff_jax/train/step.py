@@ -10,10 +10,12 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from landiff_jax import parallel
+from landiff_jax.config_file import ConfigError
 from landiff_jax.train.state import TrainState, init_state
 from landiff_jax.train.task import Task, with_logical_axes
 
@@ -41,6 +43,25 @@ def abstract_state(task: Task, optimizer, seed: int, ema: bool, shardings: Train
 def create_state(task: Task, optimizer, seed: int, ema: bool, shardings: TrainState) -> TrainState:
     """A fresh state, built directly in its shardings (nothing full-size on one device)."""
     return jax.jit(lambda: init_state(task, optimizer, seed, ema), out_shardings=shardings)()
+
+
+def start_from(task: Task, directory: str, state: TrainState) -> TrainState:
+    """`state` with its params (and EMA) replaced by those of a converted checkpoint directory
+    (task.load), placed in the state's shardings; the optimizer state of a fresh run fits any values."""
+    if task.load is None:
+        raise ConfigError(f"init_from: stage {task.name!r} starts from scratch only")
+    trainable, frozen = task.load(directory)
+    for name, tree, like in (("trainable", trainable, state.trainable), ("frozen", frozen, state.frozen)):
+        if jax.tree.structure(tree) != jax.tree.structure(like):
+            raise ConfigError(f"init_from {directory}: its {name} params do not match the stage's "
+                              f"({len(jax.tree.leaves(tree))} vs {len(jax.tree.leaves(like))} arrays)")
+
+    def place(tree, target):  # host arrays -> global arrays of the target's shapes, dtypes, shardings
+        return jax.tree.map(lambda a, t: jax.make_array_from_callback(
+            t.shape, t.sharding, lambda index: np.asarray(a, t.dtype)[index]), tree, target)
+
+    ema = None if state.ema is None else place(trainable, state.ema)
+    return state.replace(trainable=place(trainable, state.trainable), frozen=place(frozen, state.frozen), ema=ema)
 
 
 def batch_shardings(task: Task, mesh: Mesh) -> dict:

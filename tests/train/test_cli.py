@@ -43,6 +43,7 @@ def config_file(tmp_path):
     ("invalid_value", "must be a positive multiple of optimizer.accumulation_steps"),
     ("bad_data_path", "data.path '/no/such/dir' is not a directory"),
     ("unknown_stage", "stage 'nope' is not a training task"),
+    ("bad_init_from", "init_from '/no/ckpt' is not a converted checkpoint directory"),
 ])
 def test_user_errors_are_one_line(config_file, tmp_path, case, expected):
     args = {  # each writes its own config file when called
@@ -51,6 +52,7 @@ def test_user_errors_are_one_line(config_file, tmp_path, case, expected):
         "invalid_value": lambda: ["--config", config_file(), "batch_size=3"],
         "bad_data_path": lambda: ["--config", config_file(path="/no/such/dir")],
         "unknown_stage": lambda: ["--config", config_file(stage="nope"), f"--workdir={tmp_path / 'run'}"],
+        "bad_init_from": lambda: ["--config", config_file(), "init_from=/no/ckpt", f"--workdir={tmp_path / 'run'}"],
     }[case]()
     result = train_cli(*args)
     assert result.returncode == 2, result.stderr[-2000:]

@@ -1,0 +1,276 @@
+"""Train the tiny LanDiff (configs/tiny_landiff.py) from scratch on the synthetic world, every
+stage through tools/train.py and its config, and write it as a converted checkpoint directory
+that tools/generate.py and tools/evaluate.py load with --checkpoint.
+
+  python tools/train_tiny.py --workdir runs/tiny [--out checkpoints/tiny] [--quick]
+
+Order (each step is skipped when its output exists, so a rerun resumes; an interrupted training
+continues from its last checkpoint):
+  1. render clips of the synthetic world             → WORKDIR/data/vae            (uint8 9×64×96)
+  2. train the VAE                   configs/tiny_vae.py → WORKDIR/runs/vae
+  3. frozen models: random T5s + random Theia + the VAE → WORKDIR/checkpoints/frozen
+     prepare Theia features (tools/prepare_data.py)   → WORKDIR/data/features/tokenizer
+  4. train the semantic tokenizer    configs/tiny_tokenizer.py → WORKDIR/runs/tokenizer
+  5. + the tokenizer                                  → WORKDIR/checkpoints/tokenizer
+     prepare codes, VAE posteriors, T5 states         → WORKDIR/data/coded/{diffusion,lm}
+     measure the latent scale (1 / std of the sampled latents) → WORKDIR/scale_factor.json
+  6. train the LM                    configs/tiny_lm.py      → WORKDIR/runs/lm
+  7. train the base DiT (text → latent) configs/tiny_dit.py → WORKDIR/runs/dit
+  8. + the base DiT, its control branch a zero-output copy → WORKDIR/checkpoints/base
+     train the control branch        configs/tiny_control.py → WORKDIR/runs/control
+  9. the trained system                               → --out (default WORKDIR/checkpoints/tiny)
+Loss curves: WORKDIR/plots/<stage>.png (tools/plot_metrics.py). Per-stage times are printed and
+kept in WORKDIR/times.json.
+
+--quick: a few clips and 3 updates per stage, float32 (a smoke test of the whole chain on CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from absl import app, flags, logging
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+flags.DEFINE_string("workdir", None, "where data, runs, intermediate checkpoints and plots go", required=True)
+flags.DEFINE_string("out", None, "the trained system's converted checkpoint (default WORKDIR/checkpoints/tiny)")
+flags.DEFINE_bool("quick", False, "a few clips and 3 updates per stage (CPU smoke test)")
+flags.DEFINE_integer("clips", 8192, "synthetic clips per dataset")
+flags.DEFINE_integer("seed", 0, "seed of the synthetic clips and of the random frozen models")
+FLAGS = flags.FLAGS
+
+QUICK_CLIPS = 8
+QUICK_OVERRIDES = ("steps=3", "batch_size=4", "log_every=1", "checkpoint.every=3", "compute_dtype=float32")
+# the random frozen models (T5s, Theia) are drawn as LanDiff.random draws component i: seed + i
+COMPONENTS = ("t5_lm", "t5_dit", "lm", "tokenizer", "diffusion", "vae")
+
+
+def log(text: str) -> None:
+    print(f"[train_tiny] {text}", flush=True)
+
+
+class Steps:
+    """Runs named steps once: a step whose `done` check holds is skipped; times go to times.json."""
+
+    def __init__(self, workdir: Path):
+        self.file = workdir / "times.json"
+        self.times = json.loads(self.file.read_text()) if self.file.is_file() else {}
+
+    def run(self, name: str, done, fn) -> None:
+        if done():
+            log(f"{name}: done already ({self.times.get(name, '?')} s)")
+            return
+        start = time.perf_counter()
+        log(f"{name} ...")
+        fn()
+        seconds = round(time.perf_counter() - start, 1)
+        self.times[name] = seconds
+        tmp = self.file.with_name(self.file.name + ".tmp")
+        tmp.write_text(json.dumps(self.times, indent=1))
+        tmp.replace(self.file)
+        log(f"{name}: {seconds} s")
+
+
+def run_tool(*args: str) -> None:
+    command = [sys.executable, *args]
+    log("$ " + " ".join(command))
+    result = subprocess.run(command, cwd=REPO)
+    if result.returncode:
+        raise SystemExit(f"train_tiny: {Path(args[0]).name} failed (exit {result.returncode}); "
+                         f"fix the cause and run the same command again to resume")
+
+
+# --- data ------------------------------------------------------------------------------------
+
+def render_clips(out: Path, cfg, clips: int, seed: int) -> None:
+    from landiff_jax.data import records
+    from landiff_jax.data.sources import SyntheticClips, plan_dataset
+
+    height, width = cfg.video_size
+    source = SyntheticClips(frames=cfg.video_frames(cfg.dit.latent_frames), height=height, width=width, seed=seed)
+    records.write_dataset(out, plan_dataset(source, clips, 1024), source.examples)
+
+
+def prepare(checkpoint: Path, out: Path, stages: str, clips: int, seed: int, quick: bool) -> None:
+    args = ["tools/prepare_data.py", "--source", "synthetic_videos", "--num_examples", str(clips),
+            "--checkpoint", str(checkpoint), "--stages", stages, "--out", str(out), "--seed", str(seed),
+            "--examples_per_shard", "1024", "--batch_size", "4" if quick else "64"]
+    if "lm" in stages:
+        args += ["--codes", "--diffusion_condition", "codes"]
+    run_tool(*args)
+
+
+def measure_scale_factor(dataset: Path, limit: int = 2048) -> float:
+    """1 / std of the latents training samples (mean + std·ε) over the first `limit` examples: the
+    VAE's scale_factor, so that the DiT sees latents of unit variance (as CogVideoX's 1.15 does)."""
+    import numpy as np
+
+    from landiff_jax.data.records import RecordSource
+
+    source = RecordSource(dataset)
+    rows = [source[i] for i in range(min(limit, len(source)))]
+    mean = np.stack([r["latent_mean"] for r in rows]).astype(np.float64)
+    std = np.stack([r["latent_std"] for r in rows]).astype(np.float64)
+    variance = mean.var() + np.mean(std**2)
+    return float(1.0 / np.sqrt(variance))
+
+
+# --- params ----------------------------------------------------------------------------------
+
+def random_component(cfg, name: str, seed: int):
+    """The random weights of a frozen (or not yet trained) component, drawn as prepare_data's
+    random frozen models are (component i from seed + i); the tokenizer's with Theia."""
+    from landiff_jax import pipeline, tokenizer
+    from landiff_jax.nn.init import random_params
+
+    abstract = (tokenizer.abstract_params(cfg.tokenizer, theia=True) if name == "tokenizer"
+                else pipeline.abstract_params(cfg, "all")[name])
+    return random_params(abstract, seed + COMPONENTS.index(name))
+
+
+def run_params(run: Path):
+    """(params, model_state) of a finished run: its EMA when it kept one, else its trainable params."""
+    from landiff_jax.train.checkpointing import read_state
+
+    state = read_state(run / "checkpoints")
+    return state.get("ema", state["trainable"]), state["model_state"]
+
+
+def tokenizer_params(theia, trained, model_state) -> dict:
+    """A converted tokenizer: the trained encoder/decoder/projections, the EMA codebook, the frozen Theia."""
+    quantizer = {**trained.get("quantizer", {}), "codebook": model_state["codebook"]["embed"]}
+    return {**trained, "quantizer": quantizer, "feature_extractor": theia}
+
+
+def control_start(main, tokenizer, seed: int) -> dict:
+    """The diffusion params the control stage starts from: the trained base DiT, a control branch
+    copying its first layers with zero output linears, a semantic conditioner with a zero conv_out
+    (the controlled model equals the base), and the trained tokenizer's copy."""
+    import jax
+
+    from landiff_jax.diffusion import losses
+
+    control_cfg = load_config("tiny_control.py").model
+    trainable, frozen, _ = jax.device_get(losses.init_train_state(control_cfg, jax.random.PRNGKey(seed)))
+    template = losses.merge_params(trainable, frozen)
+    control = losses.control_from_base(control_cfg, main, template["dit"]["control"])
+    return {"dit": {"main": main, "control": control}, "semantic": template["semantic"],
+            "tokenizer": {k: v for k, v in tokenizer.items() if k != "feature_extractor"}}
+
+
+def load_config(name: str, overrides=()):
+    from landiff_jax import config_file
+
+    return config_file.load(CONFIGS / name, overrides)
+
+
+def write_checkpoint(out: Path, cfg, params: dict) -> None:
+    """A converted checkpoint directory (checkpoint.py's format), written beside `out` and renamed."""
+    from landiff_jax import checkpoint
+
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    for name in COMPONENTS:
+        checkpoint.save_component(tmp, name, params[name])
+    for component in checkpoint.TEXT_DIRS:
+        checkpoint.write_byte_level_tokenizer(tmp, component)
+    checkpoint.write_config(tmp, cfg, converted_from="tools/train_tiny.py (trained from scratch)")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.replace(out)
+
+
+# --- the stages ------------------------------------------------------------------------------
+
+def train_stage(steps: Steps, workdir: Path, stage: str, config: str, data: Path, quick: bool, *overrides: str):
+    run = workdir / "runs" / stage
+
+    def train():
+        run_tool("tools/train.py", "--config", str(CONFIGS / config), "--workdir", str(run), "--resume",
+                 f"data.path={data}", *overrides, *(QUICK_OVERRIDES if quick else ()))
+        (run / "DONE").write_text("")
+
+    steps.run(f"train {stage}", (run / "DONE").is_file, train)
+    plot = workdir / "plots" / f"{stage}.png"
+    if not plot.is_file():
+        plot.parent.mkdir(parents=True, exist_ok=True)
+        run_tool("tools/plot_metrics.py", str(run), "--out", str(plot), "--parts", "--log")
+    return run
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    if FLAGS.clips < 1:
+        raise app.UsageError(f"--clips must be >= 1, got {FLAGS.clips}")
+    logging.set_verbosity(logging.WARNING)  # orbax's INFO lines for every component written
+    workdir = Path(FLAGS.workdir).absolute()
+    out = Path(FLAGS.out).absolute() if FLAGS.out else workdir / "checkpoints" / "tiny"
+    quick, seed = FLAGS.quick, FLAGS.seed
+    clips = QUICK_CLIPS if quick else FLAGS.clips
+    workdir.mkdir(parents=True, exist_ok=True)
+    steps = Steps(workdir)
+    cfg = load_config("tiny_landiff.py")
+    data, ckpts = workdir / "data", workdir / "checkpoints"
+    total = time.perf_counter()
+
+    steps.run("render clips", (data / "vae" / "dataset.json").is_file,
+              lambda: render_clips(data / "vae", cfg, clips, seed))
+    vae_run = train_stage(steps, workdir, "vae", "tiny_vae.py", data / "vae", quick)
+
+    random = {name: random_component(cfg, name, seed) for name in COMPONENTS}
+    vae = run_params(vae_run)[0]
+    steps.run("frozen models", (ckpts / "frozen").is_dir,
+              lambda: write_checkpoint(ckpts / "frozen", cfg, {**random, "vae": vae}))
+    features = data / "features"
+    steps.run("prepare features", (features / "tokenizer" / "dataset.json").is_file,
+              lambda: prepare(ckpts / "frozen", features, "tokenizer", clips, seed, quick))
+    tokenizer_run = train_stage(steps, workdir, "tokenizer", "tiny_tokenizer.py", features / "tokenizer", quick)
+
+    tokenizer = tokenizer_params(random["tokenizer"]["feature_extractor"], *run_params(tokenizer_run))
+    trained = {**random, "vae": vae, "tokenizer": tokenizer}
+    steps.run("tokenizer checkpoint", (ckpts / "tokenizer").is_dir,
+              lambda: write_checkpoint(ckpts / "tokenizer", cfg, trained))
+    coded = data / "coded"
+    steps.run("prepare codes", (coded / "lm" / "dataset.json").is_file,
+              lambda: prepare(ckpts / "tokenizer", coded, "diffusion,lm", clips, seed + 1, quick))
+    scale_file = workdir / "scale_factor.json"
+    steps.run("measure latent scale", scale_file.is_file, lambda: scale_file.write_text(
+        json.dumps({"scale_factor": measure_scale_factor(coded / "diffusion")})))
+    scale = json.loads(scale_file.read_text())["scale_factor"]
+    log(f"VAE latent scale_factor = {scale:.6g}")
+    scaled = f"model.scale_factor={scale!r}"
+
+    lm_run = train_stage(steps, workdir, "lm", "tiny_lm.py", coded / "lm", quick)
+    dit_run = train_stage(steps, workdir, "dit", "tiny_dit.py", coded / "diffusion", quick, scaled)
+
+    system = dataclasses.replace(cfg, vae=dataclasses.replace(cfg.vae, scale_factor=scale))
+    trained["lm"] = run_params(lm_run)[0]
+    base = control_start(run_params(dit_run)[0]["dit"]["main"], tokenizer, seed)
+    steps.run("base checkpoint", (ckpts / "base").is_dir,
+              lambda: write_checkpoint(ckpts / "base", system, {**trained, "diffusion": base}))
+    control_run = train_stage(steps, workdir, "control", "tiny_control.py", coded / "diffusion", quick, scaled,
+                              f"init_from={ckpts / 'base'}")
+
+    control = run_params(control_run)[0]
+    diffusion = {**base, "dit": {"main": base["dit"]["main"], "control": control["dit"]["control"]},
+                 "semantic": control["semantic"]}
+    steps.run("final checkpoint", out.is_dir,
+              lambda: write_checkpoint(out, system, {**trained, "diffusion": diffusion}))
+    log("times (s): " + ", ".join(f"{name} {seconds}" for name, seconds in steps.times.items()))
+    log(f"total this run: {time.perf_counter() - total:.1f} s; the tiny LanDiff is in {out}")
+    log(f"try: python tools/generate.py --checkpoint {out} --prompt \"a blue square moves up on a white background\"")
+
+
+if __name__ == "__main__":
+    app.run(main)
