@@ -23,7 +23,7 @@ LAYERS = {
     "nn": 1, "kernels": 0, "convert": 0, "parallel": 0, "config_file": 0, "video_io": 1, "files": 0,
     "progress": 0,
 }
-MODEL_EDGES = {("diffusion", "tokenizer"), ("lm", "tokenizer")}
+MODEL_EDGES = {("diffusion", "tokenizer"), ("lm", "tokenizer"), ("diffusion", "vae")}  # diffusion: the latent scale
 
 
 def unit(module: str) -> str | None:
