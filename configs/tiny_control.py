@@ -25,7 +25,7 @@ def get_config() -> TrainConfig:
         model=DiffusionTrainConfig(dit=SYSTEM.dit, tokenizer=dataclasses.replace(SYSTEM.tokenizer, theia=None),
                                    mode="control", semantic_source="codes", text_drop_prob=0.1,
                                    scale_factor=SYSTEM.vae.scale_factor),
-        steps=2000,
+        steps=4000,
         batch_size=64,
         seed=0,
         optimizer=OptimizerConfig(learning_rate=3e-4, warmup_steps=100, decay="cosine", final_lr_fraction=0.1,

@@ -22,7 +22,7 @@ def get_config() -> TrainConfig:
         stage="diffusion",
         model=DiffusionTrainConfig(dit=SYSTEM.dit, mode="base", text_drop_prob=0.1,
                                    scale_factor=SYSTEM.vae.scale_factor),
-        steps=3000,
+        steps=6000,
         batch_size=64,
         seed=0,
         optimizer=OptimizerConfig(learning_rate=5e-4, warmup_steps=200, decay="cosine", final_lr_fraction=0.1,

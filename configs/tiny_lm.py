@@ -18,7 +18,7 @@ def get_config() -> TrainConfig:
     return TrainConfig(
         stage="lm",
         model=SYSTEM.lm.replace(text_drop_prob=0.1, frames_drop_prob=0.5, motion_score_drop_prob=0.5),
-        steps=3000,
+        steps=6000,
         batch_size=64,
         seed=0,
         optimizer=OptimizerConfig(learning_rate=1e-3, warmup_steps=200, decay="cosine", final_lr_fraction=0.1,

@@ -20,7 +20,7 @@ def get_config() -> TrainConfig:
     return TrainConfig(
         stage="tokenizer",
         model=TokenizerTrainConfig(model=dataclasses.replace(SYSTEM.tokenizer, theia=None)),
-        steps=1500,
+        steps=3000,
         batch_size=64,
         seed=0,
         optimizer=OptimizerConfig(learning_rate=5e-4, warmup_steps=100, decay="cosine", final_lr_fraction=0.1,

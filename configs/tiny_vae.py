@@ -18,7 +18,7 @@ def get_config() -> TrainConfig:
     return TrainConfig(
         stage="vae",
         model=VAELossConfig(vae=SYSTEM.vae, kl_weight=1e-4),
-        steps=2000,
+        steps=4000,
         batch_size=32,
         seed=0,
         optimizer=OptimizerConfig(learning_rate=1e-3, warmup_steps=200, decay="cosine", final_lr_fraction=0.05,
