@@ -12,7 +12,8 @@ import jax
 import numpy as np
 import pytest
 
-from landiff_jax.data import clips, prepare, records, synthetic
+from landiff_jax import prepare
+from landiff_jax.data import clips, records, synthetic
 from landiff_jax.data.pipeline import DataOptions, batches
 from landiff_jax.text.encoders import encode_for_diffusion, encode_for_lm, unpadded
 from landiff_jax.tokenizer.model import VideoVQ
