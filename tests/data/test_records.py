@@ -26,6 +26,7 @@ SCHEMAS = {
     "lm": records.lm_schema(max_text=5, text_dim=8, num_codes=7),
     "tokenizer": records.tokenizer_schema(frames=2, height=3, width=4, channels=5),
     "diffusion": records.diffusion_schema((2, 4, 6, 3), text_length=5, text_dim=8, num_codes=7, features=(2, 2, 3, 5)),
+    "vae": records.vae_schema(frames=5, height=8, width=12),
 }
 
 

@@ -79,7 +79,7 @@ def test_sigterm_removes_temporaries_and_stops_ffmpeg(tmp_path):
     assert proc.wait(timeout=30) == 128 + signal.SIGTERM
     time.sleep(0.2)
     assert processes_mentioning(str(out)) == []
-    assert list(out.iterdir()) == []
+    assert not out.exists() or list(out.iterdir()) == []  # no temporary left behind
 
 
 def test_no_fork_warning_with_jax_running(tmp_path):
