@@ -20,7 +20,6 @@ component back, optionally only the parameters a job uses (orbax partial restore
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import warnings
@@ -32,6 +31,7 @@ import numpy as np
 
 from landiff_jax.config import LanDiffConfig
 from landiff_jax.convert.io import CheckpointError
+from landiff_jax.files import file_digest
 
 COMPONENTS = ("t5_lm", "t5_dit", "lm", "tokenizer", "diffusion", "vae")
 TEXT_DIRS = {"t5_lm": "flan_t5", "t5_dit": "t5_v1_1"}
@@ -62,21 +62,14 @@ def save_component(directory: Path, name: str, params) -> None:
 
 
 # ---- integrity ------------------------------------------------------------------------------
-def _sha256(path: Path, chunk: int = 1 << 24) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def manifest_path(path: Path) -> Path:
     return path.with_name(path.name + MANIFEST_SUFFIX)
 
 
 def write_manifest(path: Path) -> None:
     """{relative file: [size, sha256]} of every file below the directory `path`, beside it."""
-    files = {str(f.relative_to(path)): [f.stat().st_size, _sha256(f)] for f in sorted(path.rglob("*")) if f.is_file()}
+    files = {str(f.relative_to(path)): [f.stat().st_size, file_digest(f, "sha256")]
+             for f in sorted(path.rglob("*")) if f.is_file()}
     manifest_path(path).write_text(json.dumps(files, indent=0))
 
 
@@ -104,7 +97,7 @@ def verify_directory(path: Path, level: str = "cheap", what: str | None = None) 
             bad.append(f"missing {rel}")
         elif file.stat().st_size != size:
             bad.append(f"{rel} has {file.stat().st_size} bytes, {size} were written")
-        elif (level == "full" or size <= CHEAP_HASH_BYTES) and _sha256(file) != digest:
+        elif (level == "full" or size <= CHEAP_HASH_BYTES) and file_digest(file, "sha256") != digest:
             bad.append(f"{rel} differs from what was written (sha256)")
     if bad:
         raise CheckpointError(f"{what} is corrupted ({path}): " + "; ".join(bad[:5])

@@ -10,6 +10,7 @@ find (and remove) what a SIGKILL left behind.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import signal
 import sys
@@ -17,6 +18,12 @@ import tempfile
 from pathlib import Path
 
 TMP_MARK = ".tmp-"
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    """Hex digest ('md5', 'sha256', ...) of a file's bytes, read in chunks."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, algorithm).hexdigest()
 
 
 def temp_sibling(path: Path, directory: bool = False) -> Path:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -33,7 +32,7 @@ from landiff_jax.convert.io import CheckpointError, read_latest, read_safetensor
 from landiff_jax.convert.table import ConversionError
 from landiff_jax.diffusion import original as diffusion_original
 from landiff_jax.diffusion.convert import POS_EMBEDDING
-from landiff_jax.files import Lock, describe_os_error, stale_temporaries, temp_sibling
+from landiff_jax.files import Lock, describe_os_error, file_digest, stale_temporaries, temp_sibling
 from landiff_jax.lm.original import lm_config
 from landiff_jax.text.original import t5_config
 from landiff_jax.tokenizer import original as tokenizer_original
@@ -135,14 +134,6 @@ def read_checksums(path: Path) -> dict[str, str]:
     return sums
 
 
-def file_md5(path: Path, chunk: int = 1 << 24) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_checksums(root: Path, checksum_file: Path | None = None, progress: Callable[[str], None] = print,
                      label: str = "release") -> tuple[Path, list[str]]:
     """Check every file the checksum list names; raise naming each missing or corrupted file.
@@ -174,7 +165,7 @@ def verify_checksums(root: Path, checksum_file: Path | None = None, progress: Ca
             bad.append(f"missing: {path}")
             continue
         progress(f"  md5 [{number}/{len(sums)}] {rel}")
-        actual = file_md5(path)
+        actual = file_digest(path, "md5")
         if actual != expected:
             bad.append(f"checksum mismatch: {path} (md5 {actual}, expected {expected} from {checksum_file})")
     if bad:

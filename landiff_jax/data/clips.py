@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
@@ -33,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from landiff_jax.data import synthetic
+from landiff_jax.files import file_digest
 
 FPS = 8  # the paper's frame rate for every stage
 BAD_KINDS = ("unreadable", "too_short", "empty_caption")
@@ -108,10 +108,6 @@ def read_list(path: str | Path) -> list[Entry]:
     if not entries:
         raise ListError(f"{path}: the list file has no entries")
     return entries
-
-
-def file_digest(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 # --- decoding ------------------------------------------------------------------------------
@@ -231,7 +227,7 @@ def scan(list_file: str | Path, spec: ClipSpec, motion_score: float, workers: in
         else:
             bad[problem.kind].append({"line": entry.line, "path": str(entry.path), "reason": problem.reason})
         progress(done, len(entries))
-    source = VideoList(Path(list_file), file_digest(list_file), tuple(usable), spec, motion_score)
+    source = VideoList(Path(list_file), file_digest(Path(list_file), "sha256"), tuple(usable), spec, motion_score)
     report = {"listed": len(entries), "usable": len(usable), "bad_counts": {k: len(v) for k, v in bad.items()},
               "bad": bad}
     return source, report
