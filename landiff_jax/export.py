@@ -146,11 +146,11 @@ def lower(job: Job, platform: str, *, compile_here: bool = False, fallback: str 
 def lower_with_fallback(job: Job, xla_job: Callable[[], Job], platform: str, **kw) -> Lowered:
     """Lower `job`; if that fails and it uses a kernel, name the kernel and the error and lower
     `xla_job()` (the same job with XLA attention) instead."""
-    if all(impl == "xla" for impl in job.kernels.values()):
-        return lower(job, platform, **kw)
     try:
         return lower(job, platform, **kw)
     except Exception as e:  # noqa: BLE001 - any lowering failure of a kernel: report it, lower XLA instead
+        if all(impl == "xla" for impl in job.kernels.values()):
+            raise
         kernels = "; ".join(f"{KERNELS.get(impl, impl)} ['{impl}', {field}]"
                             for field, impl in job.kernels.items() if impl != "xla")
         return lower(xla_job(), platform, fallback=f"{kernels} cannot be lowered for {platform} from this install: "
