@@ -4,11 +4,17 @@ is traced. The choice is written into the configs (`T5Config.attention_implement
 read their config and never look at devices.
 
     masked attention (T5, tokenizer) and the LM's causal training attention: cuDNN for bf16/fp16
-                                       on GPU, else XLA
+                                       on GPU; jax's Pallas TPU flash attention ('tpu_flash') for
+                                       bf16/fp16 on ONE TPU (masked or biased calls fall back to XLA);
+                                       else XLA
     DiT attention (unmasked):          our Hopper kernel ('mosaic') for bf16/fp16 on ONE Hopper
-                                       GPU at head dim 64; cuDNN on other GPUs and on a mesh; else XLA
+                                       GPU at head dim 64; cuDNN on other GPUs and on a mesh;
+                                       'tpu_flash' for bf16/fp16 on ONE TPU; else XLA
     LM decode steps:                   our Pallas decode kernel for bf16/fp16 on ONE GPU; else XLA
+                                       (TPU included)
 Pallas calls are not split by XLA's SPMD partitioner, hence XLA/cuDNN on a multi-device mesh.
+'xla' is itself memory-bounded: above a score-matrix size the dispatcher (`nn.attention`) runs
+the blockwise attention, so CPU, TPU meshes and GPUs without a kernel fit long sequences.
 """
 
 from __future__ import annotations
@@ -28,8 +34,8 @@ _HALF = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 
 @dataclasses.dataclass(frozen=True)
 class Kernels:
-    attention: str  # masked / biased attention: 'cudnn' | 'xla'
-    full_attention: str  # unmasked attention (DiT): 'mosaic' | 'cudnn' | 'xla'
+    attention: str  # masked / biased attention: 'cudnn' | 'tpu_flash' | 'xla'
+    full_attention: str  # unmasked attention (DiT): 'mosaic' | 'cudnn' | 'tpu_flash' | 'xla'
     decode: str  # one query over a KV cache (LM decode steps): 'pallas' | 'xla'
 
 
@@ -44,6 +50,8 @@ def choose(dtype, head_dim: int, devices: Sequence[Any] | None = None, mesh: Mes
         devices = list(mesh.devices.flat) if mesh is not None else jax.devices()
     gpu = devices[0].platform == "gpu"
     one_device = len(devices) == 1
+    if devices[0].platform == "tpu" and one_device and jnp.dtype(dtype) in _HALF:
+        return Kernels("tpu_flash", "tpu_flash", "xla")
     if not (gpu and jnp.dtype(dtype) in _HALF):
         return Kernels("xla", "xla", "xla")
     hopper = one_device and is_hopper(devices[0]) and head_dim in HOPPER_HEAD_DIMS

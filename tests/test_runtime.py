@@ -49,3 +49,14 @@ def test_forced_dit_attention_is_checked():
         runtime.configure(bf16, devices=[CPU], dit_attention="cudnn")
     with pytest.raises(ValueError, match="must be one of"):
         runtime.configure(bf16, devices=[CPU], dit_attention="flash")
+
+
+def test_tpu_gets_pallas_flash_attention_on_one_device_and_xla_decode():
+    tpu = FakeDevice("tpu", device_kind="TPU v5p")
+    bf16 = LanDiffConfig.full().with_dtype("bfloat16")
+    one = runtime.configure(bf16, devices=[tpu])
+    assert kernels(one) == ("tpu_flash", "tpu_flash", "tpu_flash", "xla", "tpu_flash")  # the LM decodes through XLA
+    assert one.lm.train_attention == "tpu_flash"
+    # a pod mesh: XLA (Pallas calls are not partitioned; long sequences take the blockwise path)
+    assert kernels(runtime.configure(bf16, devices=[tpu] * 64)) == ("xla",) * 5
+    assert kernels(runtime.configure(LanDiffConfig.full(), devices=[tpu])) == ("xla",) * 5  # float32: parity
