@@ -138,8 +138,11 @@ def test_page_generates_a_video_and_shows_errors(server, browser, video_frames, 
         "const v = document.querySelector('#video video'); return v.readyState >= 1 ? v.duration : null;"))
     assert duration == pytest.approx(video_frames / 8, abs=0.05)  # 8 fps
     if os.environ.get("DEMO_SCREENSHOT"):
-        browser.execute_script("window.scrollTo(0, 0);")
-        browser.save_screenshot(os.environ["DEMO_SCREENSHOT"])
+        bottom, chrome = browser.execute_script(  # the page's end (Gradio's footer), the window's own rows
+            "return [document.querySelector('footer').getBoundingClientRect().bottom + window.scrollY,"
+            " window.outerHeight - window.innerHeight];")
+        browser.set_window_size(1280, round(bottom + chrome) + 16)
+        browser.save_screenshot(os.environ["DEMO_SCREENSHOT"])  # the whole page, down to Gradio's footer
 
     submit(browser, "")
     message = "empty prompt(s) at position(s) [0]"
