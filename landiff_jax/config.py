@@ -47,13 +47,16 @@ class LanDiffConfig:
     def latent_frames(self, num_frames: int | None) -> int:
         """Video frames → latent/semantic frames T (odd, ≥ 3, ≤ the tokenizer's temporal size:
         the chunked VAE decode needs odd T); None → the maximum."""
-        t_max = self.max_latent_frames
         if num_frames is None:
-            return t_max
-        valid = [self.video_frames(t) for t in range(3, t_max + 1, 2)]
+            return self.max_latent_frames
+        valid = self.valid_video_frames()
         if num_frames not in valid:
             raise ValueError(f"num_frames={num_frames} is not supported; choose one of {valid}")
         return (num_frames - 1) // self.vae.temporal_compress_times + 1
+
+    def valid_video_frames(self) -> list[int]:
+        """The video frame counts generation takes (see `latent_frames`)."""
+        return [self.video_frames(t) for t in range(3, self.max_latent_frames + 1, 2)]
 
     @property
     def video_size(self) -> tuple[int, int]:

@@ -75,6 +75,13 @@ class GenerateOptions:
     dit_guidance_exp: float | None = None  # dynamic CFG exponent; None: the config's (5)
 
 
+def config_defaults(cfg: LanDiffConfig) -> dict[str, Any]:
+    """The values of the settings that `GenerateOptions` leaves to the config (None)."""
+    s = cfg.sampler
+    return dict(num_frames=cfg.video_frames(cfg.max_latent_frames), steps=s.num_steps, dit_guidance=s.cfg_scale,
+                dit_guidance_exp=s.cfg_exp)
+
+
 @dataclasses.dataclass
 class GenerateResult:
     videos: np.ndarray  # [b F H W 3] uint8 (`landiff_jax.write_mp4` saves one)
@@ -239,9 +246,12 @@ class LanDiff:
 
     # ---- stages -------------------------------------------------------------------------
     def sample_codes(self, prompts: Sequence[str], latent_frames: int, options: GenerateOptions, *,
-                     trace: bool = False, progress: P.Callback | None = None) -> lm.SampleOutput:
-        """Flan-T5 → LM sampling: semantic tokens [b N] (I-frame codes, then P-frame codes)."""
-        hidden, mask = text.encode_for_lm(self.tokenizers["t5_lm"], self.params["t5_lm"], self.cfg.t5_lm, prompts)
+                     trace: bool = False, progress: P.Callback | None = None,
+                     min_text_tokens: int = 0) -> lm.SampleOutput:
+        """Flan-T5 → LM sampling: semantic tokens [b N] (I-frame codes, then P-frame codes).
+        min_text_tokens: see `generate`."""
+        hidden, mask = text.encode_for_lm(self.tokenizers["t5_lm"], self.params["t5_lm"], self.cfg.t5_lm, prompts,
+                                          min_length=min_text_tokens)
         sample_options = lm.SampleOptions.create(guidance_scale=options.lm_guidance, temperature=options.temperature,
                                                  top_k=options.top_k, top_p=options.top_p, greedy=options.greedy)
         keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(options.seed), i))(jnp.arange(len(prompts)))
@@ -281,7 +291,7 @@ class LanDiff:
         return vae.to_unit(vae.decode_latents(self.params["vae"], self.cfg.vae, latents))
 
     def generate(self, prompts: str | Sequence[str], options: GenerateOptions | None = None, *, codes=None,
-                 progress: P.Callback | None = None, **settings) -> GenerateResult:
+                 progress: P.Callback | None = None, min_text_tokens: int = 0, **settings) -> GenerateResult:
         """The whole job for one prompt or a list of them.
 
         Settings are `GenerateOptions` fields, given as `options` or as keywords (seed=,
@@ -289,6 +299,9 @@ class LanDiff:
         `codes` [b N] skips the LM (e.g. `result.codes` of an earlier run). `progress`: called
         with `landiff_jax.progress.Progress` events (stages, compile times, LM tokens and
         diffusion steps from inside the compiled loops); e.g. `print` or `progress.Display()`.
+        `min_text_tokens`: the LM-side prompt tokens are left-padded to at least this many (masked,
+        so the codes are the same up to float rounding): prompts of any length up to it share one
+        compiled LM (a server's requests); by default they are padded to the longest prompt only.
         """
         try:
             options = dataclasses.replace(options or GenerateOptions(), **settings)
@@ -307,7 +320,8 @@ class LanDiff:
         try:
             if codes is None:
                 with _stage(report, "LM: semantic tokens"):
-                    codes = np.asarray(self.sample_codes(prompts, t, options, progress=relay).codes)
+                    codes = np.asarray(self.sample_codes(prompts, t, options, progress=relay,
+                                                         min_text_tokens=min_text_tokens).codes)
             with _stage(report, "diffusion: text context + semantic feature"):
                 context, uncond = self.text_context(prompts)
                 feature = jax.block_until_ready(self.semantic_feature(codes, t))

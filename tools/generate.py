@@ -1,8 +1,12 @@
 """Generate videos from text prompts: prompt(s) → LM semantic tokens → latents → mp4 (8 fps).
 
+  python tools/generate.py --prompt "a blue square moves up on a white background"   # shipped checkpoints/tiny
   python tools/generate.py --checkpoint ckpts/landiff-jax --prompt "A red fox walks through snow."
   python tools/generate.py --config configs/tiny.py --random_weights   # no files: RANDOM weights
   (--preset tiny is the shorthand for --config configs/tiny.py)
+
+Without --checkpoint or --random_weights: the shipped tiny checkpoint (checkpoints/tiny), or RANDOM
+tiny weights in a checkout without it (`cli.choose_model`, shared with tools/demo.py).
 
 Writes <output_dir>/<n>_<prompt>.mp4 and the semantic tokens as <n>_<prompt>.npy (reusable with
 --codes to skip the LM); an existing pair is kept and the new one gets the next free name
@@ -13,6 +17,7 @@ diffusion guidance default to the chosen preset's or checkpoint's (`--help` with
 """
 
 import argparse
+import dataclasses
 import hashlib
 import os
 import re
@@ -26,7 +31,8 @@ from landiff_jax import cli
 
 flags.DEFINE_multi_string("prompt", None, "a prompt (repeat for several)")
 flags.DEFINE_string("prompts_file", None, "a text file with one prompt per line")
-flags.DEFINE_string("checkpoint", None, "converted checkpoint directory (tools/convert.py)")
+flags.DEFINE_string("checkpoint", None, "converted checkpoint directory (tools/convert.py; default: the shipped "
+                    "checkpoints/tiny)")
 flags.DEFINE_string("config", None, "with --random_weights: the system config file (configs/*.py)")
 flags.DEFINE_enum("preset", None, ["full", "tiny"], "with --random_weights: shorthand for --config configs/<preset>.py "
                   "(default: tiny)")
@@ -59,7 +65,7 @@ flags.DEFINE_enum("dit_attention", None, ["cudnn", "mosaic", "xla"],
 FLAGS = flags.FLAGS
 
 
-def read_prompts() -> list[str]:
+def read_prompts(random_weights: bool) -> list[str]:
     prompts = list(FLAGS.prompt or [])
     blank = [i for i, p in enumerate(prompts) if not p.strip()]
     if blank:
@@ -76,7 +82,7 @@ def read_prompts() -> list[str]:
         if not from_file:
             raise cli.UsageError(f"prompts file {path} has no prompts (one per line)")
         prompts += from_file
-    if not prompts and FLAGS.random_weights:
+    if not prompts and random_weights:
         prompts = ["A small red fox walks slowly across a quiet forest, cinematic lighting."]
     if not prompts:
         raise cli.UsageError("give --prompt or --prompts_file")
@@ -111,9 +117,12 @@ def help_defaults(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(add_help=False, prefix_chars="-")
     for name in ("checkpoint", "config", "preset"):
         parser.add_argument(f"--{name}", f"-{name}")
+    parser.add_argument("--random_weights", "-random_weights", nargs="?", const="true", default="false")
     known, _ = parser.parse_known_args(argv[1:])
     try:
-        cfg, source = chosen_config(known.checkpoint, known.config, known.preset)
+        choice = cli.choose_model(known.checkpoint, known.config, known.preset,
+                                  known.random_weights.lower() in ("true", "t", "1"))
+        cfg, source = choice.cfg, choice.source
     except Exception:  # noqa: BLE001 (help only: the run reports the error itself)
         cfg, source = None, None
     texts = {"num_frames": "video frames", "steps": "diffusion steps",
@@ -122,32 +131,13 @@ def help_defaults(argv: list[str]) -> None:
         for name, text in texts.items():
             FLAGS[name].help = f"{text} (default: the config's; --help with --preset/--checkpoint shows it)"
         return
+    from landiff_jax.pipeline import config_defaults
+
     defaults = config_defaults(cfg)
-    FLAGS["num_frames"].help = (f"video frames, one of {valid_frames(cfg)} "
+    FLAGS["num_frames"].help = (f"video frames, one of {cfg.valid_video_frames()} "
                                 f"(default for {source}: {defaults['num_frames']})")
     for name in ("steps", "dit_guidance", "dit_guidance_exp"):
         FLAGS[name].help = f"{texts[name]} (default for {source}: {defaults[name]:g})"
-
-
-def chosen_config(checkpoint, config, preset):
-    """(LanDiffConfig, where it comes from) as the flags choose it (checkpoint, else config/preset)."""
-    from landiff_jax.config import LanDiffConfig
-
-    if checkpoint:
-        from landiff_jax.checkpoint import load_config
-
-        return load_config(checkpoint), checkpoint
-    return LanDiffConfig.select(config, preset, default="tiny"), config or preset or "tiny"
-
-
-def valid_frames(cfg) -> list[int]:
-    return [cfg.video_frames(t) for t in range(3, cfg.max_latent_frames + 1, 2)]
-
-
-def config_defaults(cfg) -> dict:
-    s = cfg.sampler
-    return dict(num_frames=cfg.video_frames(cfg.max_latent_frames), steps=s.num_steps, dit_guidance=s.cfg_scale,
-                dit_guidance_exp=s.cfg_exp)
 
 
 def header(cfg, source: str, options, dtype: str, prompts: list[str]) -> str:
@@ -205,42 +195,21 @@ def read_codes(path: str):
 
 
 def check_arguments():
-    """Every flag, before any weight is read: (prompts, config, options, codes or None)."""
+    """Every flag, before any weight is read: (prompts, model choice with the compute dtype's
+    config, options, codes or None)."""
     from landiff_jax import runtime
-    from landiff_jax.checkpoint import load_config
-    from landiff_jax.config import LanDiffConfig
-    from landiff_jax.config_file import ConfigError
-    from landiff_jax.convert.io import CheckpointError
     from landiff_jax.pipeline import GenerateOptions, check_codes, check_options
 
-    prompts = read_prompts()
+    choice = cli.choose_model(FLAGS.checkpoint, FLAGS.config, FLAGS.preset, FLAGS.random_weights)
+    prompts = read_prompts(choice.checkpoint is None)
     check_output_dir(Path(FLAGS.output_dir))
-    dtype = compute_dtype()
-    if FLAGS.random_weights:
-        if FLAGS.checkpoint:
-            raise cli.UsageError("--random_weights and --checkpoint exclude each other")
-        try:
-            cfg = LanDiffConfig.select(FLAGS.config, FLAGS.preset, default="tiny")
-        except ConfigError as e:
-            raise cli.UsageError(str(e))
-    else:
-        if not FLAGS.checkpoint:
-            raise cli.UsageError("give --checkpoint DIR (see tools/convert.py), or --random_weights")
-        if FLAGS.config or FLAGS.preset:
-            raise cli.UsageError("a converted checkpoint carries its config; "
-                                 "--config/--preset go with --random_weights")
-        if not Path(FLAGS.checkpoint).is_dir():
-            raise cli.UsageError(f"checkpoint directory not found: {FLAGS.checkpoint}")
-        try:
-            cfg = load_config(FLAGS.checkpoint)
-        except CheckpointError as e:
-            raise cli.UsageError(str(e))
+    cfg = choice.cfg
     options = GenerateOptions(
         seed=FLAGS.seed, num_frames=FLAGS.num_frames, lm_guidance=FLAGS.lm_guidance, temperature=FLAGS.temperature,
         top_k=FLAGS.top_k, top_p=FLAGS.top_p, greedy=FLAGS.greedy, motion_score=FLAGS.motion_score,
         steps=FLAGS.steps, dit_guidance=FLAGS.dit_guidance, dit_guidance_exp=FLAGS.dit_guidance_exp)
     try:
-        cfg = cfg.with_dtype(dtype)
+        cfg = cfg.with_dtype(cli.compute_dtype(FLAGS.dtype))
         latent_frames = check_options(cfg, options)
         runtime.configure(cfg, dit_attention=FLAGS.dit_attention)  # the kernel choice against the devices
         codes = None
@@ -251,48 +220,24 @@ def check_arguments():
             codes = check_codes(cfg, codes, latent_frames, len(prompts))
     except ValueError as e:
         raise cli.UsageError(str(e))
-    return prompts, cfg, options, codes
-
-
-def compute_dtype() -> str:
-    import jax
-
-    return FLAGS.dtype or ("bfloat16" if jax.default_backend() == "gpu" else "float32")
+    return prompts, dataclasses.replace(choice, cfg=cfg), options, codes
 
 
 def main(argv):
     if len(argv) > 1:
         raise cli.UsageError(f"unexpected arguments: {argv[1:]}")
     cli.quiet_libraries(FLAGS.verbose)
-    prompts, cfg, options, codes = check_arguments()
-    from landiff_jax import checkpoint
-    from landiff_jax.pipeline import LanDiff
+    prompts, choice, options, codes = check_arguments()
     from landiff_jax.progress import Display
     from landiff_jax.video_io import write_video_and_codes
 
     out_dir = Path(FLAGS.output_dir)
-    source = (FLAGS.config or FLAGS.preset or "tiny") if FLAGS.random_weights else FLAGS.checkpoint
-    if FLAGS.random_weights:
-        print(f"WARNING: RANDOM weights ({source}): the video is noise, not a generation.")
-    print(header(cfg, source, options, compute_dtype(), prompts), flush=True)
-    if FLAGS.random_weights:
-        try:
-            pipe = LanDiff.random(cfg, seed=FLAGS.seed, dit_attention=FLAGS.dit_attention)
-        except ValueError as e:  # too little device memory for the weights (checked before building)
-            raise cli.UsageError(str(e))
-    else:
-        if FLAGS.verify_checkpoint == "full":
-            print(f"verifying every checksum of {FLAGS.checkpoint}")
-            checkpoint.verify(FLAGS.checkpoint, "full")
-        elif FLAGS.verify_checkpoint == "cheap":
-            checkpoint.verify(FLAGS.checkpoint, "cheap", components=())  # the text tokenizers; params at load
-        print(f"loading {FLAGS.checkpoint}", flush=True)
-        try:
-            pipe = LanDiff.from_checkpoint(FLAGS.checkpoint, dtype=compute_dtype(), dit_attention=FLAGS.dit_attention,
-                                           verify="none" if FLAGS.verify_checkpoint == "full"
-                                           else FLAGS.verify_checkpoint)
-        except ValueError as e:  # too little device memory for the weights (checked before loading)
-            raise cli.UsageError(str(e))
+    dtype = cli.compute_dtype(FLAGS.dtype)
+    if choice.warning:
+        print(f"WARNING: {choice.warning}")
+    print(header(choice.cfg, choice.source, options, dtype, prompts), flush=True)
+    pipe = cli.load_model(choice, dtype, seed=FLAGS.seed, dit_attention=FLAGS.dit_attention,
+                          verify=FLAGS.verify_checkpoint)
     try:
         result = pipe.generate(prompts, options, codes=codes, progress=None if FLAGS.quiet else Display())
     except ValueError as e:
