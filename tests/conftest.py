@@ -42,3 +42,27 @@ def torch():
         _skip_or_fail("needs torch, which is not installed: pip install 'landiff-jax[convert]' "
                       "(its CPU build: see the README)")
     return torch
+
+
+class Compilations:
+    """XLA traces and compilations seen while counting (jax.monitoring's public events): a jitted
+    function traces once per new cache entry, so `traces` counts cache misses, eager ops included."""
+
+    TRACE, COMPILE = "/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/backend_compile_duration"
+
+    def __init__(self):
+        self.traces = self.compiles = 0
+
+    def __call__(self, event: str, duration: float, **kwargs) -> None:
+        self.traces += event == self.TRACE
+        self.compiles += event == self.COMPILE
+
+
+@pytest.fixture
+def compilations():
+    import jax
+
+    counter = Compilations()
+    jax.monitoring.register_event_duration_secs_listener(counter)
+    yield counter
+    jax.monitoring.unregister_event_duration_listener(counter)
