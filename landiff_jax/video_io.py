@@ -49,10 +49,16 @@ def write_npy(path: str | Path, array) -> Path:
 
 class Mp4Stream:
     """An mp4 written as its frames arrive (streaming generation): one ffmpeg process fed on a
-    pipe, writing a temporary sibling of `path`. `finish()` checks it (ffmpeg exit 0, the file
-    decodes to every frame written) and returns the temporary for the caller to commit (`commit`,
-    `commit_with_codes`); `abort()`, and any exception or signal that unwinds a `with` block,
-    stops ffmpeg and removes the temporary: nothing ever appears at `path` before the commit.
+    pipe, writing a temporary sibling of `path`. `commit()` checks it (ffmpeg exit 0, the file
+    decodes to every frame written) and renames it onto `path`; `finish()` checks it and returns
+    the temporary for the caller to commit (e.g. `commit_with_codes`); `abort()`, and any
+    exception or signal that unwinds a `with` block, stops ffmpeg and removes the temporary:
+    nothing ever appears at `path` before the commit.
+
+        with Mp4Stream("fox.mp4") as video:
+            for chunk in pipe.generate_stream(prompt, num_frames=193):
+                video.write(chunk.frames[0])
+            video.commit()
     ffmpeg's messages go to a file, not a pipe, so that it never blocks on them while we write."""
 
     def __init__(self, path: str | Path, fps: int = 8, pixelformat: str = "yuv420p"):
@@ -124,6 +130,14 @@ class Mp4Stream:
             raise
         self.errors.close()
         return self.tmp
+
+    def commit(self) -> Path:
+        """`finish`, then the video renamed onto `path` (replacing a file there): the final name."""
+        tmp = self.finish()
+        try:
+            return commit(tmp, self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def abort(self) -> None:
         """Stop ffmpeg (if running) and remove the temporary; safe to call at any time, again."""

@@ -115,6 +115,10 @@ def test_stream_writes_chunks_as_they_come_then_commits_with_codes(tmp_path):
     assert video.shape == (25, 16, 16, 3)
     assert [round(float(video[i].mean()) / 40) for i in (0, 12, 24)] == [1, 3, 5]
     assert np.load(npy).shape == (7,)
+    with Mp4Stream(mp4) as stream:  # commit(): onto the final name, replacing the old video
+        stream.write(np.zeros((3, 16, 16, 3), np.uint8))
+        assert stream.commit() == mp4
+    assert read_mp4(mp4).shape[0] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.mp4", "s.npy"]
 
 
