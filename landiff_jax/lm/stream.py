@@ -128,4 +128,6 @@ class GroupStream:
         static = dict(cfg=self.cfg, total=self.groups * g, progress=self.progress, progress_every=self.progress_every)
         self.caches, self.logits, tokens = P.call_jitted(group_loop, args, static, STAGE, self.progress)
         self.done, self.index = self.done + 1, self.index + g
+        if self.done == self.groups:  # the cache is not needed any more: free it for the later stages
+            self.caches = self.logits = None
         return np.clip(np.asarray(tokens)[:, self.code_steps], 0, self.cfg.codebook_size - 1)
