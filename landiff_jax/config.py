@@ -115,9 +115,8 @@ class LanDiffConfig:
         ]
         problems = [f"{a}={x} but {b}={y}" for a, x, b, y in pairs if x != y]
         prefix = self.sampler.stream_prefix_frames
-        if prefix is not None and (prefix >= dit.latent_frames or (dit.latent_frames - prefix) % 2):
-            problems.append(f"sampler.stream_prefix_frames={prefix} must be < dit.latent_frames={dit.latent_frames} "
-                            "and leave an even number of generated frames (whole 2-latent VAE chunks)")
+        if prefix is not None and prefix >= dit.latent_frames:
+            problems.append(f"sampler.stream_prefix_frames={prefix} must be < dit.latent_frames={dit.latent_frames}")
         if problems:
             raise ValueError("inconsistent LanDiff configuration:\n  " + "\n  ".join(problems))
         return self

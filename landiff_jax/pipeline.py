@@ -392,7 +392,7 @@ class LanDiff:
         plan, groups = cfg.stream_chunks(t), -(-t // s)
         per_group, wanted = num_codes(cfg, s), num_codes(cfg, t)
         if codes is None:
-            with _stage(report, "LM: prefix"):
+            with _stage(report, "LM: text condition + prefix"):
                 next_group = self.code_groups(prompts, t, options, progress=relay).next_group
         else:  # the given codes, the last group padded to a whole one (its extra frames are not used)
             given = iter(np.split(np.pad(codes, ((0, 0), (0, groups * per_group - wanted))), groups, axis=1))
