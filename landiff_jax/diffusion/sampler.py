@@ -9,9 +9,9 @@ included). Latents are channels-last [b t H W c], float32.
 
 A clean prefix (streaming: the previous chunk's last latents) is the original's sampler
 `fixed_frames` rule: its frames replace those of x before every step and after the last, so the
-network always sees them clean, at the step's own timestep (one time condition per sample, as in
-the original; the paper's "time condition 0.999" is not what its code does). How many frames
-are kept is data, not a static argument: every chunk runs one compiled loop.
+network always sees them clean, at the step's own timestep: the released code has one time
+condition per sample (the paper's prefix "time condition t to 0.999" has no counterpart there).
+How many frames are kept is data, not a static argument: every chunk runs one compiled loop.
 """
 
 from __future__ import annotations
