@@ -3,20 +3,31 @@
     pipe = LanDiff.from_checkpoint("ckpts/landiff-jax", dtype="bfloat16")
     result = pipe.generate("A red fox walks through snow.", seed=42, steps=50)
     result.videos  # [b F H W 3] uint8; also result.codes [b N], result.latents [b t h w c]
+    for chunk in pipe.generate_stream("A red fox ...", num_frames=193):  # long videos, chunk by chunk
+        chunk.frames  # [b f H W 3] uint8, the frames this chunk adds
 
 Stages (each compiled once per shape): Flan-T5 encode → LM sampling (one jitted loop) →
 T5-v1.1 encode → semantic conditioner (once per generation) → guided DiT sampling (one jitted
 scan) → chunked VAE decode. Every argument is checked before any heavy compute.
+
+Long videos (more latent frames than the DiT's C, one LM group) are streamed: the LM writes the
+original's multi-group sequence one group at a time (`lm.GroupStream`), the DiT generates
+windows of C latent frames, each after the first keeping the previous one's last P frames as a
+clean prefix (`SamplerConfig.stream_prefix_frames`), with the semantic features of the window's
+frames (each group decoded by the tokenizer once), and the VAE decodes the new latent frames
+with the causal cache carried over (`vae.LatentStream`). Every chunk has the same shapes: one
+compiled function per stage, and memory that does not grow with the length.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -73,6 +84,12 @@ class GenerateOptions:
     steps: int | None = None  # diffusion steps; None: the config's (50)
     dit_guidance: float | None = None  # dynamic CFG scale; None: the config's (6)
     dit_guidance_exp: float | None = None  # dynamic CFG exponent; None: the config's (5)
+    # long videos: LM groups its KV cache holds (a sliding window); None: the whole sequence while
+    # it fits the LM's max_len (the original's), else as many groups as fit
+    lm_window: int | None = None
+    # the LM-side prompt tokens are left-padded (masked) to at least this many, so that prompts of
+    # any length up to it share one compiled LM (a server's requests); 0: to the longest prompt
+    min_text_tokens: int = 0
 
 
 def config_defaults(cfg: LanDiffConfig) -> dict[str, Any]:
@@ -88,6 +105,18 @@ class GenerateResult:
     codes: np.ndarray  # [b N] int32 semantic tokens (reusable as `generate(..., codes=)`)
     latents: np.ndarray  # [b t h w c] float32 sampler output
     finite: np.ndarray  # [b] bool: False where the decoded video held NaN/inf (its frames are then zeros)
+
+
+@dataclasses.dataclass
+class Chunk:
+    """What `LanDiff.generate_stream` yields: the part of the b videos one chunk adds."""
+
+    index: int
+    first_frame: int  # the video frame number of frames[:, 0]
+    frames: np.ndarray  # [b f H W 3] uint8 (zeros where not finite)
+    latents: np.ndarray  # [b n h w c] float32: the latent frames this chunk generated
+    codes: np.ndarray  # [b m] int32: the semantic tokens the LM wrote for this chunk (m may be 0)
+    finite: np.ndarray  # [b] bool: False where this chunk's frames held NaN/inf
 
 
 def weight_bytes(cfg: LanDiffConfig, mesh: Mesh | None = None) -> int:
@@ -146,9 +175,20 @@ def check_options(cfg: LanDiffConfig, options: GenerateOptions) -> int:
         raise ValueError(f"seed must be in [{SEED_RANGE[0]}, {SEED_RANGE[1]}], got {options.seed}")
     if options.steps is not None and options.steps < 1:
         raise ValueError(f"steps must be >= 1, got {options.steps}")
-    lm.SampleOptions.create(guidance_scale=options.lm_guidance, temperature=options.temperature,
-                            top_k=options.top_k, top_p=options.top_p, greedy=options.greedy)
-    return cfg.latent_frames(options.num_frames)
+    if options.lm_window is not None and options.lm_window < 1:
+        raise ValueError(f"lm_window must be >= 1 (LM groups), got {options.lm_window}")
+    lm_options(options)
+    return cfg.latent_frames(options.num_frames, streaming=True)
+
+
+def lm_options(options: GenerateOptions) -> lm.SampleOptions:
+    return lm.SampleOptions.create(guidance_scale=options.lm_guidance, temperature=options.temperature,
+                                   top_k=options.top_k, top_p=options.top_p, greedy=options.greedy)
+
+
+def num_codes(cfg: LanDiffConfig, latent_frames: int) -> int:
+    """Semantic tokens of T frames: one group's, or the LM's groups of a long video."""
+    return lm.num_codes(latent_frames, cfg.lm.iframe_tokens, cfg.lm.pframe_tokens, cfg.lm.segment_length)
 
 
 def check_codes(cfg: LanDiffConfig, codes, latent_frames: int, batch: int) -> np.ndarray:
@@ -156,7 +196,7 @@ def check_codes(cfg: LanDiffConfig, codes, latent_frames: int, batch: int) -> np
     codes = np.asarray(codes)
     if not np.issubdtype(codes.dtype, np.integer):
         raise ValueError(f"codes must be integers, got dtype {codes.dtype}")
-    want = (batch, cfg.tokenizer.num_codes(latent_frames))
+    want = (batch, num_codes(cfg, latent_frames))
     if codes.shape != want:
         raise ValueError(f"codes have shape {codes.shape}, expected {want} for {batch} prompt(s) and "
                          f"{latent_frames} semantic frames")
@@ -246,18 +286,23 @@ class LanDiff:
 
     # ---- stages -------------------------------------------------------------------------
     def sample_codes(self, prompts: Sequence[str], latent_frames: int, options: GenerateOptions, *,
-                     trace: bool = False, progress: P.Callback | None = None,
-                     min_text_tokens: int = 0) -> lm.SampleOutput:
-        """Flan-T5 → LM sampling: semantic tokens [b N] (I-frame codes, then P-frame codes).
-        min_text_tokens: see `generate`."""
+                     trace: bool = False, progress: P.Callback | None = None) -> lm.SampleOutput:
+        """Flan-T5 → LM sampling: semantic tokens [b N] (I-frame codes, then P-frame codes)."""
         hidden, mask = text.encode_for_lm(self.tokenizers["t5_lm"], self.params["t5_lm"], self.cfg.t5_lm, prompts,
-                                          min_length=min_text_tokens)
-        sample_options = lm.SampleOptions.create(guidance_scale=options.lm_guidance, temperature=options.temperature,
-                                                 top_k=options.top_k, top_p=options.top_p, greedy=options.greedy)
-        keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(options.seed), i))(jnp.arange(len(prompts)))
+                                          min_length=options.min_text_tokens)
         return lm.sample(self.params["lm"], self.cfg.lm, hidden, mask, num_frames=latent_frames,
-                         motion_score=options.motion_score, options=sample_options, rng=keys, trace=trace,
-                         progress=progress)
+                         motion_score=options.motion_score, options=lm_options(options),
+                         rng=_lm_keys(options, len(prompts)), trace=trace, progress=progress)
+
+    def code_groups(self, prompts: Sequence[str], latent_frames: int, options: GenerateOptions, *,
+                    progress: P.Callback | None = None) -> lm.GroupStream:
+        """Flan-T5 → the LM's sequence for `latent_frames` frames, written one group per
+        `next_group()` (the same draws as `sample_codes` while the window holds every group)."""
+        hidden, mask = text.encode_for_lm(self.tokenizers["t5_lm"], self.params["t5_lm"], self.cfg.t5_lm, prompts,
+                                          min_length=options.min_text_tokens)
+        return lm.GroupStream(self.params["lm"], self.cfg.lm, hidden, mask, num_frames=latent_frames,
+                              motion_score=options.motion_score, options=lm_options(options),
+                              rng=_lm_keys(options, len(prompts)), window=options.lm_window, progress=progress)
 
     def text_context(self, prompts: Sequence[str]):
         """T5-v1.1 context [b L D] (right-padded, no mask) and the unconditional zeros."""
@@ -278,20 +323,24 @@ class LanDiff:
                    if v is not None}
         return dataclasses.replace(s, **replace)
 
-    def sample_latents(self, context, uncond_context, feature, options: GenerateOptions, *, init_noise=None,
-                       step_noise=None, trajectory: bool = False, progress: P.Callback | None = None):
-        """Guided DPM++(2M) SDE sampling (one jitted scan): latents [b t h w c] float32."""
-        key = None if init_noise is not None else jax.random.fold_in(jax.random.key(options.seed), 1 << 20)
+    def sample_latents(self, context, uncond_context, feature, options: GenerateOptions, *, key=None,
+                       prefix=None, prefix_frames=None, init_noise=None, step_noise=None, trajectory: bool = False,
+                       progress: P.Callback | None = None):
+        """Guided DPM++(2M) SDE sampling (one jitted scan): latents [b t h w c] float32. key: the
+        draws' (default: the seed's); prefix / prefix_frames: clean latents kept (`sampler.sample`)."""
+        if key is None and init_noise is None:
+            key = jax.random.fold_in(jax.random.key(options.seed), 1 << 20)
         return sampler.sample(self.cfg.dit, self.sampler_config(options), self.params["diffusion"]["dit"], context,
                               uncond_context, feature, key=key, init_noise=init_noise, step_noise=step_noise,
-                              trajectory=trajectory, mesh=self.mesh, progress=progress)
+                              prefix=prefix, prefix_frames=prefix_frames, trajectory=trajectory, mesh=self.mesh,
+                              progress=progress)
 
     def decode(self, latents):
         """Chunked VAE decode → video [b F H W 3] in [0, 1]."""
         return vae.to_unit(vae.decode_latents(self.params["vae"], self.cfg.vae, latents))
 
     def generate(self, prompts: str | Sequence[str], options: GenerateOptions | None = None, *, codes=None,
-                 progress: P.Callback | None = None, min_text_tokens: int = 0, **settings) -> GenerateResult:
+                 progress: P.Callback | None = None, **settings) -> GenerateResult:
         """The whole job for one prompt or a list of them.
 
         Settings are `GenerateOptions` fields, given as `options` or as keywords (seed=,
@@ -299,10 +348,18 @@ class LanDiff:
         `codes` [b N] skips the LM (e.g. `result.codes` of an earlier run). `progress`: called
         with `landiff_jax.progress.Progress` events (stages, compile times, LM tokens and
         diffusion steps from inside the compiled loops); e.g. `print` or `progress.Display()`.
-        `min_text_tokens`: the LM-side prompt tokens are left-padded to at least this many (masked,
-        so the codes are the same up to float rounding): prompts of any length up to it share one
-        compiled LM (a server's requests); by default they are padded to the longest prompt only.
+        A long video is `generate_stream`'s chunks put together.
         """
+        chunks = list(self.generate_stream(prompts, options, codes=codes, progress=progress, **settings))
+        join = lambda name: np.concatenate([getattr(c, name) for c in chunks], axis=1)  # noqa: E731
+        return GenerateResult(videos=join("frames"), codes=join("codes"), latents=join("latents"),
+                              finite=np.logical_and.reduce([c.finite for c in chunks]))
+
+    def generate_stream(self, prompts: str | Sequence[str], options: GenerateOptions | None = None, *, codes=None,
+                        progress: P.Callback | None = None, **settings) -> Iterator[Chunk]:
+        """`generate` as an iterator of `Chunk`s, each yielded as soon as its frames are decoded:
+        one chunk up to C latent frames (49 video frames at full size), else chunk by chunk (see
+        the module docstring). Everything is checked here, before the first chunk is asked for."""
         try:
             options = dataclasses.replace(options or GenerateOptions(), **settings)
         except TypeError:
@@ -313,28 +370,95 @@ class LanDiff:
         t = check_options(self.cfg, options)
         if codes is not None:
             codes = self.check_codes(codes, t, len(prompts))
+        return self._chunks(prompts, t, options, codes, progress)
+
+    def _chunks(self, prompts, t: int, options: GenerateOptions, codes, progress) -> Iterator[Chunk]:
         # the loops take the pipeline's relay (a fixed static argument) rather than `progress`
         relay = self._progress if progress is not None else None
         self._progress.target = progress
         report = progress or (lambda event: None)
         try:
-            if codes is None:
-                with _stage(report, "LM: semantic tokens"):
-                    codes = np.asarray(self.sample_codes(prompts, t, options, progress=relay,
-                                                         min_text_tokens=min_text_tokens).codes)
-            with _stage(report, "diffusion: text context + semantic feature"):
-                context, uncond = self.text_context(prompts)
-                feature = jax.block_until_ready(self.semantic_feature(codes, t))
-            with _stage(report, "diffusion: guided steps"):
-                latents = jax.block_until_ready(self.sample_latents(context, uncond, feature, options, progress=relay))
-            with _stage(report, "VAE: decode"):
-                video = np.asarray(self.decode(latents))
+            if t <= self.cfg.max_latent_frames:
+                yield self._one_chunk(prompts, t, options, codes, report, relay)
+            else:
+                yield from self._stream(prompts, t, options, codes, report, relay)
         finally:
             self._progress.target = None
-        finite = np.isfinite(video).reshape(len(video), -1).all(axis=1)
-        videos = np.stack([to_uint8(v) if ok else np.zeros(v.shape, np.uint8) for v, ok in zip(video, finite)])
-        return GenerateResult(videos=videos, codes=np.asarray(codes, np.int32), latents=np.asarray(latents),
-                              finite=finite)
+
+    def _one_chunk(self, prompts, t: int, options: GenerateOptions, codes, report, relay) -> Chunk:
+        if codes is None:
+            with _stage(report, "LM: semantic tokens"):
+                codes = np.asarray(self.sample_codes(prompts, t, options, progress=relay).codes)
+        with _stage(report, "diffusion: text context + semantic feature"):
+            context, uncond = self.text_context(prompts)
+            feature = jax.block_until_ready(self.semantic_feature(codes, t))
+        with _stage(report, "diffusion: guided steps"):
+            latents = jax.block_until_ready(self.sample_latents(context, uncond, feature, options, progress=relay))
+        with _stage(report, "VAE: decode"):
+            video = np.asarray(self.decode(latents))
+        return _chunk(0, 0, video, latents, codes)
+
+    def _stream(self, prompts, t: int, options: GenerateOptions, codes, report, relay) -> Iterator[Chunk]:
+        cfg, b = self.cfg, len(prompts)
+        c, s = cfg.dit.latent_frames, cfg.lm.segment_length  # C = S (LanDiffConfig.check)
+        plan, groups = cfg.stream_chunks(t), -(-t // s)
+        per_group, wanted = num_codes(cfg, s), num_codes(cfg, t)
+        if codes is None:
+            with _stage(report, "LM: text condition + prefix"):
+                next_group = self.code_groups(prompts, t, options, progress=relay).next_group
+        else:  # the given codes, the last group padded to a whole one (its extra frames are not used)
+            given = iter(np.split(np.pad(codes, ((0, 0), (0, groups * per_group - wanted))), groups, axis=1))
+            next_group = functools.partial(next, given)
+        with _stage(report, "diffusion: text context"):
+            context, uncond = self.text_context(prompts)
+        decoder = vae.LatentStream(self.params["vae"], cfg.vae)
+        key = jax.random.fold_in(jax.random.key(options.seed), 1 << 20)  # chunk 0 draws as a one-chunk video
+        features: dict[int, jax.Array] = {}  # group → its frames' semantic feature [b S H W c]
+        previous = np.zeros((b, c, cfg.dit.latent_height, cfg.dit.latent_width, cfg.dit.in_channels), np.float32)
+        sampled, written, first_frame = 0, 0, 0  # groups, codes, video frames so far
+        for k, (start, prefix) in enumerate(plan):
+            new_codes = []
+            while sampled <= (start + c - 1) // s:  # the groups of the window's frames
+                with _stage(report, f"LM: group {sampled + 1}/{groups}"):
+                    new_codes.append(next_group())
+                with _stage(report, f"semantic feature: group {sampled + 1}/{groups}"):
+                    features[sampled] = self.semantic_feature(new_codes[-1], s)
+                sampled += 1
+            first = start // s
+            features = {g: f for g, f in features.items() if g >= first}
+            window = _window(features[first], features.get(first + 1, features[first]), jnp.int32(start - first * s))
+            with _stage(report, f"diffusion: chunk {k + 1}/{len(plan)}"):
+                latents = np.asarray(self.sample_latents(
+                    context, uncond, window, options, key=key if k == 0 else jax.random.fold_in(key, k),
+                    prefix=previous[:, c - cfg.stream_prefix:], prefix_frames=jnp.int32(prefix), progress=relay))
+            with _stage(report, f"VAE: chunk {k + 1}/{len(plan)}"):
+                video = np.asarray(vae.to_unit(decoder.push(latents[:, prefix:])))
+            new_codes = np.concatenate(new_codes, axis=1) if new_codes else np.zeros((b, 0), np.int32)
+            new_codes = new_codes[:, :wanted - written]
+            written += new_codes.shape[1]
+            yield _chunk(k, first_frame, video, latents[:, prefix:], new_codes)
+            first_frame += video.shape[1]
+            previous = latents
+        decoder.close()
+
+
+@jax.jit
+def _window(first, second, offset):
+    """C frames from `offset` of two consecutive groups' features [b S ...] (traced offset: one compile)."""
+    return jax.lax.dynamic_slice_in_dim(jnp.concatenate([first, second], axis=1), offset, first.shape[1], axis=1)
+
+
+def _lm_keys(options: GenerateOptions, batch: int):
+    """One key per prompt from the seed (a prompt draws the same whatever the batch)."""
+    return jax.vmap(lambda i: jax.random.fold_in(jax.random.key(options.seed), i))(jnp.arange(batch))
+
+
+def _chunk(index: int, first_frame: int, video, latents, codes) -> Chunk:
+    """A Chunk from decoded frames in [0, 1] (non-finite videos zeroed and flagged)."""
+    finite = np.isfinite(video).reshape(len(video), -1).all(axis=1)
+    frames = np.stack([to_uint8(v) if ok else np.zeros(v.shape, np.uint8) for v, ok in zip(video, finite)])
+    return Chunk(index=index, first_frame=first_frame, frames=frames, latents=np.asarray(latents, np.float32),
+                 codes=np.asarray(codes, np.int32), finite=finite)
 
 
 @contextlib.contextmanager

@@ -42,3 +42,41 @@ def torch():
         _skip_or_fail("needs torch, which is not installed: pip install 'landiff-jax[convert]' "
                       "(its CPU build: see the README)")
     return torch
+
+
+class Compilations:
+    """XLA traces and compilations seen while counting (jax.monitoring's public events): a jitted
+    function traces once per new cache entry, so `traces` counts cache misses, eager ops
+    included; `traced` names the functions traced, in order (where jax names them)."""
+
+    TRACE, COMPILE = "/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/backend_compile_duration"
+
+    def __init__(self):
+        self.compiles = 0
+        self.traced: list[str | None] = []
+
+    @property
+    def traces(self) -> int:
+        return len(self.traced)
+
+    def __call__(self, event: str, duration: float, **kwargs) -> None:
+        if event == self.TRACE:
+            self.traced.append(kwargs.get("fun_name"))
+        self.compiles += event == self.COMPILE
+
+    def __enter__(self) -> "Compilations":
+        import jax
+
+        jax.monitoring.register_event_duration_secs_listener(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import jax
+
+        jax.monitoring.unregister_event_duration_listener(self)
+
+
+@pytest.fixture
+def compilations():
+    with Compilations() as counter:
+        yield counter

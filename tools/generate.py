@@ -11,6 +11,9 @@ tiny weights in a checkout without it (`cli.choose_model`, shared with tools/dem
 Writes <output_dir>/<n>_<prompt>.mp4 and the semantic tokens as <n>_<prompt>.npy (reusable with
 --codes to skip the LM); an existing pair is kept and the new one gets the next free name
 <n>_<prompt>-1, -2, ... unless --overwrite. Every argument is checked before any weight is read.
+Longer videos than one chunk (--num_frames 97, 145, 193, ... at full size; 17, 25, 33, ... tiny)
+are generated and encoded chunk by chunk (frames go to the mp4 as each chunk is decoded); a video
+appears at its name only once complete.
 Defaults follow the original CLI (LM cfg 7.5, motion score 0.1, seed 42); frames, steps and
 diffusion guidance default to the chosen preset's or checkpoint's (`--help` with
 --preset/--config/--checkpoint shows them).
@@ -49,6 +52,8 @@ flags.DEFINE_integer("num_frames", None, "video frames")
 flags.DEFINE_integer("steps", None, "diffusion steps")
 flags.DEFINE_float("dit_guidance", None, "diffusion dynamic CFG scale")
 flags.DEFINE_float("dit_guidance_exp", None, "diffusion dynamic CFG exponent")
+flags.DEFINE_integer("lm_window", None, "long videos: LM groups the KV cache holds, a sliding window (default: "
+                     "the whole sequence while it fits the LM's max_len)")
 flags.DEFINE_integer("fps", 8, "frame rate of the written mp4 (LanDiff's videos are sampled at 8 fps)")
 flags.DEFINE_bool("quiet", False, "no progress display (errors and the list of written files only)")
 flags.DEFINE_string("codes", None, "a .npy of semantic tokens ([N] or [b N]) to skip the LM")
@@ -134,7 +139,8 @@ def help_defaults(argv: list[str]) -> None:
     from landiff_jax.pipeline import config_defaults
 
     defaults = config_defaults(cfg)
-    FLAGS["num_frames"].help = (f"video frames, one of {cfg.valid_video_frames()} "
+    FLAGS["num_frames"].help = (f"video frames, one of {cfg.valid_video_frames()} or, chunk by chunk, "
+                                f"{', '.join(map(str, cfg.streamed_frames()))}, ... "
                                 f"(default for {source}: {defaults['num_frames']})")
     for name in ("steps", "dit_guidance", "dit_guidance_exp"):
         FLAGS[name].help = f"{texts[name]} (default for {source}: {defaults[name]:g})"
@@ -144,7 +150,7 @@ def header(cfg, source: str, options, dtype: str, prompts: list[str]) -> str:
     """The run's settings, defaults resolved from the config."""
     import jax
 
-    t = cfg.latent_frames(options.num_frames)
+    t = cfg.latent_frames(options.num_frames, streaming=True)
     h, w = cfg.video_size
     sampler = cfg.sampler
     steps = options.steps or sampler.num_steps
@@ -153,8 +159,10 @@ def header(cfg, source: str, options, dtype: str, prompts: list[str]) -> str:
     lm = "greedy" if options.greedy else f"temperature {options.temperature:g}" + (
         f", top-k {options.top_k}" if options.top_k else "") + (f", top-p {options.top_p:g}" if options.top_p else "")
     device = jax.devices()[0]
+    chunks = len(cfg.stream_chunks(t)) if t > cfg.max_latent_frames else 1
     return "\n".join([
-        f"LanDiff ({source}) · {len(prompts)} prompt(s) · {cfg.video_frames(t)} frames of {w}×{h} at {FLAGS.fps} fps",
+        f"LanDiff ({source}) · {len(prompts)} prompt(s) · {cfg.video_frames(t)} frames of {w}×{h} at {FLAGS.fps} fps"
+        + (f" in {chunks} chunks" if chunks > 1 else ""),
         f"  LM: guidance {options.lm_guidance:g}, {lm}, motion score {options.motion_score:g} · seed {options.seed}",
         f"  diffusion: {steps} steps, dynamic CFG {guidance:g} / exp {exp:g}",
         f"  {dtype} on {len(jax.devices())}× {device.device_kind} ({device.platform})",
@@ -207,7 +215,8 @@ def check_arguments():
     options = GenerateOptions(
         seed=FLAGS.seed, num_frames=FLAGS.num_frames, lm_guidance=FLAGS.lm_guidance, temperature=FLAGS.temperature,
         top_k=FLAGS.top_k, top_p=FLAGS.top_p, greedy=FLAGS.greedy, motion_score=FLAGS.motion_score,
-        steps=FLAGS.steps, dit_guidance=FLAGS.dit_guidance, dit_guidance_exp=FLAGS.dit_guidance_exp)
+        steps=FLAGS.steps, dit_guidance=FLAGS.dit_guidance, dit_guidance_exp=FLAGS.dit_guidance_exp,
+        lm_window=FLAGS.lm_window)
     try:
         cfg = cfg.with_dtype(cli.compute_dtype(FLAGS.dtype))
         latent_frames = check_options(cfg, options)
@@ -229,7 +238,6 @@ def main(argv):
     cli.quiet_libraries(FLAGS.verbose)
     prompts, choice, options, codes = check_arguments()
     from landiff_jax.progress import Display
-    from landiff_jax.video_io import write_video_and_codes
 
     out_dir = Path(FLAGS.output_dir)
     dtype = cli.compute_dtype(FLAGS.dtype)
@@ -239,22 +247,48 @@ def main(argv):
     pipe = cli.load_model(choice, dtype, seed=FLAGS.seed, dit_attention=FLAGS.dit_attention,
                           verify=FLAGS.verify_checkpoint)
     try:
-        result = pipe.generate(prompts, options, codes=codes, progress=None if FLAGS.quiet else Display())
+        chunks = pipe.generate_stream(prompts, options, codes=codes, progress=None if FLAGS.quiet else Display())
     except ValueError as e:
         raise cli.UsageError(str(e))
-    refused, written = 0, []
-    for name, video, prompt_codes, finite in zip(output_names(prompts), result.videos, result.codes, result.finite):
-        if not finite:  # a non-finite video: the others are still written
-            print(f"generate.py: error: {name}: the video holds non-finite values (NaN/inf); not written",
-                  file=sys.stderr)
-            refused += 1
-            continue
-        path, codes_path = write_video_and_codes(out_dir, name, video, prompt_codes, fps=FLAGS.fps,
-                                                 overwrite=FLAGS.overwrite)
-        written += [(path, f"{video.shape[2]}×{video.shape[1]}×{video.shape[0]} (width×height×frames)"),
-                    (codes_path, f"{prompt_codes.shape[0]} semantic tokens")]
+    written, refused = write_videos(chunks, output_names(prompts), out_dir)
     print(summary(written))
     return 1 if refused else 0
+
+
+def write_videos(chunks, names: list[str], out_dir: Path) -> tuple[list[tuple[Path, str]], int]:
+    """Each prompt's mp4 encoded as the chunks arrive, then committed with its codes; a prompt
+    whose frames turn non-finite gets nothing written (the others still do). An interruption
+    leaves no video at any final name. → (written files with their shapes, videos refused)."""
+    import numpy as np
+
+    from landiff_jax.video_io import Mp4Stream, commit_with_codes, video_paths
+
+    paths = [video_paths(out_dir, name, FLAGS.overwrite) for name in names]
+    streams = [Mp4Stream(mp4, fps=FLAGS.fps) for mp4, _ in paths]
+    codes, finite = [[] for _ in names], [True] * len(names)
+    written = []
+    try:
+        for chunk in chunks:
+            for i, stream in enumerate(streams):
+                if finite[i] and not chunk.finite[i]:
+                    finite[i] = False
+                    stream.abort()
+                    print(f"generate.py: error: {names[i]}: the video holds non-finite values (NaN/inf); not written",
+                          file=sys.stderr)
+                if finite[i]:
+                    stream.write(chunk.frames[i])
+                    codes[i].append(chunk.codes[i])
+        for (mp4, npy), stream, prompt_codes, ok in zip(paths, streams, codes, finite):
+            if ok:
+                prompt_codes = np.concatenate(prompt_codes)
+                commit_with_codes(stream.finish(), mp4, npy, prompt_codes)
+                h, w = stream.size
+                written += [(mp4, f"{w}×{h}×{stream.frames} (width×height×frames)"),
+                            (npy, f"{prompt_codes.shape[0]} semantic tokens")]
+    finally:
+        for stream in streams:
+            stream.abort()  # stops and removes what an interruption left (nothing once committed)
+    return written, finite.count(False)
 
 
 if __name__ == "__main__":
