@@ -43,7 +43,10 @@ from landiff_jax.parallel import replicate, shard_params
 from landiff_jax.video_io import to_uint8
 
 TEXT_COMPONENTS = ("t5_lm", "t5_dit")
-JOBS = ("generate", "all")  # what a job reads: generation, or everything (encoding, training)
+# what a job reads: generation; reconstruction (generation from given codes, without the LM side, plus the
+# standalone tokenizer with Theia to encode videos); or everything but Theia (encoding features, training)
+JOBS = ("generate", "reconstruct", "all")
+LM_SIDE = ("t5_lm", "lm")  # what reconstruction does not read
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,15 +60,17 @@ class Component:
 
 
 COMPONENTS: dict[str, Component] = {
-    "t5_lm": Component(lambda c: c.t5_lm, lambda c, job: text.abstract_params(c.t5_lm), sharded=True),
+    "t5_lm": Component(lambda c: c.t5_lm, lambda c, job: None if job == "reconstruct" else
+                       text.abstract_params(c.t5_lm), sharded=True),
     "t5_dit": Component(lambda c: c.t5_dit, lambda c, job: text.abstract_params(c.t5_dit), sharded=True),
-    "lm": Component(lambda c: c.lm, lambda c, job: lm.abstract_params(c.lm), sharded=True),
+    "lm": Component(lambda c: c.lm, lambda c, job: None if job == "reconstruct" else lm.abstract_params(c.lm),
+                    sharded=True),
     # the standalone tokenizer encodes videos (training data); generation decodes with the DiT's copy
-    "tokenizer": Component(lambda c: c.tokenizer,
-                           lambda c, job: None if job == "generate" else tokenizer.abstract_params(c.tokenizer)),
+    "tokenizer": Component(lambda c: c.tokenizer, lambda c, job: None if job == "generate" else
+                           tokenizer.abstract_params(c.tokenizer, theia=job == "reconstruct")),
     "diffusion": Component(lambda c: c.dit, lambda c, job: diffusion.abstract_params(
-        c.dit, c.tokenizer, decode_only=job == "generate")),
-    "vae": Component(lambda c: c.vae, lambda c, job: vae.abstract_params(c.vae, decode_only=job == "generate")),
+        c.dit, c.tokenizer, decode_only=job != "all")),
+    "vae": Component(lambda c: c.vae, lambda c, job: vae.abstract_params(c.vae, decode_only=job != "all")),
 }
 
 
@@ -119,12 +124,12 @@ class Chunk:
     finite: np.ndarray  # [b] bool: False where this chunk's frames held NaN/inf
 
 
-def weight_bytes(cfg: LanDiffConfig, mesh: Mesh | None = None) -> int:
-    """Bytes of the generation weights that one device holds (sharded components split over
+def weight_bytes(cfg: LanDiffConfig, mesh: Mesh | None = None, job: str = "generate") -> int:
+    """Bytes of the weights `job` reads that one device holds (sharded components split over
     the mesh's devices, the others replicated)."""
     devices = mesh.devices.size if mesh is not None else 1
     total = 0
-    for name, tree in abstract_params(cfg).items():
+    for name, tree in abstract_params(cfg, job).items():
         component = COMPONENTS[name]
         size = sum(math.prod(a.shape) for a in jax.tree.leaves(tree))
         size *= jnp.dtype(component.config(cfg).param_dtype).itemsize
@@ -146,10 +151,10 @@ def device_memory(device) -> int | None:
         return None
 
 
-def check_memory(cfg: LanDiffConfig, mesh: Mesh | None = None) -> None:
+def check_memory(cfg: LanDiffConfig, mesh: Mesh | None = None, job: str = "generate") -> None:
     """Refuse, before anything is built, a system whose weights alone exceed a device's memory."""
     device = mesh.devices.flat[0] if mesh is not None else jax.devices()[0]
-    need, have = weight_bytes(cfg, mesh), device_memory(device)
+    need, have = weight_bytes(cfg, mesh, job), device_memory(device)
     if have is not None and need > have:
         dtype = jnp.dtype(cfg.dit.param_dtype).name
         advice = "bfloat16, " if dtype == "float32" else ""
@@ -220,8 +225,8 @@ class LanDiff:
     def __init__(self, cfg: LanDiffConfig, params: Mapping[str, Any] | Iterable[tuple[str, Any]],
                  tokenizers: dict[str, text.T5TextTokenizer], *, random_weights: bool = False,
                  mesh: Mesh | None = None, dit_attention: str | None = None):
-        """params: {component: params} or (component, params) pairs, holding what generation reads
-        (`abstract_params(cfg, 'generate')`), placed one at a time so that a lazily loaded
+        """params: {component: params} or (component, params) pairs, holding what the job reads
+        (`abstract_params(cfg, job)`: generation's, or more, see JOBS), placed one at a time so that a lazily loaded
         component leaves host memory before the next is read. The kernels are chosen here, once,
         for the devices (`runtime.configure`; `dit_attention` forces the DiT's). `mesh` (see
         `parallel.make_mesh`): the text encoders' and the LM's weights are sharded by the
@@ -248,23 +253,27 @@ class LanDiff:
     # ---- construction -------------------------------------------------------------------
     @classmethod
     def from_checkpoint(cls, directory: str | Path, dtype: str | None = None, mesh: Mesh | None = None,
-                        dit_attention: str | None = None, verify: str = "cheap") -> "LanDiff":
+                        dit_attention: str | None = None, verify: str = "cheap", job: str = "generate") -> "LanDiff":
         """A converted checkpoint (`tools/convert.py`), computed in `dtype` (default: as stored),
-        reading only the parameters generation uses; dit_attention: see `runtime.configure`;
+        reading only the parameters `job` uses (see JOBS); dit_attention: see `runtime.configure`;
         verify: the checksum level of each component (`checkpoint.load_component`)."""
         cfg = checkpoint.load_config(directory, dtype)
-        check_memory(cfg, mesh)
+        check_memory(cfg, mesh, job)
         params = ((name, checkpoint.load_component(directory, name, tree, verify=verify))
-                  for name, tree in abstract_params(cfg, "generate").items())
+                  for name, tree in abstract_params(cfg, job).items())
         tokenizers = {c: checkpoint.text_tokenizer(directory, c) for c in TEXT_COMPONENTS}
         return cls(cfg, params, tokenizers, mesh=mesh, dit_attention=dit_attention)
 
     @classmethod
     def random(cls, cfg: LanDiffConfig, seed: int = 0, mesh: Mesh | None = None,
-               dit_attention: str | None = None) -> "LanDiff":
-        """RANDOM weights and byte-level text ids: shows the code path, the video is noise."""
-        check_memory(cfg, mesh)
-        params = {name: random_params(tree, seed + i) for i, (name, tree) in enumerate(abstract_params(cfg).items())}
+               dit_attention: str | None = None, job: str = "generate") -> "LanDiff":
+        """RANDOM weights of what `job` reads (component i of COMPONENTS drawn from seed + i, as
+        `prepare.load_frozen_models` draws them) and byte-level text ids: shows the code path, the
+        video is noise."""
+        check_memory(cfg, mesh, job)
+        order = list(COMPONENTS)
+        params = {name: random_params(tree, seed + order.index(name))
+                  for name, tree in abstract_params(cfg, job).items()}
         return cls(cfg, params, {c: text.ByteTokenizer() for c in TEXT_COMPONENTS}, random_weights=True, mesh=mesh,
                    dit_attention=dit_attention)
 
@@ -304,8 +313,12 @@ class LanDiff:
                               motion_score=options.motion_score, options=lm_options(options),
                               rng=_lm_keys(options, len(prompts)), window=options.lm_window, progress=progress)
 
-    def text_context(self, prompts: Sequence[str]):
-        """T5-v1.1 context [b L D] (right-padded, no mask) and the unconditional zeros."""
+    def text_context(self, prompts: Sequence[str] | None, batch: int | None = None):
+        """T5-v1.1 context [b L D] (right-padded, no mask) and the unconditional zeros; prompts None:
+        the null text of `batch` videos (the all-zero context of a caption dropped in training) twice."""
+        if prompts is None:
+            null = jnp.zeros((batch, self.cfg.dit.text_length, self.cfg.dit.text_hidden_size), jnp.float32)
+            return null, null
         context = text.encode_for_diffusion(self.tokenizers["t5_dit"], self.params["t5_dit"], self.cfg.t5_dit,
                                             prompts, self.cfg.dit.text_length)
         context = context.astype(jnp.float32)
@@ -339,9 +352,10 @@ class LanDiff:
         """Chunked VAE decode → video [b F H W 3] in [0, 1]."""
         return vae.to_unit(vae.decode_latents(self.params["vae"], self.cfg.vae, latents))
 
-    def generate(self, prompts: str | Sequence[str], options: GenerateOptions | None = None, *, codes=None,
+    def generate(self, prompts: str | Sequence[str] | None, options: GenerateOptions | None = None, *, codes=None,
                  progress: P.Callback | None = None, **settings) -> GenerateResult:
-        """The whole job for one prompt or a list of them.
+        """The whole job for one prompt or a list of them, or (prompts None, with `codes`) the null
+        text: the diffusion stage sees the all-zero context, one video per row of `codes`.
 
         Settings are `GenerateOptions` fields, given as `options` or as keywords (seed=,
         num_frames=, steps=, lm_guidance=, dit_guidance=, ...; keywords override `options`).
@@ -355,7 +369,7 @@ class LanDiff:
         return GenerateResult(videos=join("frames"), codes=join("codes"), latents=join("latents"),
                               finite=np.logical_and.reduce([c.finite for c in chunks]))
 
-    def generate_stream(self, prompts: str | Sequence[str], options: GenerateOptions | None = None, *, codes=None,
+    def generate_stream(self, prompts: str | Sequence[str] | None, options: GenerateOptions | None = None, *, codes=None,
                         progress: P.Callback | None = None, **settings) -> Iterator[Chunk]:
         """`generate` as an iterator of `Chunk`s, each yielded as soon as its frames are decoded:
         one chunk up to C latent frames (49 video frames at full size), else chunk by chunk (see
@@ -366,10 +380,15 @@ class LanDiff:
             fields = sorted(f.name for f in dataclasses.fields(GenerateOptions))
             raise ValueError(f"unknown setting(s) {sorted(set(settings) - set(fields))}; "
                              f"the settings are {', '.join(fields)}") from None
-        prompts = self.check_prompts(prompts)
+        if prompts is None and codes is None:
+            raise ValueError("without a prompt (the null text) give the semantic tokens: codes=")
+        if codes is None and not set(LM_SIDE) <= set(self.params):
+            raise ValueError("this pipeline holds no LM (built for the 'reconstruct' job): give codes=")
+        prompts = self.check_prompts(prompts) if prompts is not None else None
         t = check_options(self.cfg, options)
         if codes is not None:
-            codes = self.check_codes(codes, t, len(prompts))
+            batch = len(prompts) if prompts is not None else (len(codes) if np.ndim(codes) == 2 else 1)
+            codes = self.check_codes(codes, t, batch)
         return self._chunks(prompts, t, options, codes, progress)
 
     def _chunks(self, prompts, t: int, options: GenerateOptions, codes, progress) -> Iterator[Chunk]:
@@ -390,7 +409,7 @@ class LanDiff:
             with _stage(report, "LM: semantic tokens"):
                 codes = np.asarray(self.sample_codes(prompts, t, options, progress=relay).codes)
         with _stage(report, "diffusion: text context + semantic feature"):
-            context, uncond = self.text_context(prompts)
+            context, uncond = self.text_context(prompts, len(codes))
             feature = jax.block_until_ready(self.semantic_feature(codes, t))
         with _stage(report, "diffusion: guided steps"):
             latents = jax.block_until_ready(self.sample_latents(context, uncond, feature, options, progress=relay))
@@ -399,7 +418,7 @@ class LanDiff:
         return _chunk(0, 0, video, latents, codes)
 
     def _stream(self, prompts, t: int, options: GenerateOptions, codes, report, relay) -> Iterator[Chunk]:
-        cfg, b = self.cfg, len(prompts)
+        cfg, b = self.cfg, len(prompts) if prompts is not None else len(codes)
         c, s = cfg.dit.latent_frames, cfg.lm.segment_length  # C = S (LanDiffConfig.check)
         plan, groups = cfg.stream_chunks(t), -(-t // s)
         per_group, wanted = num_codes(cfg, s), num_codes(cfg, t)
@@ -410,7 +429,7 @@ class LanDiff:
             given = iter(np.split(np.pad(codes, ((0, 0), (0, groups * per_group - wanted))), groups, axis=1))
             next_group = functools.partial(next, given)
         with _stage(report, "diffusion: text context"):
-            context, uncond = self.text_context(prompts)
+            context, uncond = self.text_context(prompts, b)
         decoder = vae.LatentStream(self.params["vae"], cfg.vae)
         key = jax.random.fold_in(jax.random.key(options.seed), 1 << 20)  # chunk 0 draws as a one-chunk video
         features: dict[int, jax.Array] = {}  # group → its frames' semantic feature [b S H W c]

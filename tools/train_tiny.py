@@ -161,8 +161,9 @@ def run_params(run: Path):
 
 def tokenizer_params(theia, trained, model_state) -> dict:
     """A converted tokenizer: the trained encoder/decoder/projections, the EMA codebook, the frozen Theia."""
-    quantizer = {**trained.get("quantizer", {}), "codebook": model_state["codebook"]["embed"]}
-    return {**trained, "quantizer": quantizer, "feature_extractor": theia}
+    from landiff_jax.tokenizer.losses import inference_params
+
+    return {**inference_params(trained, model_state), "feature_extractor": theia}
 
 
 def control_start(main, tokenizer, seed: int) -> dict:

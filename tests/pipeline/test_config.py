@@ -83,6 +83,13 @@ def test_generate_reads_only_what_it_uses():
     assert "encoder" not in generate["diffusion"]["tokenizer"] and "encoder" in every["diffusion"]["tokenizer"]
     saved = sum(map(_count, every.values())) - sum(map(_count, generate.values()))
     assert 3.0e8 < saved < 4.0e8, saved
+    # reconstruction: generation's without the LM side, plus the tokenizer that encodes videos, Theia included
+    reconstruct = abstract_params(cfg, "reconstruct")
+    shapes = lambda tree: {k: v.shape for k, v in traverse_util.flatten_dict(nn.meta.unbox(tree)).items()}  # noqa: E731
+    assert set(reconstruct) == {"t5_dit", "tokenizer", "diffusion", "vae"}
+    assert shapes({name: reconstruct[name] for name in ("t5_dit", "diffusion", "vae")}) == shapes(
+        {name: generate[name] for name in ("t5_dit", "diffusion", "vae")})
+    assert set(reconstruct["tokenizer"]) == set(every["tokenizer"]) | {"feature_extractor"}
 
 
 def test_full_size_system_builds_abstractly():
