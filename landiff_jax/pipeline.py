@@ -369,8 +369,8 @@ class LanDiff:
         return GenerateResult(videos=join("frames"), codes=join("codes"), latents=join("latents"),
                               finite=np.logical_and.reduce([c.finite for c in chunks]))
 
-    def generate_stream(self, prompts: str | Sequence[str] | None, options: GenerateOptions | None = None, *, codes=None,
-                        progress: P.Callback | None = None, **settings) -> Iterator[Chunk]:
+    def generate_stream(self, prompts: str | Sequence[str] | None, options: GenerateOptions | None = None, *,
+                        codes=None, progress: P.Callback | None = None, **settings) -> Iterator[Chunk]:
         """`generate` as an iterator of `Chunk`s, each yielded as soon as its frames are decoded:
         one chunk up to C latent frames (49 video frames at full size), else chunk by chunk (see
         the module docstring). Everything is checked here, before the first chunk is asked for."""
