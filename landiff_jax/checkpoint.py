@@ -181,7 +181,9 @@ def check_restored(name: str, restored, abstract) -> None:
     got = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(restored)}
     bad = [f"{key} missing" for key in want if key not in got]
     for key, leaf in got.items():
-        if key in want and tuple(np.shape(leaf)) != tuple(want[key].shape):
+        if isinstance(leaf, jax.ShapeDtypeStruct):  # a partial restore leaves what the checkpoint lacks abstract
+            bad.append(f"{key} is not in the checkpoint")
+        elif key in want and tuple(np.shape(leaf)) != tuple(want[key].shape):
             bad.append(f"{key} has shape {tuple(np.shape(leaf))}, the config gives {tuple(want[key].shape)}")
         elif not np.issubdtype(np.asarray(leaf).dtype, np.floating) and np.asarray(leaf).dtype.name != "bfloat16":
             bad.append(f"{key} has dtype {np.asarray(leaf).dtype}, not floating point")

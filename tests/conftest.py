@@ -1,19 +1,53 @@
-"""Shared test fixtures.
+"""Shared test fixtures, and one compilation cache for the session.
 
 `fixtures_dir` is ../shared/fixtures next to the checkout (or $LANDIFF_FIXTURES); `torch` is
 torch, which only the `convert` extra installs (tests that read the released .pt files or
 compare with torch code take it). On a user's machine without them, those tests skip with a
 message; under CI (CI=true, where .ci/run installs both) their absence fails.
+
+Compile time is most of the suite's time, so the session (and the tools' subprocesses, which
+inherit the environment) compiles with XLA's CPU backend unoptimised: `--xla_backend_optimization_level=0`
+in XLA_FLAGS skips LLVM's optimisation passes, not XLA's own (fusion, layout), and takes about 40 %
+less CPU; the numbers are those of the same computation, within the tests' tolerances. An
+XLA_FLAGS that sets the level itself is kept. The compiles (of at least a second) go to a fresh
+persistent JAX cache, so that a computation compiled by several tests or processes (the same
+module, shapes and flags) compiles once: a hit loads the executable the same compile produced. A
+cache the user set ($JAX_COMPILATION_CACHE_DIR) is used instead.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+_CACHE = "JAX_COMPILATION_CACHE_DIR"
+_SESSION_CACHE = pytest.StashKey[str]()
+_FAST_COMPILE = "--xla_backend_optimization_level=0"
+
+
+def pytest_configure(config):
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_backend_optimization_level" not in flags:  # read when the backend starts, after this
+        os.environ["XLA_FLAGS"] = f"{flags} {_FAST_COMPILE}".strip()
+    if os.environ.get(_CACHE):
+        return
+    directory = tempfile.mkdtemp(prefix="landiff-jax-test-cache-")
+    os.environ[_CACHE] = config.stash[_SESSION_CACHE] = directory
+    if "jax" in sys.modules:  # read its environment already: tell it directly
+        sys.modules["jax"].config.update("jax_compilation_cache_dir", directory)
+
+
+def pytest_unconfigure(config):
+    directory = config.stash.get(_SESSION_CACHE, None)
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
+        del os.environ[_CACHE]
 
 
 def _fixtures_root() -> Path:

@@ -131,6 +131,7 @@ def main(argv):
     import numpy as np
 
     from landiff_jax import prepare, tokenizer
+    from landiff_jax.convert.io import CheckpointError
     from landiff_jax.pipeline import LanDiff
     from landiff_jax.progress import Display
     from landiff_jax.video_io import write_mp4
@@ -145,6 +146,12 @@ def main(argv):
         print(f"loading {FLAGS.checkpoint}", flush=True)
         try:
             pipe = LanDiff.from_checkpoint(FLAGS.checkpoint, dtype=compute_dtype(), job="reconstruct")
+        except CheckpointError as e:
+            if "['feature_extractor']" not in str(e):
+                raise
+            raise cli.UsageError(f"{FLAGS.checkpoint}: its tokenizer holds no Theia weights ('feature_extractor'), "
+                                 "which encoding a video needs: convert a release whose tokenizer file has them "
+                                 "(feature_extractor.model.backbone.*)")
         except ValueError as e:
             raise cli.UsageError(str(e))
     cfg = pipe.cfg
