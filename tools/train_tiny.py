@@ -26,6 +26,8 @@ Loss curves: WORKDIR/plots/<stage>.png (tools/plot_metrics.py). Per-stage times 
 kept in WORKDIR/times.json.
 
 --quick: a few clips and 3 updates per stage, float32 (a smoke test of the whole chain on CPU).
+--reuse DIR: keep the text encoders, tokenizer, LM and VAE of a converted checkpoint of this
+system (e.g. an earlier run's WORKDIR/checkpoints/base) and train only the diffusion stages.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ flags.DEFINE_string("workdir", None, "where data, runs, intermediate checkpoints
 flags.DEFINE_string("out", None, "the trained system's converted checkpoint (default WORKDIR/checkpoints/tiny)")
 flags.DEFINE_bool("quick", False, "a few clips and 3 updates per stage (CPU smoke test)")
 flags.DEFINE_integer("clips", 8192, "synthetic clips per dataset")
+flags.DEFINE_string("reuse", None, "a converted checkpoint of this system whose text encoders, tokenizer, LM and "
+                    "VAE are kept (only the diffusion stages are trained)")
+flags.DEFINE_enum("dtype", "bfloat16", ["float32", "bfloat16"], "dtype the trained system's parameters are stored in "
+                  "(the intermediate checkpoints keep float32)")
 flags.DEFINE_integer("seed", 0, "seed of the synthetic clips and of the random frozen models")
 FLAGS = flags.FLAGS
 
@@ -166,6 +172,20 @@ def tokenizer_params(theia, trained, model_state) -> dict:
     return {**inference_params(trained, model_state), "feature_extractor": theia}
 
 
+def reused_components(directory: Path, cfg) -> dict:
+    """Every component but the diffusion model from a converted checkpoint of `cfg`'s system (its
+    VAE scale factor aside); one line naming what differs otherwise."""
+    import numpy as np
+
+    from landiff_jax import checkpoint
+
+    stored = checkpoint.load_config(directory, dtype="float32")
+    if dataclasses.replace(stored, vae=cfg.vae) != cfg:
+        raise SystemExit(f"train_tiny: --reuse {directory}: its config is not configs/tiny_landiff.py's system")
+    return {name: cast(checkpoint.load_component(directory, name), np.float32)
+            for name in COMPONENTS if name != "diffusion"}
+
+
 def control_start(main, tokenizer, seed: int) -> dict:
     """The diffusion params the control stage starts from: the trained base DiT, a control branch
     copying its first layers with zero output linears, a semantic conditioner with a zero conv_out
@@ -188,10 +208,21 @@ def load_config(name: str, overrides=()):
     return config_file.load(CONFIGS / name, overrides)
 
 
-def write_checkpoint(out: Path, cfg, params: dict) -> None:
-    """A converted checkpoint directory (checkpoint.py's format), written beside `out` and renamed."""
+def cast(params, dtype):
+    import jax
+    import numpy as np
+
+    return jax.tree.map(lambda x: np.asarray(x).astype(dtype), params)
+
+
+def write_checkpoint(out: Path, cfg, params: dict, dtype: str = "float32") -> None:
+    """A converted checkpoint directory (checkpoint.py's format) with parameters in `dtype`, written
+    beside `out` and renamed."""
+    import jax.numpy as jnp
+
     from landiff_jax import checkpoint
 
+    cfg, params = cfg.with_dtype(dtype), cast(params, jnp.dtype(dtype))
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -260,15 +291,17 @@ def main(argv):
         lm = run_params(train_stage(steps, workdir, "lm", "tiny_lm.py", coded / "lm", quick))[0]
         return tokenizer, lm
 
-    random = {name: random_component(cfg, name, seed) for name in COMPONENTS}
     coded = data / "coded"
-    vae, (tokenizer, lm) = side_by_side(pixels, semantics)
-
-    trained = {**random, "vae": vae, "tokenizer": tokenizer, "lm": lm}
-    steps.run("coded checkpoint", (ckpts / "coded").is_dir,
-              lambda: write_checkpoint(ckpts / "coded", cfg, trained))
+    if FLAGS.reuse:
+        trained = {**reused_components(Path(FLAGS.reuse), cfg), "diffusion": random_component(cfg, "diffusion", seed)}
+        tokenizer, coded_checkpoint = trained["tokenizer"], Path(FLAGS.reuse).absolute()
+    else:
+        random = {name: random_component(cfg, name, seed) for name in COMPONENTS}
+        vae, (tokenizer, lm) = side_by_side(pixels, semantics)
+        trained, coded_checkpoint = {**random, "vae": vae, "tokenizer": tokenizer, "lm": lm}, ckpts / "coded"
+        steps.run("coded checkpoint", coded_checkpoint.is_dir, lambda: write_checkpoint(coded_checkpoint, cfg, trained))
     steps.run("prepare latents", (coded / "diffusion" / "dataset.json").is_file,
-              lambda: prepare(ckpts / "coded", coded, "diffusion", clips, seed + 1, quick))
+              lambda: prepare(coded_checkpoint, coded, "diffusion", clips, seed + 1, quick))
     scale_file = workdir / "scale_factor.json"
     steps.run("measure latent scale", scale_file.is_file, lambda: scale_file.write_text(
         json.dumps({"scale_factor": measure_scale_factor(coded / "diffusion")})))
@@ -288,7 +321,7 @@ def main(argv):
     diffusion = {**base, "dit": {"main": base["dit"]["main"], "control": control["dit"]["control"]},
                  "semantic": control["semantic"]}
     steps.run("final checkpoint", out.is_dir,
-              lambda: write_checkpoint(out, system, {**trained, "diffusion": diffusion}))
+              lambda: write_checkpoint(out, system, {**trained, "diffusion": diffusion}, FLAGS.dtype))
     log("times (s): " + ", ".join(f"{name} {seconds}" for name, seconds in steps.times.items()))
     log(f"total this run: {time.perf_counter() - total:.1f} s; the tiny LanDiff is in {out}")
     log(f"try: python tools/generate.py --checkpoint {out} --prompt \"a blue square moves up on a white background\"")
