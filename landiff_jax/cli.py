@@ -3,12 +3,17 @@ temporary files are removed), and user errors as one line plus the hint `--help`
 exit; an unexpected internal error keeps its traceback.
 
     if __name__ == "__main__":
-        cli.run(main)
+        cli.run(main)                  # cli.run(main, compiles=True) for a tool that compiles
 
 User errors: `app.UsageError` and `UsageError` (exit 2); a bad checkpoint, config file, dataset,
 video write, files that do not fit the config, an output another process is writing
 (`CheckpointError`, `ConfigError`, `RecordError`, `VideoWriteError`, `ConversionError`,
 `FileExistsError`) and a full disk or a permission refused (exit 1). Ctrl-C / SIGTERM: one line, exit 130 / 143.
+
+A tool that compiles (`compiles=True`) keeps its compiled code across runs in jax's persistent
+compilation cache (`runtime.use_compilation_cache`), on by default: --compilation_cache_dir
+(default $LANDIFF_JAX_COMPILATION_CACHE, else ~/.cache/landiff_jax/xla), --nocompilation_cache
+turns it off.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import os
 import sys
 from typing import Callable
 
-from absl import app, logging
+from absl import app, flags, logging
 
 from landiff_jax.files import describe_os_error, exit_on_sigterm
 
@@ -46,12 +51,40 @@ def quiet_libraries(verbose: bool) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 
-def run(main: Callable[[list[str]], int | None]) -> None:
+def define_compilation_cache_flags() -> None:
+    flags.DEFINE_bool("compilation_cache", True, "keep compiled code across runs (jax's persistent compilation "
+                      "cache) in --compilation_cache_dir")
+    flags.DEFINE_string("compilation_cache_dir", None, "the compilation cache's directory (default: "
+                        "$LANDIFF_JAX_COMPILATION_CACHE, else ~/.cache/landiff_jax/xla)")
+
+
+def start_compilation_cache() -> None:
+    """The cache the flags ask for; an unusable default directory only warns (no cache)."""
+    from landiff_jax import runtime
+
+    given = flags.FLAGS.compilation_cache_dir
+    if not flags.FLAGS.compilation_cache:
+        runtime.use_compilation_cache(None)
+        return
+    try:
+        runtime.use_compilation_cache(given or runtime.default_cache_dir())
+    except OSError as e:
+        if given:
+            raise UsageError(f"--compilation_cache_dir {given}: {describe_os_error(e)}") from None
+        print(f"warning: no compilation cache ({describe_os_error(e)})", file=sys.stderr)
+
+
+def run(main: Callable[[list[str]], int | None], *, compiles: bool = False) -> None:
+    """compiles: the tool compiles (the compilation cache's flags; module docstring)."""
     tool = os.path.basename(sys.argv[0])
+    if compiles:
+        define_compilation_cache_flags()
 
     def guarded(argv):
         exit_on_sigterm()
         try:
+            if compiles:
+                start_compilation_cache()
             return main(argv)
         except app.UsageError as e:
             print(f"{tool}: error: {e} (see --help)", file=sys.stderr)

@@ -266,7 +266,7 @@ def main(argv):
     cli.quiet_libraries(FLAGS.verbose)
     prompts, cfg, options, codes = check_arguments()
     from landiff_jax import checkpoint
-    from landiff_jax.pipeline import LanDiff
+    from landiff_jax.pipeline import CompileFor, LanDiff
     from landiff_jax.progress import Display
     from landiff_jax.video_io import write_video_and_codes
 
@@ -286,11 +286,12 @@ def main(argv):
             checkpoint.verify(FLAGS.checkpoint, "full")
         elif FLAGS.verify_checkpoint == "cheap":
             checkpoint.verify(FLAGS.checkpoint, "cheap", components=())  # the text tokenizers; params at load
-        print(f"loading {FLAGS.checkpoint}", flush=True)
+        print(f"loading {FLAGS.checkpoint} (and compiling meanwhile)", flush=True)
+        plan = CompileFor(prompts, options, progress=not FLAGS.quiet, codes=codes is not None)
         try:
             pipe = LanDiff.from_checkpoint(FLAGS.checkpoint, dtype=compute_dtype(), dit_attention=FLAGS.dit_attention,
                                            verify="none" if FLAGS.verify_checkpoint == "full"
-                                           else FLAGS.verify_checkpoint)
+                                           else FLAGS.verify_checkpoint, compile_for=plan)
         except ValueError as e:  # too little device memory for the weights (checked before loading)
             raise cli.UsageError(str(e))
     try:
@@ -314,4 +315,4 @@ def main(argv):
 
 if __name__ == "__main__":
     help_defaults(sys.argv)
-    cli.run(main)
+    cli.run(main, compiles=True)

@@ -8,21 +8,30 @@ restricted to the allowed special tokens, elsewhere optional top-k / top-p; a gr
 or a categorical draw from the row's own key; structural positions overwritten by their
 token. Several prompts per call; rows never interact (each row has its own padding, RoPE
 positions and key).
+
+On a mesh with the weights replicated (`mesh=`; `runtime.lm_weights` decides), the prefill and
+every decode step run per device inside `shard_map`, the rows (each prompt's conditional and
+unconditional row) split over the mesh axes that divide them; the logits are gathered for the
+guidance and the draw, which every device computes alike. No weight is sharded, so no all-reduce
+runs per layer, and the decode kernel the config names runs on each device.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, PartitionSpec
 
 from landiff_jax import progress as P
 from landiff_jax.lm import layout as L
 from landiff_jax.lm.config import LMConfig
 from landiff_jax.lm.model import SemanticLM, decode, init_cache, layer_params, split_cache
+from landiff_jax.parallel import batch_axes
 
 STAGE = "LM sampler"
 
@@ -105,9 +114,22 @@ def step_logits(guided, allow, options: SampleOptions, vocab: L.Vocab):
     return jnp.where(jnp.any(allow), jnp.where(special, x, -jnp.inf), free)
 
 
+def per_device_rows(fn, mesh: Mesh | None, rows: int, in_rows, out_rows):
+    """fn run per device inside `shard_map`, its row arguments / outputs (`in_rows` / `out_rows`:
+    a bool per argument / output, or the PartitionSpec of a stacked cache) split over the mesh
+    axes that divide `rows`, the rest replicated; fn itself without a mesh."""
+    if mesh is None:
+        return fn
+    axes = batch_axes(mesh, rows) or None
+    spec = lambda r: r if isinstance(r, PartitionSpec) else PartitionSpec(axes) if r else PartitionSpec()  # noqa: E731
+    return jax.shard_map(fn, mesh=mesh, in_specs=tuple(map(spec, in_rows)), out_specs=tuple(map(spec, out_rows)),
+                         check_vma=False)
+
+
 def sample_loop(params, text_hidden, text_mask, micro, rng, options: SampleOptions, first_frame_codes, *,
                 cfg: LMConfig, num_frames: int, trace: bool, fori_loop: Callable = jax.lax.fori_loop,
-                progress: P.Callback | None = None, progress_every: int | None = None) -> SampleOutput:
+                progress: P.Callback | None = None, progress_every: int | None = None,
+                mesh: Mesh | None = None) -> SampleOutput:
     layout = L.frame_layout(cfg.codebook_size, cfg.iframe_tokens, cfg.pframe_tokens, cfg.segment_length, num_frames,
                             gt_first_frame=first_frame_codes is not None)
     model = SemanticLM(cfg)
@@ -122,8 +144,15 @@ def sample_loop(params, text_hidden, text_mask, micro, rng, options: SampleOptio
         video_tokens = video_tokens.at[:, slots].set(first_frame_codes.astype(jnp.int32))
     x, pads = call(SemanticLM.prefix, text_hidden, text_mask, micro, video_tokens, options.guidance)
     rows, prefix = x.shape[:2]
+    # per device on a mesh: rows (and the stacked cache's rows, axis 1) split, weights replicated
+    stacked = PartitionSpec(None, batch_axes(mesh, rows) or None) if mesh is not None else None
+    prefill = per_device_rows(lambda p, x, cache, pads: model.apply({"params": p}, x, cache, 0, pads,
+                                                                    method=SemanticLM.forward),
+                              mesh, rows, (False, True, stacked, True), (True, stacked))
+    step_rows = per_device_rows(functools.partial(decode, cfg), mesh, rows, (False, False, True, True, False, True),
+                                (True, True))
     # the final draw (EOS) is never fed back
-    logits, cache = call(SemanticLM.forward, x, init_cache(cfg, rows, prefix + steps - 1), 0, pads)
+    logits, cache = prefill(params, x, init_cache(cfg, rows, prefix + steps - 1), pads)
     caches, layers = split_cache(cache), layer_params(params)
 
     forced, allow = jnp.asarray(layout.forced), jnp.asarray(layout.allow)
@@ -151,7 +180,7 @@ def sample_loop(params, text_hidden, text_mask, micro, rng, options: SampleOptio
         caches, logits, out = state
         guided, draw, fed = choose(step, logits)
         out = record(out, step, logits, guided, draw, fed)
-        logits, caches = decode(cfg, params, layers, jnp.tile(fed, rows // batch), caches, prefix + step, pads)
+        logits, caches = step_rows(params, layers, jnp.tile(fed, rows // batch), caches, prefix + step, pads)
         P.report_step(progress, STAGE, step + 1, steps, interval, anchor=logits[0, 0])
         return caches, logits, out
 
@@ -170,7 +199,7 @@ def sample_loop(params, text_hidden, text_mask, micro, rng, options: SampleOptio
 
 
 _sample_loop_jit = jax.jit(sample_loop, static_argnames=("cfg", "num_frames", "trace", "fori_loop", "progress",
-                                                         "progress_every"))
+                                                         "progress_every", "mesh"))
 
 
 def micro_values(cfg: LMConfig, frames, motion_score, batch: int) -> np.ndarray:
@@ -199,7 +228,7 @@ def _check_text(cfg: LMConfig, text_hidden, text_mask) -> np.ndarray:
 
 def sample(params, cfg: LMConfig, text_hidden, text_mask, *, num_frames: int, motion_score, options: SampleOptions,
            rng=None, frames=None, first_frame_codes=None, trace: bool = False, progress: P.Callback | None = None,
-           progress_every: int | None = None) -> SampleOutput:
+           progress_every: int | None = None, mesh: Mesh | None = None, compile_only: bool = False) -> SampleOutput:
     """Sample the semantic tokens of b prompts in one compiled call.
 
     text_hidden [b n t] / text_mask [b n]: LM-side T5 output, left-padded (`encode_for_lm`).
@@ -211,6 +240,9 @@ def sample(params, cfg: LMConfig, text_hidden, text_mask, *, num_frames: int, mo
     trace: also return per-step logits (cond/uncond) and guided logits.
     progress: called with the compile time and, from inside the loop, every `progress_every`
     sampled positions (default: ~50 reports) and at the last (static: see `landiff_jax.progress`).
+    mesh: run per device with the rows split (module docstring; params replicated on it).
+    compile_only: compile for these inputs (params may be `jax.ShapeDtypeStruct`s) and return
+    the compiled function instead of running it.
     """
     num_frames = L.check_num_frames(num_frames)
     mask = _check_text(cfg, text_hidden, text_mask)
@@ -229,5 +261,6 @@ def sample(params, cfg: LMConfig, text_hidden, text_mask, *, num_frames: int, mo
         first_frame_codes = jnp.asarray(codes, jnp.int32)
     micro = micro_values(cfg, num_frames if frames is None else frames, motion_score, batch)
     args = (params, jnp.asarray(text_hidden), jnp.asarray(mask), jnp.asarray(micro), rng, options, first_frame_codes)
-    static = dict(cfg=cfg, num_frames=num_frames, trace=trace, progress=progress, progress_every=progress_every)
-    return P.call_jitted(_sample_loop_jit, args, static, STAGE, progress)
+    static = dict(cfg=cfg, num_frames=num_frames, trace=trace, progress=progress, progress_every=progress_every,
+                  mesh=mesh)
+    return P.call_jitted(_sample_loop_jit, args, static, STAGE, progress, compile_only=compile_only)
