@@ -99,7 +99,8 @@ def is_sharded(name: str, cfg: LanDiffConfig, mesh: Mesh | None, lm_placement: s
     return name != "lm" or runtime.lm_weights(cfg.lm, mesh.devices.size, lm_placement) == "sharded"
 
 
-def shardings(cfg: LanDiffConfig, mesh: Mesh | None = None, lm_placement: str | None = None) -> dict[str, Any]:
+def component_shardings(cfg: LanDiffConfig, mesh: Mesh | None = None,
+                        lm_placement: str | None = None) -> dict[str, Any]:
     """Where each component's generation params go: {component: tree of Shardings}; the
     default device without a mesh, else split by the logical-axis rules or replicated."""
     out = {}
@@ -232,8 +233,9 @@ class LanDiff:
         self._progress = P.Relay()  # the samplers' fixed static callback (see landiff_jax.progress)
         self.random_weights = random_weights
         self.mesh = mesh
+        self.restore_seconds: float | None = None  # from_checkpoint: the time its restores took
         self.lm_placement = runtime.lm_weights(cfg.lm, mesh.devices.size if mesh is not None else 1, lm_placement)
-        self.shardings = shardings(cfg, mesh, self.lm_placement)
+        self.shardings = component_shardings(cfg, mesh, self.lm_placement)
         self.params = {}
         for name, tree in params.items() if isinstance(params, Mapping) else params:
             self.place(name, tree)
@@ -257,16 +259,23 @@ class LanDiff:
         check_memory(cfg, mesh, lm_placement)
         tokenizers = {c: checkpoint.text_tokenizer(directory, c) for c in TEXT_COMPONENTS}
         pipe = cls(cfg, {}, tokenizers, mesh=mesh, dit_attention=dit_attention, lm_placement=lm_placement)
-        compiling = None
+        stop = threading.Event()  # a failed load stops the compiling after its current stage
+        compiling = threading.Thread(target=pipe._compile_or_warn, args=(compile_for, stop))
         if compile_for is not None:
-            compiling = threading.Thread(target=pipe._compile_or_warn, args=(compile_for,), daemon=True)
             compiling.start()
-        for name, tree in abstract_params(pipe.cfg, "generate").items():
-            dtype_ = COMPONENTS[name].config(pipe.cfg).param_dtype
-            pipe.place(name, checkpoint.load_component(directory, name, tree, verify=verify,
-                                                       shardings=pipe.shardings[name], dtype=dtype_))
-        if compiling is not None:
-            compiling.join()
+        start = time.perf_counter()
+        try:
+            for name, tree in abstract_params(pipe.cfg, "generate").items():
+                dtype_ = COMPONENTS[name].config(pipe.cfg).param_dtype
+                pipe.place(name, checkpoint.load_component(directory, name, tree, verify=verify,
+                                                           shardings=pipe.shardings[name], dtype=dtype_))
+            pipe.restore_seconds = time.perf_counter() - start
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            if compiling.is_alive():
+                compiling.join()
         return pipe
 
     @classmethod
@@ -279,12 +288,13 @@ class LanDiff:
                    dit_attention=dit_attention, lm_placement=lm_placement)
 
     # ---- compiling ahead ----------------------------------------------------------------
-    def compile(self, plan: CompileFor) -> None:
+    def compile(self, plan: CompileFor, stop: threading.Event | None = None) -> None:
         """Compile every stage that `generate(plan.prompts, plan.options)` runs, from the weights'
         shapes and shardings alone (no weight is needed: it runs while they load), so that the
         call itself compiles nothing. Each stage is called exactly as `generate` calls it, with
         zeros placed like the previous stage's output (a call with other shapes or placements
-        compiles as usual)."""
+        compiles as usual). stop: once set, no further stage is compiled."""
+        stopped = lambda: stop is not None and stop.is_set()  # noqa: E731
         prompts, options = self.check_prompts(plan.prompts), plan.options
         t = check_options(self.cfg, options)
         cfg, relay, b = self.cfg, self._progress if plan.progress else None, len(prompts)
@@ -294,23 +304,31 @@ class LanDiff:
         if not plan.codes:
             ids, mask = self.tokenizers["t5_lm"].encode_lm(prompts)
             hidden = _placeholder(text.encode_ids.lower(params["t5_lm"], cfg.t5_lm, ids, mask).compile().out_info)
+            if stopped():
+                return
             self._lm_sample(params["lm"], hidden, mask.astype(bool), t, options, progress=relay, compile_only=True)
         codes = jnp.asarray(np.zeros((b, cfg.tokenizer.num_codes(t)), np.int32))
         feature = conditioner.semantic_feature.lower(cfg.dit, cfg.tokenizer, params["diffusion"], codes, t,
                                                      collect=False).compile()
         ids = self.tokenizers["t5_dit"].encode_diffusion(prompts, cfg.dit.text_length)
+        if stopped():
+            return
         context = text.encode_ids.lower(params["t5_dit"], cfg.t5_dit, ids, None).compile()
         context, uncond = _context_pair(_placeholder(context.out_info))
+        if stopped():
+            return
         loop = self._dit_sample(params["diffusion"]["dit"], context, uncond, _placeholder(feature.out_info), options,
                                 progress=relay, compile_only=True)
         latents = _placeholder(loop.out_info[0])  # (samples, per-step outputs: None)
+        if stopped():
+            return
         video = vae.decode_latents(params["vae"], cfg.vae, latents, compile_only=True)
         vae.to_unit(_placeholder(video.out_info))  # (eager: its few small ops)
 
-    def _compile_or_warn(self, plan: CompileFor) -> None:
+    def _compile_or_warn(self, plan: CompileFor, stop: threading.Event) -> None:
         """`compile`, for a thread: a failure only warns (generate then compiles, and reports it)."""
         try:
-            self.compile(plan)
+            self.compile(plan, stop)
         except Exception as e:  # noqa: BLE001
             warnings.warn(f"compiling ahead failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                           "generate compiles instead", stacklevel=2)

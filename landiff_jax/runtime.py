@@ -74,13 +74,13 @@ def configure(cfg: LanDiffConfig, *, mesh: Mesh | None = None, devices: Sequence
     theia = cfg.tokenizer.theia and dataclasses.replace(cfg.tokenizer.theia, attention=tok.attention)
     dit = choose(cfg.dit.dtype, cfg.dit.head_dim, devices[:1])  # per device inside shard_map
     per_device = lm_weights(cfg.lm, len(devices), lm_placement) == "replicated"
-    lm = choose(cfg.lm.dtype, cfg.lm.head_dim, devices[:1] if per_device else devices)
+    lm_kernels = choose(cfg.lm.dtype, cfg.lm.head_dim, devices[:1] if per_device else devices)
     return dataclasses.replace(
         cfg,
         t5_lm=dataclasses.replace(cfg.t5_lm, attention_implementation=pick(cfg.t5_lm, cfg.t5_lm.d_kv).attention),
         t5_dit=dataclasses.replace(cfg.t5_dit, attention_implementation=pick(cfg.t5_dit, cfg.t5_dit.d_kv).attention),
         tokenizer=dataclasses.replace(cfg.tokenizer, attention=tok.attention, theia=theia),
-        lm=dataclasses.replace(cfg.lm, decode_attention=lm.decode, train_attention=lm.attention),
+        lm=dataclasses.replace(cfg.lm, decode_attention=lm_kernels.decode, train_attention=lm_kernels.attention),
         dit=dataclasses.replace(cfg.dit, attention=dit_attention or dit.full_attention),
     ).check()
 

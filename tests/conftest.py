@@ -4,16 +4,35 @@
 torch, which only the `convert` extra installs (tests that read the released .pt files or
 compare with torch code take it). On a user's machine without them, those tests skip with a
 message; under CI (CI=true, where .ci/run installs both) their absence fails.
+
+The tools' compilation cache goes to a temporary directory of the session (not ~/.cache),
+unless $LANDIFF_JAX_COMPILATION_CACHE is set.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+CACHE_ENV = "LANDIFF_JAX_COMPILATION_CACHE"  # runtime.CACHE_ENV (not imported: jax loads later)
+_session_cache: str | None = None
+
+
+def pytest_configure(config):
+    global _session_cache
+    if not os.environ.get(CACHE_ENV):  # before collection: modules copy os.environ for their tools
+        _session_cache = tempfile.mkdtemp(prefix="landiff_jax_xla_")
+        os.environ[CACHE_ENV] = _session_cache
+
+
+def pytest_unconfigure(config):
+    if _session_cache is not None:
+        shutil.rmtree(_session_cache, ignore_errors=True)
 
 
 def _fixtures_root() -> Path:

@@ -266,7 +266,7 @@ def main(argv):
     cli.quiet_libraries(FLAGS.verbose)
     prompts, cfg, options, codes = check_arguments()
     from landiff_jax import checkpoint
-    from landiff_jax.pipeline import CompileFor, LanDiff
+    from landiff_jax.pipeline import CompileFor, LanDiff, weight_bytes
     from landiff_jax.progress import Display
     from landiff_jax.video_io import write_video_and_codes
 
@@ -294,6 +294,10 @@ def main(argv):
                                            else FLAGS.verify_checkpoint, compile_for=plan)
         except ValueError as e:  # too little device memory for the weights (checked before loading)
             raise cli.UsageError(str(e))
+        if not FLAGS.quiet:
+            size = weight_bytes(pipe.cfg) / 1e9
+            print(f"restored {size:.2f} GB of weights in {pipe.restore_seconds:.1f} s "
+                  f"({size / max(pipe.restore_seconds, 1e-9):.2f} GB/s)", flush=True)
     try:
         result = pipe.generate(prompts, options, codes=codes, progress=None if FLAGS.quiet else Display())
     except ValueError as e:
