@@ -114,15 +114,15 @@ def step_logits(guided, allow, options: SampleOptions, vocab: L.Vocab):
     return jnp.where(jnp.any(allow), jnp.where(special, x, -jnp.inf), free)
 
 
-def per_device_rows(fn, mesh: Mesh | None, rows: int, in_rows, out_rows):
-    """fn run per device inside `shard_map`, its row arguments / outputs (`in_rows` / `out_rows`:
-    a bool per argument / output, or the PartitionSpec of a stacked cache) split over the mesh
-    axes that divide `rows`, the rest replicated; fn itself without a mesh."""
+def per_device_rows(fn, mesh: Mesh | None, rows: int, in_axes: tuple, out_axes: tuple):
+    """fn run per device inside `shard_map`: the axis holding the `rows` of each argument / output
+    (`in_axes` / `out_axes`; None: none, replicated) split over the mesh axes that divide `rows`;
+    fn itself without a mesh."""
     if mesh is None:
         return fn
-    axes = batch_axes(mesh, rows) or None
-    spec = lambda r: r if isinstance(r, PartitionSpec) else PartitionSpec(axes) if r else PartitionSpec()  # noqa: E731
-    return jax.shard_map(fn, mesh=mesh, in_specs=tuple(map(spec, in_rows)), out_specs=tuple(map(spec, out_rows)),
+    split = batch_axes(mesh, rows) or None
+    spec = lambda axis: PartitionSpec() if axis is None else PartitionSpec(*[None] * axis, split)  # noqa: E731
+    return jax.shard_map(fn, mesh=mesh, in_specs=tuple(map(spec, in_axes)), out_specs=tuple(map(spec, out_axes)),
                          check_vma=False)
 
 
@@ -144,13 +144,11 @@ def sample_loop(params, text_hidden, text_mask, micro, rng, options: SampleOptio
         video_tokens = video_tokens.at[:, slots].set(first_frame_codes.astype(jnp.int32))
     x, pads = call(SemanticLM.prefix, text_hidden, text_mask, micro, video_tokens, options.guidance)
     rows, prefix = x.shape[:2]
-    # per device on a mesh: rows (and the stacked cache's rows, axis 1) split, weights replicated
-    stacked = PartitionSpec(None, batch_axes(mesh, rows) or None) if mesh is not None else None
+    # on a mesh per device: rows split (axis 1 of the stacked cache), weights replicated
     prefill = per_device_rows(lambda p, x, cache, pads: model.apply({"params": p}, x, cache, 0, pads,
                                                                     method=SemanticLM.forward),
-                              mesh, rows, (False, True, stacked, True), (True, stacked))
-    step_rows = per_device_rows(functools.partial(decode, cfg), mesh, rows, (False, False, True, True, False, True),
-                                (True, True))
+                              mesh, rows, (None, 0, 1, 0), (0, 1))
+    step_rows = per_device_rows(functools.partial(decode, cfg), mesh, rows, (None, None, 0, 0, None, 0), (0, 0))
     # the final draw (EOS) is never fed back
     logits, cache = prefill(params, x, init_cache(cfg, rows, prefix + steps - 1), pads)
     caches, layers = split_cache(cache), layer_params(params)
