@@ -54,8 +54,8 @@ flags.DEFINE_enum("verify_checkpoint", "cheap", ["none", "cheap", "full"],
                   "64 MiB, full = the sha256 of every file")
 flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "compute dtype (default: bfloat16 on GPU, float32 on CPU)")
 flags.DEFINE_enum("dit_attention", None, ["cudnn", "mosaic", "xla"],
-                  "diffusion attention kernel (default: mosaic, our Hopper flash attention, for bf16 on one "
-                  "H100/H200; cuDNN on other GPUs and on a mesh; XLA on CPU)")
+                  "diffusion attention kernel (default: mosaic, our Hopper flash attention, for bf16 on "
+                  "H100/H200; cuDNN on other GPUs; XLA on CPU)")
 FLAGS = flags.FLAGS
 
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from landiff_jax.kernels import hopper_attention, pallas_decode_attention
 from landiff_jax.parallel import SequenceSplit
 
-ATTENTION = ("xla", "cudnn", "mosaic")  # 'mosaic': our Hopper kernel (unmasked, one device)
+ATTENTION = ("xla", "cudnn", "mosaic")  # 'mosaic': our Hopper kernel (unmasked, per device)
 DECODE_ATTENTION = ("xla", "pallas", "pallas_interpret")  # 'pallas_interpret': the kernel off GPU (tests)
 
 
@@ -33,8 +33,9 @@ def dot_product_attention(q, k, v, *, mask=None, bias=None, scale=None, is_causa
     is_causal: query i attends keys j <= i only (cuDNN then skips the masked half, with no
     mask tensor).
     implementation: one of ATTENTION (None: 'xla'). 'cudnn' raises on unsupported inputs instead
-    of silently falling back. 'mosaic' (Hopper GPUs, bf16/fp16, no mask or bias, head dim 64, one
-    device) runs `kernels.hopper_attention`: faster than cuDNN's at the DiT's shape, same rounding.
+    of silently falling back. 'mosaic' (Hopper GPUs, bf16/fp16, no mask or bias, head dim 64, per
+    device: on a mesh inside `shard_map`) runs `kernels.hopper_attention`: faster than cuDNN's at
+    the DiT's shape, same rounding.
     """
     impl = implementation or "xla"
     if impl not in ATTENTION:

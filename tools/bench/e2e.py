@@ -24,7 +24,8 @@ from tools.bench.common import emit, peak_memory_gb
 flags.DEFINE_enum('preset', "full", ['tiny', 'full'], 'preset')
 flags.DEFINE_enum('dtype', "bfloat16", ['bfloat16', 'float32'], 'dtype')
 flags.DEFINE_enum('dit_attention', None, ['cudnn', 'mosaic', 'xla'],
-                  "diffusion attention kernel (default: runtime's: mosaic on one H100/H200, cuDNN on other GPUs)")
+                  "diffusion attention kernel (default: runtime's: mosaic on H100/H200, also on a mesh; cuDNN on other "
+                  "GPUs)")
 flags.DEFINE_string('mesh', None, "data,fsdp,tensor sizes, 'auto' (tensor = all devices) or none")
 flags.DEFINE_string('also_mesh', None, "then rerun on this mesh with the same weights (for ratios)")
 flags.DEFINE_list('layouts', None, "instead of --mesh: DiT layouts run one after another with the same weights, "
