@@ -1,6 +1,6 @@
 """Stage 1 of the tiny LanDiff (configs/tiny_landiff.py): its 3D causal VAE, from scratch, on
 clips of the synthetic world (uint8 9×64×96; tools/train_tiny.py writes them to data/tiny/vae).
-Loss: L1 reconstruction + 1e-4 · KL (landiff_jax/vae/losses.py). Budget: ~5 min on one H200.
+Loss: L1 + squared-error reconstruction + 1e-4 · KL (landiff_jax/vae/losses.py). Budget: ~5 min on one H200.
 
   python tools/train.py --config configs/tiny_vae.py --workdir runs/tiny/vae data.path=DIR
 """
@@ -17,8 +17,8 @@ SYSTEM = config_file.load(Path(__file__).with_name("tiny_landiff.py"))
 def get_config() -> TrainConfig:
     return TrainConfig(
         stage="vae",
-        model=VAELossConfig(vae=SYSTEM.vae, kl_weight=1e-4),
-        steps=4000,
+        model=VAELossConfig(vae=SYSTEM.vae, kl_weight=1e-4, l2_weight=1.0),
+        steps=3000,
         batch_size=32,
         seed=0,
         optimizer=OptimizerConfig(learning_rate=1e-3, warmup_steps=200, decay="cosine", final_lr_fraction=0.05,

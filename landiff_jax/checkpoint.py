@@ -204,7 +204,9 @@ def check_restored(name: str, restored, abstract) -> None:
     bad = [f"{key} missing" for key in want if key not in got]
     for key, leaf in got.items():  # (shapes and dtypes only: a device array stays where it is)
         dtype = np.dtype(leaf.dtype) if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
-        if key in want and tuple(np.shape(leaf)) != tuple(want[key].shape):
+        if isinstance(leaf, jax.ShapeDtypeStruct):  # a partial restore leaves what the checkpoint lacks abstract
+            bad.append(f"{key} is not in the checkpoint")
+        elif key in want and tuple(np.shape(leaf)) != tuple(want[key].shape):
             bad.append(f"{key} has shape {tuple(np.shape(leaf))}, the config gives {tuple(want[key].shape)}")
         elif not np.issubdtype(dtype, np.floating) and dtype.name != "bfloat16":
             bad.append(f"{key} has dtype {dtype}, not floating point")

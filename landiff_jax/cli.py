@@ -10,24 +10,31 @@ video write, files that do not fit the config, an output another process is writ
 (`CheckpointError`, `ConfigError`, `RecordError`, `VideoWriteError`, `ConversionError`,
 `FileExistsError`) and a full disk or a permission refused (exit 1). Ctrl-C / SIGTERM: one line, exit 130 / 143.
 
+The model a tool serves (tools/generate.py, tools/demo.py): `choose_model` from the flags
+--checkpoint / --config / --preset / --random_weights, then `load_model`.
+
 A tool that compiles (`compiles=True`) keeps its compiled code across runs in jax's persistent
 compilation cache (`runtime.use_compilation_cache`), on by default: --compilation_cache_dir
-(default $LANDIFF_JAX_COMPILATION_CACHE, else ~/.cache/landiff_jax/xla), --nocompilation_cache
-turns it off.
+(default $LANDIFF_JAX_COMPILATION_CACHE, else $JAX_COMPILATION_CACHE_DIR, else
+~/.cache/landiff_jax/xla; `runtime.default_cache_dir`), --nocompilation_cache turns it off.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import sys
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 from absl import app, flags, logging
 
 from landiff_jax.files import describe_os_error, exit_on_sigterm
 
 ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
+# the trained tiny system shipped in the repository: the tools' model when no flag names one
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "tiny"
 
 
 class UsageError(app.UsageError):
@@ -55,7 +62,8 @@ def define_compilation_cache_flags() -> None:
     flags.DEFINE_bool("compilation_cache", True, "keep compiled code across runs (jax's persistent compilation "
                       "cache) in --compilation_cache_dir")
     flags.DEFINE_string("compilation_cache_dir", None, "the compilation cache's directory (default: "
-                        "$LANDIFF_JAX_COMPILATION_CACHE, else ~/.cache/landiff_jax/xla)")
+                        "$LANDIFF_JAX_COMPILATION_CACHE, else $JAX_COMPILATION_CACHE_DIR, else "
+                        "~/.cache/landiff_jax/xla)")
 
 
 def start_compilation_cache() -> None:
@@ -102,3 +110,77 @@ def run(main: Callable[[list[str]], int | None], *, compiles: bool = False) -> N
             return 130
 
     app.run(guarded)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelChoice:
+    """The system a tool serves: a converted checkpoint, or RANDOM weights of a config."""
+
+    cfg: Any  # LanDiffConfig
+    source: str  # how the tool names it: the checkpoint directory, or the config file / preset
+    checkpoint: Path | None = None  # None: random weights
+    warning: str | None = None  # a line the tool prints before generating (random weights)
+
+
+def choose_model(checkpoint: str | None = None, config: str | None = None, preset: str | None = None,
+                 random_weights: bool = False) -> ModelChoice:
+    """--checkpoint DIR, or --random_weights with --config/--preset (default: tiny); with neither
+    the shipped tiny checkpoint (DEFAULT_CHECKPOINT), or RANDOM tiny weights in a checkout without
+    it. Reads the config only; a bad choice is a UsageError (one line)."""
+    from landiff_jax.checkpoint import load_config
+    from landiff_jax.config import LanDiffConfig
+    from landiff_jax.config_file import ConfigError
+    from landiff_jax.convert.io import CheckpointError
+
+    if random_weights and checkpoint:
+        raise UsageError("--random_weights and --checkpoint exclude each other")
+    if not (random_weights or checkpoint) and (config or preset):
+        raise UsageError("a converted checkpoint carries its config; --config/--preset go with --random_weights")
+    fallback = not (random_weights or checkpoint or DEFAULT_CHECKPOINT.is_dir())
+    if random_weights or fallback:
+        try:
+            cfg = LanDiffConfig.select(config, preset, default="tiny")
+        except ConfigError as e:
+            raise UsageError(str(e))
+        source = config or preset or "tiny"
+        why = " (this checkout has no shipped checkpoints/tiny)" if fallback else ""
+        return ModelChoice(cfg, source, warning=f"RANDOM weights ({source}){why}: the video is noise, "
+                                                "not a generation.")
+    directory = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
+    if not directory.is_dir():
+        raise UsageError(f"checkpoint directory not found: {directory}")
+    try:
+        cfg = load_config(directory)
+    except CheckpointError as e:
+        raise UsageError(str(e))
+    return ModelChoice(cfg, str(directory), directory)
+
+
+def compute_dtype(dtype: str | None = None) -> str:
+    """`dtype`, else bfloat16 on a GPU and float32 elsewhere."""
+    import jax
+
+    return dtype or ("bfloat16" if jax.default_backend() == "gpu" else "float32")
+
+
+def load_model(choice: ModelChoice, dtype: str, *, seed: int = 0, dit_attention: str | None = None,
+               verify: str = "cheap", compile_for=None):
+    """The pipeline of `choice` in `dtype`: random weights drawn from `seed`, or the checkpoint
+    loaded after checking its checksums (`verify`: none, cheap or full; see tools/generate.py),
+    with `compile_for` (a `pipeline.CompileFor`) compiling meanwhile."""
+    from landiff_jax import checkpoint
+    from landiff_jax.pipeline import LanDiff
+
+    try:  # a ValueError: too little device memory for the weights (checked before building/loading)
+        if choice.checkpoint is None:
+            return LanDiff.random(choice.cfg.with_dtype(dtype), seed=seed, dit_attention=dit_attention)
+        if verify == "full":
+            print(f"verifying every checksum of {choice.checkpoint}", flush=True)
+            checkpoint.verify(choice.checkpoint, "full")
+        elif verify == "cheap":
+            checkpoint.verify(choice.checkpoint, "cheap", components=())  # the text tokenizers; params at load
+        print(f"loading {choice.checkpoint}" + (" (and compiling meanwhile)" if compile_for else ""), flush=True)
+        return LanDiff.from_checkpoint(choice.checkpoint, dtype=dtype, dit_attention=dit_attention,
+                                       verify="none" if verify == "full" else verify, compile_for=compile_for)
+    except ValueError as e:
+        raise UsageError(str(e))

@@ -10,6 +10,7 @@ latent grid, text widths).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import types
 import typing
 from typing import Any, Mapping
@@ -25,6 +26,9 @@ from landiff_jax.vae.config import VAEConfig
 PRESETS = ("full", "tiny")
 # version of the plain dict `to_dict` writes; `from_dict` reads only this one
 DICT_VERSION = 1
+# fields added since version 1 with a default, which a dict written before them lacks (the
+# default applies); every other missing field is an error
+ADDED_FIELDS = {"SamplerConfig": ("stream_prefix_frames",)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,16 +48,53 @@ class LanDiffConfig:
     def video_frames(self, latent_frames: int) -> int:
         return self.vae.video_frames(latent_frames)
 
-    def latent_frames(self, num_frames: int | None) -> int:
+    def latent_frames(self, num_frames: int | None, *, streaming: bool = False) -> int:
         """Video frames → latent/semantic frames T (odd, ≥ 3, ≤ the tokenizer's temporal size:
-        the chunked VAE decode needs odd T); None → the maximum."""
+        the chunked VAE decode needs odd T); None → the maximum. With `streaming`, also the long
+        videos generated chunk by chunk (`streamed_frames`)."""
         t_max = self.max_latent_frames
         if num_frames is None:
             return t_max
-        valid = [self.video_frames(t) for t in range(3, t_max + 1, 2)]
-        if num_frames not in valid:
-            raise ValueError(f"num_frames={num_frames} is not supported; choose one of {valid}")
-        return (num_frames - 1) // self.vae.temporal_compress_times + 1
+        valid = self.valid_video_frames()
+        t = (num_frames - 1) // self.vae.temporal_compress_times + 1
+        if num_frames in valid or (streaming and num_frames in self.streamed_frames(t)):
+            return t
+        longer = f", or streamed: {', '.join(map(str, self.streamed_frames()))}, ..." if streaming else ""
+        raise ValueError(f"num_frames={num_frames} is not supported; choose one of {valid}{longer}")
+
+    def streamed_frames(self, up_to: int | None = None) -> list[int]:
+        """Video frames of the streamed lengths, T = C + k·(C − P) latent frames with k ≥ 1 and
+        T odd (the causal VAE decode needs odd T): those with T ≤ `up_to`, else the first three."""
+        c, step = self.dit.latent_frames, self.stream_step
+        if c % 2 == 0 and step % 2 == 0:
+            return []
+        lengths = (t for t in itertools.count(c + step, step) if t % 2)
+        chosen = itertools.islice(lengths, 3) if up_to is None else itertools.takewhile(lambda t: t <= up_to, lengths)
+        return [self.video_frames(t) for t in chosen]
+
+    @property
+    def stream_prefix(self) -> int:
+        """P: clean prefix latents of every streamed chunk after the first (`SamplerConfig.stream_prefix`)."""
+        return self.sampler.stream_prefix(self.dit.latent_frames)
+
+    @property
+    def stream_step(self) -> int:
+        """C − P: new latent frames of every streamed chunk after the first."""
+        return self.dit.latent_frames - self.stream_prefix
+
+    def stream_chunks(self, latent_frames: int) -> list[tuple[int, int]]:
+        """The chunks of a video of T latent frames, as (start, prefix): chunk k is the window
+        [start, start + C) of the latent sequence (C = the DiT's frames, one LM group); its first
+        `prefix` frames are the previous chunk's last ones, kept clean, the rest it generates.
+        (0, 0), then (k·(C − P), P) for k ≥ 1 until the window ends at T."""
+        c, step = self.dit.latent_frames, self.stream_step
+        if latent_frames < c or (latent_frames - c) % step:
+            raise ValueError(f"{latent_frames} latent frames are not {c} + k·{step}")
+        return [(0, 0)] + [(k * step, self.stream_prefix) for k in range(1, (latent_frames - c) // step + 1)]
+
+    def valid_video_frames(self) -> list[int]:
+        """The video frame counts generation takes (see `latent_frames`)."""
+        return [self.video_frames(t) for t in range(3, self.max_latent_frames + 1, 2)]
 
     @property
     def video_size(self) -> tuple[int, int]:
@@ -77,6 +118,9 @@ class LanDiffConfig:
              tuple(s * 2 ** (len(dit.semantic.ch_mult) - 1) for s in tok.grid)),
         ]
         problems = [f"{a}={x} but {b}={y}" for a, x, b, y in pairs if x != y]
+        prefix = self.sampler.stream_prefix_frames
+        if prefix is not None and prefix >= dit.latent_frames:
+            problems.append(f"sampler.stream_prefix_frames={prefix} must be < dit.latent_frames={dit.latent_frames}")
         if problems:
             raise ValueError("inconsistent LanDiff configuration:\n  " + "\n  ".join(problems))
         return self
@@ -171,11 +215,12 @@ def _build(cls, data, path: str):
     if not isinstance(data, Mapping):
         raise ValueError(f"LanDiff config: '{path}' must be a dict, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown, missing = sorted(set(data) - set(fields)), sorted(set(fields) - set(data))
+    added = set(ADDED_FIELDS.get(cls.__name__, ()))
+    unknown, missing = sorted(set(data) - set(fields)), sorted(set(fields) - set(data) - added)
     if unknown or missing:
         raise ValueError(f"LanDiff config: '{path}' ({cls.__name__}) has unknown field(s) {unknown} / lacks {missing}")
     hints = typing.get_type_hints(cls)
-    return cls(**{name: _value(hints[name], data[name], f"{path}.{name}", name) for name in fields})
+    return cls(**{name: _value(hints[name], data[name], f"{path}.{name}", name) for name in fields if name in data})
 
 
 def _value(hint, value, path: str, name: str):

@@ -3,14 +3,24 @@
     pipe = LanDiff.from_checkpoint("ckpts/landiff-jax", dtype="bfloat16")
     result = pipe.generate("A red fox walks through snow.", seed=42, steps=50)
     result.videos  # [b F H W 3] uint8; also result.codes [b N], result.latents [b t h w c]
+    for chunk in pipe.generate_stream("A red fox ...", num_frames=193):  # long videos, chunk by chunk
+        chunk.frames  # [b f H W 3] uint8, the frames this chunk adds
 
 Stages (each compiled once per shape): Flan-T5 encode → LM sampling (one jitted loop) →
 T5-v1.1 encode → semantic conditioner (once per generation) → guided DiT sampling (one jitted
 scan) → chunked VAE decode. Every argument is checked before any heavy compute.
 
+Long videos (more latent frames than the DiT's C, one LM group) are streamed: the LM writes the
+original's multi-group sequence one group at a time (`lm.GroupStream`), the DiT generates
+windows of C latent frames, each after the first keeping the previous one's last P frames as a
+clean prefix (`SamplerConfig.stream_prefix_frames`), with the semantic features of the window's
+frames (each group decoded by the tokenizer once), and the VAE decodes the new latent frames
+with the causal cache carried over (`vae.LatentStream`). Every chunk has the same shapes: one
+compiled function per stage, and memory that does not grow with the length.
+
 Time to the first video: `from_checkpoint` restores each component straight into its devices'
-shardings, and with `compile_for` compiles every stage from the weights' shapes in a thread
-while they load (`LanDiff.compile`); the tools keep compiled code across runs
+shardings, and with `compile_for` compiles every stage of a one-chunk video from the weights'
+shapes in a thread while they load (`LanDiff.compile`); the tools keep compiled code across runs
 (`runtime.use_compilation_cache`).
 """
 
@@ -18,12 +28,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -40,7 +51,10 @@ from landiff_jax.parallel import param_shardings
 from landiff_jax.video_io import to_uint8
 
 TEXT_COMPONENTS = ("t5_lm", "t5_dit")
-JOBS = ("generate", "all")  # what a job reads: generation, or everything (encoding, training)
+# what a job reads: generation; reconstruction (generation from given codes, without the LM side, plus the
+# standalone tokenizer with Theia to encode videos); or everything but Theia (encoding features, training)
+JOBS = ("generate", "reconstruct", "all")
+LM_SIDE = ("t5_lm", "lm")  # what reconstruction does not read
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,15 +69,17 @@ class Component:
 
 
 COMPONENTS: dict[str, Component] = {
-    "t5_lm": Component(lambda c: c.t5_lm, lambda c, job: text.abstract_params(c.t5_lm), sharded=True),
+    "t5_lm": Component(lambda c: c.t5_lm, lambda c, job: None if job == "reconstruct" else
+                       text.abstract_params(c.t5_lm), sharded=True),
     "t5_dit": Component(lambda c: c.t5_dit, lambda c, job: text.abstract_params(c.t5_dit), sharded=True),
-    "lm": Component(lambda c: c.lm, lambda c, job: lm.abstract_params(c.lm), sharded=True),
+    "lm": Component(lambda c: c.lm, lambda c, job: None if job == "reconstruct" else lm.abstract_params(c.lm),
+                    sharded=True),
     # the standalone tokenizer encodes videos (training data); generation decodes with the DiT's copy
-    "tokenizer": Component(lambda c: c.tokenizer,
-                           lambda c, job: None if job == "generate" else tokenizer.abstract_params(c.tokenizer)),
+    "tokenizer": Component(lambda c: c.tokenizer, lambda c, job: None if job == "generate" else
+                           tokenizer.abstract_params(c.tokenizer, theia=job == "reconstruct")),
     "diffusion": Component(lambda c: c.dit, lambda c, job: diffusion.abstract_params(
-        c.dit, c.tokenizer, decode_only=job == "generate")),
-    "vae": Component(lambda c: c.vae, lambda c, job: vae.abstract_params(c.vae, decode_only=job == "generate")),
+        c.dit, c.tokenizer, decode_only=job != "all")),
+    "vae": Component(lambda c: c.vae, lambda c, job: vae.abstract_params(c.vae, decode_only=job != "all")),
 }
 
 
@@ -82,6 +98,19 @@ class GenerateOptions:
     steps: int | None = None  # diffusion steps; None: the config's (50)
     dit_guidance: float | None = None  # dynamic CFG scale; None: the config's (6)
     dit_guidance_exp: float | None = None  # dynamic CFG exponent; None: the config's (5)
+    # long videos: LM groups its KV cache holds (a sliding window); None: the whole sequence while
+    # it fits the LM's max_len (the original's), else as many groups as fit
+    lm_window: int | None = None
+    # the LM-side prompt tokens are left-padded (masked) to at least this many, so that prompts of
+    # any length up to it share one compiled LM (a server's requests); 0: to the longest prompt
+    min_text_tokens: int = 0
+
+
+def config_defaults(cfg: LanDiffConfig) -> dict[str, Any]:
+    """The values of the settings that `GenerateOptions` leaves to the config (None)."""
+    s = cfg.sampler
+    return dict(num_frames=cfg.video_frames(cfg.max_latent_frames), steps=s.num_steps, dit_guidance=s.cfg_scale,
+                dit_guidance_exp=s.cfg_exp)
 
 
 @dataclasses.dataclass
@@ -92,6 +121,18 @@ class GenerateResult:
     finite: np.ndarray  # [b] bool: False where the decoded video held NaN/inf (its frames are then zeros)
 
 
+@dataclasses.dataclass
+class Chunk:
+    """What `LanDiff.generate_stream` yields: the part of the b videos one chunk adds."""
+
+    index: int
+    first_frame: int  # the video frame number of frames[:, 0]
+    frames: np.ndarray  # [b f H W 3] uint8 (zeros where not finite)
+    latents: np.ndarray  # [b n h w c] float32: the latent frames this chunk generated
+    codes: np.ndarray  # [b m] int32: the semantic tokens the LM wrote for this chunk (m may be 0)
+    finite: np.ndarray  # [b] bool: False where this chunk's frames held NaN/inf
+
+
 def is_sharded(name: str, cfg: LanDiffConfig, mesh: Mesh | None, lm_placement: str | None = None) -> bool:
     """Whether component `name` is split over `mesh` (lm_placement: see `runtime.lm_weights`)."""
     if mesh is None or not COMPONENTS[name].sharded:
@@ -99,12 +140,12 @@ def is_sharded(name: str, cfg: LanDiffConfig, mesh: Mesh | None, lm_placement: s
     return name != "lm" or runtime.lm_weights(cfg.lm, mesh.devices.size, lm_placement) == "sharded"
 
 
-def component_shardings(cfg: LanDiffConfig, mesh: Mesh | None = None,
-                        lm_placement: str | None = None) -> dict[str, Any]:
-    """Where each component's generation params go: {component: tree of Shardings}; the
+def component_shardings(cfg: LanDiffConfig, mesh: Mesh | None = None, lm_placement: str | None = None,
+                        job: str = "generate") -> dict[str, Any]:
+    """Where each component's params that `job` reads go: {component: tree of Shardings}; the
     default device without a mesh, else split by the logical-axis rules or replicated."""
     out = {}
-    for name, tree in abstract_params(cfg).items():
+    for name, tree in abstract_params(cfg, job).items():
         if is_sharded(name, cfg, mesh, lm_placement):
             out[name] = param_shardings(tree, mesh)
         else:
@@ -113,12 +154,13 @@ def component_shardings(cfg: LanDiffConfig, mesh: Mesh | None = None,
     return out
 
 
-def weight_bytes(cfg: LanDiffConfig, mesh: Mesh | None = None, lm_placement: str | None = None) -> int:
-    """Bytes of the generation weights that one device holds (sharded components split over
+def weight_bytes(cfg: LanDiffConfig, mesh: Mesh | None = None, job: str = "generate",
+                 lm_placement: str | None = None) -> int:
+    """Bytes of the weights `job` reads that one device holds (sharded components split over
     the mesh's devices, the others replicated)."""
     devices = mesh.devices.size if mesh is not None else 1
     total = 0
-    for name, tree in abstract_params(cfg).items():
+    for name, tree in abstract_params(cfg, job).items():
         size = sum(math.prod(a.shape) for a in jax.tree.leaves(tree))
         size *= jnp.dtype(COMPONENTS[name].config(cfg).param_dtype).itemsize
         total += -(-size // devices) if is_sharded(name, cfg, mesh, lm_placement) else size
@@ -139,10 +181,11 @@ def device_memory(device) -> int | None:
         return None
 
 
-def check_memory(cfg: LanDiffConfig, mesh: Mesh | None = None, lm_placement: str | None = None) -> None:
+def check_memory(cfg: LanDiffConfig, mesh: Mesh | None = None, job: str = "generate",
+                 lm_placement: str | None = None) -> None:
     """Refuse, before anything is built, a system whose weights alone exceed a device's memory."""
     device = mesh.devices.flat[0] if mesh is not None else jax.devices()[0]
-    need, have = weight_bytes(cfg, mesh, lm_placement), device_memory(device)
+    need, have = weight_bytes(cfg, mesh, job, lm_placement), device_memory(device)
     if have is not None and need > have:
         dtype = jnp.dtype(cfg.dit.param_dtype).name
         advice = "bfloat16, " if dtype == "float32" else ""
@@ -168,9 +211,20 @@ def check_options(cfg: LanDiffConfig, options: GenerateOptions) -> int:
         raise ValueError(f"seed must be in [{SEED_RANGE[0]}, {SEED_RANGE[1]}], got {options.seed}")
     if options.steps is not None and options.steps < 1:
         raise ValueError(f"steps must be >= 1, got {options.steps}")
-    lm.SampleOptions.create(guidance_scale=options.lm_guidance, temperature=options.temperature,
-                            top_k=options.top_k, top_p=options.top_p, greedy=options.greedy)
-    return cfg.latent_frames(options.num_frames)
+    if options.lm_window is not None and options.lm_window < 1:
+        raise ValueError(f"lm_window must be >= 1 (LM groups), got {options.lm_window}")
+    lm_options(options)
+    return cfg.latent_frames(options.num_frames, streaming=True)
+
+
+def lm_options(options: GenerateOptions) -> lm.SampleOptions:
+    return lm.SampleOptions.create(guidance_scale=options.lm_guidance, temperature=options.temperature,
+                                   top_k=options.top_k, top_p=options.top_p, greedy=options.greedy)
+
+
+def num_codes(cfg: LanDiffConfig, latent_frames: int) -> int:
+    """Semantic tokens of T frames: one group's, or the LM's groups of a long video."""
+    return lm.num_codes(latent_frames, cfg.lm.iframe_tokens, cfg.lm.pframe_tokens, cfg.lm.segment_length)
 
 
 def check_codes(cfg: LanDiffConfig, codes, latent_frames: int, batch: int) -> np.ndarray:
@@ -178,7 +232,7 @@ def check_codes(cfg: LanDiffConfig, codes, latent_frames: int, batch: int) -> np
     codes = np.asarray(codes)
     if not np.issubdtype(codes.dtype, np.integer):
         raise ValueError(f"codes must be integers, got dtype {codes.dtype}")
-    want = (batch, cfg.tokenizer.num_codes(latent_frames))
+    want = (batch, num_codes(cfg, latent_frames))
     if codes.shape != want:
         raise ValueError(f"codes have shape {codes.shape}, expected {want} for {batch} prompt(s) and "
                          f"{latent_frames} semantic frames")
@@ -217,16 +271,17 @@ class LanDiff:
 
     def __init__(self, cfg: LanDiffConfig, params: Mapping[str, Any] | Iterable[tuple[str, Any]],
                  tokenizers: dict[str, text.T5TextTokenizer], *, random_weights: bool = False,
-                 mesh: Mesh | None = None, dit_attention: str | None = None, lm_placement: str | None = None):
-        """params: {component: params} or (component, params) pairs, holding what generation reads
-        (`abstract_params(cfg, 'generate')`), placed one at a time (`place`) so that a lazily
+                 mesh: Mesh | None = None, dit_attention: str | None = None, lm_placement: str | None = None,
+                 job: str = "generate"):
+        """params: {component: params} or (component, params) pairs, holding what `job` reads
+        (`abstract_params(cfg, job)`, see JOBS), placed one at a time (`place`) so that a lazily
         loaded component leaves host memory before the next is read. The kernels are chosen here,
         once, for the devices (`runtime.configure`; `dit_attention` forces the DiT's). `mesh` (see
         `parallel.make_mesh`): the text encoders' weights are sharded by the logical-axis rules;
         the LM's are replicated with its guidance rows split over devices, or sharded, as
         `runtime.lm_weights` decides (`lm_placement` forces it); the other stages' weights are
         replicated, and the guided DiT runs CFG- and sequence-parallel by the mesh's shape
-        (`diffusion.sampler`)."""
+        (`diffusion.sampler`), long videos included."""
         cfg = runtime.configure(cfg.check(), mesh=mesh, dit_attention=dit_attention, lm_placement=lm_placement)
         self.cfg = cfg
         self.tokenizers = tokenizers
@@ -235,7 +290,7 @@ class LanDiff:
         self.mesh = mesh
         self.restore_seconds: float | None = None  # from_checkpoint: the time its restores took
         self.lm_placement = runtime.lm_weights(cfg.lm, mesh.devices.size if mesh is not None else 1, lm_placement)
-        self.shardings = component_shardings(cfg, mesh, self.lm_placement)
+        self.shardings = component_shardings(cfg, mesh, self.lm_placement, job)
         self.params = {}
         for name, tree in params.items() if isinstance(params, Mapping) else params:
             self.place(name, tree)
@@ -249,23 +304,23 @@ class LanDiff:
     @classmethod
     def from_checkpoint(cls, directory: str | Path, dtype: str | None = None, mesh: Mesh | None = None,
                         dit_attention: str | None = None, verify: str = "cheap", lm_placement: str | None = None,
-                        compile_for: CompileFor | None = None) -> "LanDiff":
+                        compile_for: CompileFor | None = None, job: str = "generate") -> "LanDiff":
         """A converted checkpoint (`tools/convert.py`), computed in `dtype` (default: as stored),
-        reading only the parameters generation uses, each restored straight into its shardings
-        and dtype; dit_attention, lm_placement: see `__init__`; verify: the checksum level of
-        each component (`checkpoint.load_component`). compile_for: compile the stages of that
-        coming `generate` call in a thread while the weights load (`compile`)."""
+        reading only the parameters `job` uses (see JOBS), each restored straight into its
+        shardings and dtype; dit_attention, lm_placement: see `__init__`; verify: the checksum
+        level of each component (`checkpoint.load_component`). compile_for: compile the stages of
+        that coming `generate` call in a thread while the weights load (`compile`)."""
         cfg = checkpoint.load_config(directory, dtype)
-        check_memory(cfg, mesh, lm_placement)
+        check_memory(cfg, mesh, job, lm_placement)
         tokenizers = {c: checkpoint.text_tokenizer(directory, c) for c in TEXT_COMPONENTS}
-        pipe = cls(cfg, {}, tokenizers, mesh=mesh, dit_attention=dit_attention, lm_placement=lm_placement)
+        pipe = cls(cfg, {}, tokenizers, mesh=mesh, dit_attention=dit_attention, lm_placement=lm_placement, job=job)
         stop = threading.Event()  # a failed load stops the compiling after its current stage
         compiling = threading.Thread(target=pipe._compile_or_warn, args=(compile_for, stop))
         if compile_for is not None:
             compiling.start()
         start = time.perf_counter()
         try:
-            for name, tree in abstract_params(pipe.cfg, "generate").items():
+            for name, tree in abstract_params(pipe.cfg, job).items():
                 dtype_ = COMPONENTS[name].config(pipe.cfg).param_dtype
                 pipe.place(name, checkpoint.load_component(directory, name, tree, verify=verify,
                                                            shardings=pipe.shardings[name], dtype=dtype_))
@@ -280,12 +335,17 @@ class LanDiff:
 
     @classmethod
     def random(cls, cfg: LanDiffConfig, seed: int = 0, mesh: Mesh | None = None,
-               dit_attention: str | None = None, lm_placement: str | None = None) -> "LanDiff":
-        """RANDOM weights and byte-level text ids: shows the code path, the video is noise."""
-        check_memory(cfg, mesh, lm_placement)
-        params = {name: random_params(tree, seed + i) for i, (name, tree) in enumerate(abstract_params(cfg).items())}
+               dit_attention: str | None = None, lm_placement: str | None = None,
+               job: str = "generate") -> "LanDiff":
+        """RANDOM weights of what `job` reads (component i of COMPONENTS drawn from seed + i, as
+        `prepare.load_frozen_models` draws them) and byte-level text ids: shows the code path, the
+        video is noise."""
+        check_memory(cfg, mesh, job, lm_placement)
+        order = list(COMPONENTS)
+        params = {name: random_params(tree, seed + order.index(name))
+                  for name, tree in abstract_params(cfg, job).items()}
         return cls(cfg, params, {c: text.ByteTokenizer() for c in TEXT_COMPONENTS}, random_weights=True, mesh=mesh,
-                   dit_attention=dit_attention, lm_placement=lm_placement)
+                   dit_attention=dit_attention, lm_placement=lm_placement, job=job)
 
     # ---- compiling ahead ----------------------------------------------------------------
     def compile(self, plan: CompileFor, stop: threading.Event | None = None) -> None:
@@ -293,21 +353,28 @@ class LanDiff:
         shapes and shardings alone (no weight is needed: it runs while they load), so that the
         call itself compiles nothing. Each stage is called exactly as `generate` calls it, with
         zeros placed like the previous stage's output (a call with other shapes or placements
-        compiles as usual). stop: once set, no further stage is compiled."""
+        compiles as usual). Videos of one chunk only: a streamed one compiles as its chunks run.
+        stop: once set, no further stage is compiled."""
         stopped = lambda: stop is not None and stop.is_set()  # noqa: E731
         prompts, options = self.check_prompts(plan.prompts), plan.options
         t = check_options(self.cfg, options)
         cfg, relay, b = self.cfg, self._progress if plan.progress else None, len(prompts)
+        if t > cfg.max_latent_frames:
+            raise ValueError(f"compiling ahead covers videos of one chunk (up to "
+                             f"{cfg.video_frames(cfg.max_latent_frames)} frames), not {cfg.video_frames(t)}")
+        if not (plan.codes or set(LM_SIDE) <= set(self.shardings)):
+            raise ValueError("this pipeline holds no LM (built for the 'reconstruct' job): plan with codes")
         params = {name: jax.tree.map(
             lambda a, s, d=COMPONENTS[name].config(cfg).param_dtype: jax.ShapeDtypeStruct(a.shape, d, sharding=s),
-            nn.meta.unbox(tree), self.shardings[name]) for name, tree in abstract_params(cfg).items()}
+            nn.meta.unbox(tree), self.shardings[name]) for name, tree in abstract_params(cfg).items()
+            if name in self.shardings}
         if not plan.codes:
-            ids, mask = self.tokenizers["t5_lm"].encode_lm(prompts)
+            ids, mask = self.tokenizers["t5_lm"].encode_lm(prompts, min_length=options.min_text_tokens)
             hidden = _placeholder(text.encode_ids.lower(params["t5_lm"], cfg.t5_lm, ids, mask).compile().out_info)
             if stopped():
                 return
             self._lm_sample(params["lm"], hidden, mask.astype(bool), t, options, progress=relay, compile_only=True)
-        codes = jnp.asarray(np.zeros((b, cfg.tokenizer.num_codes(t)), np.int32))
+        codes = jnp.asarray(np.zeros((b, num_codes(cfg, t)), np.int32))
         feature = conditioner.semantic_feature.lower(cfg.dit, cfg.tokenizer, params["diffusion"], codes, t,
                                                      collect=False).compile()
         ids = self.tokenizers["t5_dit"].encode_diffusion(prompts, cfg.dit.text_length)
@@ -353,21 +420,37 @@ class LanDiff:
     def sample_codes(self, prompts: Sequence[str], latent_frames: int, options: GenerateOptions, *,
                      trace: bool = False, progress: P.Callback | None = None) -> lm.SampleOutput:
         """Flan-T5 → LM sampling: semantic tokens [b N] (I-frame codes, then P-frame codes)."""
-        hidden, mask = text.encode_for_lm(self.tokenizers["t5_lm"], self.params["t5_lm"], self.cfg.t5_lm, prompts)
+        hidden, mask = text.encode_for_lm(self.tokenizers["t5_lm"], self.params["t5_lm"], self.cfg.t5_lm, prompts,
+                                          min_length=options.min_text_tokens)
         return self._lm_sample(self.params["lm"], hidden, mask, latent_frames, options, trace=trace, progress=progress)
 
     def _lm_sample(self, params, hidden, mask, latent_frames: int, options: GenerateOptions, **kw):
-        """The LM sampler's call (`sample_codes`, `compile`); on a mesh per device when its
-        weights are replicated."""
-        sample_options = lm.SampleOptions.create(guidance_scale=options.lm_guidance, temperature=options.temperature,
-                                                 top_k=options.top_k, top_p=options.top_p, greedy=options.greedy)
-        keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(options.seed), i))(jnp.arange(mask.shape[0]))
-        mesh = self.mesh if self.lm_placement == "replicated" else None
+        """The LM sampler's call (`sample_codes`, `compile`)."""
         return lm.sample(params, self.cfg.lm, hidden, mask, num_frames=latent_frames, motion_score=options.motion_score,
-                         options=sample_options, rng=keys, mesh=mesh, **kw)
+                         options=lm_options(options), rng=_lm_keys(options, mask.shape[0]), mesh=self._lm_mesh, **kw)
 
-    def text_context(self, prompts: Sequence[str]):
-        """T5-v1.1 context [b L D] (right-padded, no mask) and the unconditional zeros."""
+    @property
+    def _lm_mesh(self) -> Mesh | None:
+        """The mesh the LM samplers run per device on: its weights replicated (`runtime.lm_weights`)."""
+        return self.mesh if self.lm_placement == "replicated" else None
+
+    def code_groups(self, prompts: Sequence[str], latent_frames: int, options: GenerateOptions, *,
+                    progress: P.Callback | None = None) -> lm.GroupStream:
+        """Flan-T5 → the LM's sequence for `latent_frames` frames, written one group per
+        `next_group()` (the same draws as `sample_codes` while the window holds every group)."""
+        hidden, mask = text.encode_for_lm(self.tokenizers["t5_lm"], self.params["t5_lm"], self.cfg.t5_lm, prompts,
+                                          min_length=options.min_text_tokens)
+        return lm.GroupStream(self.params["lm"], self.cfg.lm, hidden, mask, num_frames=latent_frames,
+                              motion_score=options.motion_score, options=lm_options(options),
+                              rng=_lm_keys(options, len(prompts)), window=options.lm_window, progress=progress,
+                              mesh=self._lm_mesh)
+
+    def text_context(self, prompts: Sequence[str] | None, batch: int | None = None):
+        """T5-v1.1 context [b L D] (right-padded, no mask) and the unconditional zeros; prompts None:
+        the null text of `batch` videos (the all-zero context of a caption dropped in training) twice."""
+        if prompts is None:
+            null = jnp.zeros((batch, self.cfg.dit.text_length, self.cfg.dit.text_hidden_size), jnp.float32)
+            return null, null
         return _context_pair(text.encode_for_diffusion(self.tokenizers["t5_dit"], self.params["t5_dit"],
                                                        self.cfg.t5_dit, prompts, self.cfg.dit.text_length))
 
@@ -383,16 +466,20 @@ class LanDiff:
                    if v is not None}
         return dataclasses.replace(s, **replace)
 
-    def sample_latents(self, context, uncond_context, feature, options: GenerateOptions, *, init_noise=None,
-                       step_noise=None, trajectory: bool = False, progress: P.Callback | None = None):
-        """Guided DPM++(2M) SDE sampling (one jitted scan): latents [b t h w c] float32."""
-        return self._dit_sample(self.params["diffusion"]["dit"], context, uncond_context, feature, options,
-                                init_noise=init_noise, step_noise=step_noise, trajectory=trajectory, progress=progress)
+    def sample_latents(self, context, uncond_context, feature, options: GenerateOptions, *, key=None,
+                       prefix=None, prefix_frames=None, init_noise=None, step_noise=None, trajectory: bool = False,
+                       progress: P.Callback | None = None):
+        """Guided DPM++(2M) SDE sampling (one jitted scan): latents [b t h w c] float32. key: the
+        draws' (default: the seed's); prefix / prefix_frames: clean latents kept (`sampler.sample`)."""
+        return self._dit_sample(self.params["diffusion"]["dit"], context, uncond_context, feature, options, key=key,
+                                init_noise=init_noise, step_noise=step_noise, prefix=prefix,
+                                prefix_frames=prefix_frames, trajectory=trajectory, progress=progress)
 
-    def _dit_sample(self, params, context, uncond_context, feature, options: GenerateOptions, *, init_noise=None,
-                    **kw):
+    def _dit_sample(self, params, context, uncond_context, feature, options: GenerateOptions, *, key=None,
+                    init_noise=None, **kw):
         """The DiT sampler's call (`sample_latents`, `compile`)."""
-        key = None if init_noise is not None else jax.random.fold_in(jax.random.key(options.seed), 1 << 20)
+        if key is None and init_noise is None:
+            key = jax.random.fold_in(jax.random.key(options.seed), 1 << 20)
         return sampler.sample(self.cfg.dit, self.sampler_config(options), params, context, uncond_context, feature,
                               key=key, init_noise=init_noise, mesh=self.mesh, **kw)
 
@@ -400,47 +487,132 @@ class LanDiff:
         """Chunked VAE decode → video [b F H W 3] in [0, 1]."""
         return vae.to_unit(vae.decode_latents(self.params["vae"], self.cfg.vae, latents))
 
-    def generate(self, prompts: str | Sequence[str], options: GenerateOptions | None = None, *, codes=None,
+    def generate(self, prompts: str | Sequence[str] | None, options: GenerateOptions | None = None, *, codes=None,
                  progress: P.Callback | None = None, **settings) -> GenerateResult:
-        """The whole job for one prompt or a list of them.
+        """The whole job for one prompt or a list of them, or (prompts None, with `codes`) the null
+        text: the diffusion stage sees the all-zero context, one video per row of `codes`.
 
         Settings are `GenerateOptions` fields, given as `options` or as keywords (seed=,
         num_frames=, steps=, lm_guidance=, dit_guidance=, ...; keywords override `options`).
         `codes` [b N] skips the LM (e.g. `result.codes` of an earlier run). `progress`: called
         with `landiff_jax.progress.Progress` events (stages, compile times, LM tokens and
         diffusion steps from inside the compiled loops); e.g. `print` or `progress.Display()`.
+        A long video is `generate_stream`'s chunks put together.
         """
+        chunks = list(self.generate_stream(prompts, options, codes=codes, progress=progress, **settings))
+        join = lambda name: np.concatenate([getattr(c, name) for c in chunks], axis=1)  # noqa: E731
+        return GenerateResult(videos=join("frames"), codes=join("codes"), latents=join("latents"),
+                              finite=np.logical_and.reduce([c.finite for c in chunks]))
+
+    def generate_stream(self, prompts: str | Sequence[str] | None, options: GenerateOptions | None = None, *,
+                        codes=None, progress: P.Callback | None = None, **settings) -> Iterator[Chunk]:
+        """`generate` as an iterator of `Chunk`s, each yielded as soon as its frames are decoded:
+        one chunk up to C latent frames (49 video frames at full size), else chunk by chunk (see
+        the module docstring). Everything is checked here, before the first chunk is asked for."""
         try:
             options = dataclasses.replace(options or GenerateOptions(), **settings)
         except TypeError:
             fields = sorted(f.name for f in dataclasses.fields(GenerateOptions))
             raise ValueError(f"unknown setting(s) {sorted(set(settings) - set(fields))}; "
                              f"the settings are {', '.join(fields)}") from None
-        prompts = self.check_prompts(prompts)
+        if prompts is None and codes is None:
+            raise ValueError("without a prompt (the null text) give the semantic tokens: codes=")
+        if codes is None and not set(LM_SIDE) <= set(self.params):
+            raise ValueError("this pipeline holds no LM (built for the 'reconstruct' job): give codes=")
+        prompts = self.check_prompts(prompts) if prompts is not None else None
         t = check_options(self.cfg, options)
         if codes is not None:
-            codes = self.check_codes(codes, t, len(prompts))
+            batch = len(prompts) if prompts is not None else (len(codes) if np.ndim(codes) == 2 else 1)
+            codes = self.check_codes(codes, t, batch)
+        return self._chunks(prompts, t, options, codes, progress)
+
+    def _chunks(self, prompts, t: int, options: GenerateOptions, codes, progress) -> Iterator[Chunk]:
         # the loops take the pipeline's relay (a fixed static argument) rather than `progress`
         relay = self._progress if progress is not None else None
         self._progress.target = progress
         report = progress or (lambda event: None)
         try:
-            if codes is None:
-                with _stage(report, "LM: semantic tokens"):
-                    codes = np.asarray(self.sample_codes(prompts, t, options, progress=relay).codes)
-            with _stage(report, "diffusion: text context + semantic feature"):
-                context, uncond = self.text_context(prompts)
-                feature = jax.block_until_ready(self.semantic_feature(codes, t))
-            with _stage(report, "diffusion: guided steps"):
-                latents = jax.block_until_ready(self.sample_latents(context, uncond, feature, options, progress=relay))
-            with _stage(report, "VAE: decode"):
-                video = np.asarray(self.decode(latents))
+            if t <= self.cfg.max_latent_frames:
+                yield self._one_chunk(prompts, t, options, codes, report, relay)
+            else:
+                yield from self._stream(prompts, t, options, codes, report, relay)
         finally:
             self._progress.target = None
-        finite = np.isfinite(video).reshape(len(video), -1).all(axis=1)
-        videos = np.stack([to_uint8(v) if ok else np.zeros(v.shape, np.uint8) for v, ok in zip(video, finite)])
-        return GenerateResult(videos=videos, codes=np.asarray(codes, np.int32), latents=np.asarray(latents),
-                              finite=finite)
+
+    def _one_chunk(self, prompts, t: int, options: GenerateOptions, codes, report, relay) -> Chunk:
+        if codes is None:
+            with _stage(report, "LM: semantic tokens"):
+                codes = np.asarray(self.sample_codes(prompts, t, options, progress=relay).codes)
+        with _stage(report, "diffusion: text context + semantic feature"):
+            context, uncond = self.text_context(prompts, len(codes))
+            feature = jax.block_until_ready(self.semantic_feature(codes, t))
+        with _stage(report, "diffusion: guided steps"):
+            latents = jax.block_until_ready(self.sample_latents(context, uncond, feature, options, progress=relay))
+        with _stage(report, "VAE: decode"):
+            video = np.asarray(self.decode(latents))
+        return _chunk(0, 0, video, latents, codes)
+
+    def _stream(self, prompts, t: int, options: GenerateOptions, codes, report, relay) -> Iterator[Chunk]:
+        cfg, b = self.cfg, len(prompts) if prompts is not None else len(codes)
+        c, s = cfg.dit.latent_frames, cfg.lm.segment_length  # C = S (LanDiffConfig.check)
+        plan, groups = cfg.stream_chunks(t), -(-t // s)
+        per_group, wanted = num_codes(cfg, s), num_codes(cfg, t)
+        if codes is None:
+            with _stage(report, "LM: text condition + prefix"):
+                next_group = self.code_groups(prompts, t, options, progress=relay).next_group
+        else:  # the given codes, the last group padded to a whole one (its extra frames are not used)
+            given = iter(np.split(np.pad(codes, ((0, 0), (0, groups * per_group - wanted))), groups, axis=1))
+            next_group = functools.partial(next, given)
+        with _stage(report, "diffusion: text context"):
+            context, uncond = self.text_context(prompts, b)
+        decoder = vae.LatentStream(self.params["vae"], cfg.vae)
+        key = jax.random.fold_in(jax.random.key(options.seed), 1 << 20)  # chunk 0 draws as a one-chunk video
+        features: dict[int, jax.Array] = {}  # group → its frames' semantic feature [b S H W c]
+        previous = np.zeros((b, c, cfg.dit.latent_height, cfg.dit.latent_width, cfg.dit.in_channels), np.float32)
+        sampled, written, first_frame = 0, 0, 0  # groups, codes, video frames so far
+        for k, (start, prefix) in enumerate(plan):
+            new_codes = []
+            while sampled <= (start + c - 1) // s:  # the groups of the window's frames
+                with _stage(report, f"LM: group {sampled + 1}/{groups}"):
+                    new_codes.append(next_group())
+                with _stage(report, f"semantic feature: group {sampled + 1}/{groups}"):
+                    features[sampled] = self.semantic_feature(new_codes[-1], s)
+                sampled += 1
+            first = start // s
+            features = {g: f for g, f in features.items() if g >= first}
+            window = _window(features[first], features.get(first + 1, features[first]), jnp.int32(start - first * s))
+            with _stage(report, f"diffusion: chunk {k + 1}/{len(plan)}"):
+                latents = np.asarray(self.sample_latents(
+                    context, uncond, window, options, key=key if k == 0 else jax.random.fold_in(key, k),
+                    prefix=previous[:, c - cfg.stream_prefix:], prefix_frames=jnp.int32(prefix), progress=relay))
+            with _stage(report, f"VAE: chunk {k + 1}/{len(plan)}"):
+                video = np.asarray(vae.to_unit(decoder.push(latents[:, prefix:])))
+            new_codes = np.concatenate(new_codes, axis=1) if new_codes else np.zeros((b, 0), np.int32)
+            new_codes = new_codes[:, :wanted - written]
+            written += new_codes.shape[1]
+            yield _chunk(k, first_frame, video, latents[:, prefix:], new_codes)
+            first_frame += video.shape[1]
+            previous = latents
+        decoder.close()
+
+
+@jax.jit
+def _window(first, second, offset):
+    """C frames from `offset` of two consecutive groups' features [b S ...] (traced offset: one compile)."""
+    return jax.lax.dynamic_slice_in_dim(jnp.concatenate([first, second], axis=1), offset, first.shape[1], axis=1)
+
+
+def _lm_keys(options: GenerateOptions, batch: int):
+    """One key per prompt from the seed (a prompt draws the same whatever the batch)."""
+    return jax.vmap(lambda i: jax.random.fold_in(jax.random.key(options.seed), i))(jnp.arange(batch))
+
+
+def _chunk(index: int, first_frame: int, video, latents, codes) -> Chunk:
+    """A Chunk from decoded frames in [0, 1] (non-finite videos zeroed and flagged)."""
+    finite = np.isfinite(video).reshape(len(video), -1).all(axis=1)
+    frames = np.stack([to_uint8(v) if ok else np.zeros(v.shape, np.uint8) for v, ok in zip(video, finite)])
+    return Chunk(index=index, first_frame=first_frame, frames=frames, latents=np.asarray(latents, np.float32),
+                 codes=np.asarray(codes, np.int32), finite=finite)
 
 
 def _context_pair(context):

@@ -82,7 +82,7 @@ def load_frozen_models(checkpoint_dir: str | Path | None = None, *, preset: str 
                        dtype: str | None = None) -> FrozenModels:
     """The models preparation runs, from a converted checkpoint directory, or (checkpoint_dir None)
     RANDOM weights of `preset` with byte-level text ids: the same draws as `LanDiff.random(cfg,
-    seed)` for the text encoders and the VAE, plus random Theia weights in the tokenizer."""
+    seed, job='reconstruct')` (the text encoders, the VAE, the tokenizer with Theia)."""
     from landiff_jax import checkpoint, pipeline, text
     from landiff_jax.nn.init import random_params
     from landiff_jax.tokenizer.api import abstract_params as tokenizer_abstract

@@ -16,7 +16,7 @@ from typing import Any, Callable, TextIO
 
 import jax
 
-UPDATES = 50  # in-loop reports per loop at most (plus the last step)
+UPDATES = 20  # in-loop reports per loop at most (plus the last step): 50 cost the LM 1.8 %
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,14 +4,21 @@ is traced. The choice is written into the configs (`T5Config.attention_implement
 read their config and never look at devices.
 
     masked attention (T5, tokenizer) and the LM's causal training attention: cuDNN for bf16/fp16
-                                       on GPU, else XLA
+                                       on GPU; jax's Pallas TPU flash attention ('tpu_flash') for
+                                       bf16/fp16 on ONE TPU, or per device where the LM's weights
+                                       are replicated (masked or biased calls fall back to XLA);
+                                       else XLA
     DiT attention (unmasked):          our Hopper kernel ('mosaic') for bf16/fp16 on Hopper GPUs
-                                       at head dim 64; cuDNN on other GPUs; else XLA
+                                       at head dim 64; cuDNN on other GPUs; 'tpu_flash' for
+                                       bf16/fp16 on TPUs; else XLA
     LM decode steps:                   our Pallas decode kernel for bf16/fp16 on GPU when the LM
                                        runs per device (one device, or replicated weights); else XLA
+                                       (TPU included)
 Pallas calls are not split by XLA's SPMD partitioner, so on a mesh generation runs them per
 device inside `shard_map`: the guided DiT always (CFG- and sequence-parallel by the mesh's
 shape, `parallel.guided_layout`), the LM where its weights are replicated (`lm_weights`).
+'xla' is itself memory-bounded: above a score-matrix size the dispatcher (`nn.attention`) runs
+the blockwise attention, so CPU, TPU meshes and GPUs without a kernel fit long sequences.
 
 Also here: the persistent compilation cache (`use_compilation_cache`), on by default in the
 tools that compile.
@@ -38,8 +45,8 @@ _HALF = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 
 @dataclasses.dataclass(frozen=True)
 class Kernels:
-    attention: str  # masked / biased attention: 'cudnn' | 'xla'
-    full_attention: str  # unmasked attention (DiT): 'mosaic' | 'cudnn' | 'xla'
+    attention: str  # masked / biased attention: 'cudnn' | 'tpu_flash' | 'xla'
+    full_attention: str  # unmasked attention (DiT): 'mosaic' | 'cudnn' | 'tpu_flash' | 'xla'
     decode: str  # one query over a KV cache (LM decode steps): 'pallas' | 'xla'
 
 
@@ -54,6 +61,8 @@ def choose(dtype, head_dim: int, devices: Sequence[Any] | None = None, mesh: Mes
         devices = list(mesh.devices.flat) if mesh is not None else jax.devices()
     gpu = devices[0].platform == "gpu"
     one_device = len(devices) == 1
+    if devices[0].platform == "tpu" and one_device and jnp.dtype(dtype) in _HALF:
+        return Kernels("tpu_flash", "tpu_flash", "xla")
     if not (gpu and jnp.dtype(dtype) in _HALF):
         return Kernels("xla", "xla", "xla")
     hopper = one_device and is_hopper(devices[0]) and head_dim in HOPPER_HEAD_DIMS
@@ -128,12 +137,16 @@ def lm_weights(cfg: lm.LMConfig, devices: int, force: str | None = None) -> str:
 
 # ---- persistent compilation cache -------------------------------------------------------------
 CACHE_ENV = "LANDIFF_JAX_COMPILATION_CACHE"
+JAX_CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"  # jax's own setting of the directory
 
 
 def default_cache_dir() -> Path:
-    """$LANDIFF_JAX_COMPILATION_CACHE, else $XDG_CACHE_HOME (default ~/.cache)/landiff_jax/xla."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
+    """$LANDIFF_JAX_COMPILATION_CACHE, else jax's own $JAX_COMPILATION_CACHE_DIR (the test session
+    sets it, so that the tools it runs share its cache), else $XDG_CACHE_HOME (default
+    ~/.cache)/landiff_jax/xla."""
+    for name in (CACHE_ENV, JAX_CACHE_ENV):
+        if os.environ.get(name):
+            return Path(os.environ[name]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "landiff_jax" / "xla"
 
 

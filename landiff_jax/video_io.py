@@ -1,5 +1,6 @@
 """Writing generated videos: frames in [0, 1] or uint8 → mp4 (H.264, the ffmpeg binary shipped by
-imageio-ffmpeg), atomically; a video and its semantic tokens (.npy) as one unit.
+imageio-ffmpeg), atomically, whole or as the frames arrive (`Mp4Stream`); a video and its
+semantic tokens (.npy) as one unit.
 
 The encoder is our own `subprocess.Popen` of ffmpeg fed raw frames on a pipe: no `preexec_fn`
 (imageio's writer uses one, which makes CPython fork through the at-fork hooks and JAX warn about
@@ -11,8 +12,10 @@ counts only when ffmpeg exits 0 and the file decodes to the expected number of f
 
 from __future__ import annotations
 
+import contextlib
 import io
 import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -44,29 +47,110 @@ def write_npy(path: str | Path, array) -> Path:
     return write_bytes(path, buffer.getvalue())
 
 
-def _encode(tmp: Path, frames: np.ndarray, fps: int, pixelformat: str) -> None:
-    """frames (uint8 [f H W 3]) → H.264 mp4 at `tmp`; raises VideoWriteError unless ffmpeg succeeded."""
-    import imageio_ffmpeg
+class Mp4Stream:
+    """An mp4 written as its frames arrive (streaming generation): one ffmpeg process fed on a
+    pipe, writing a temporary sibling of `path`. `commit()` checks it (ffmpeg exit 0, the file
+    decodes to every frame written) and renames it onto `path`; `finish()` checks it and returns
+    the temporary for the caller to commit (e.g. `commit_with_codes`); `abort()`, and any
+    exception or signal that unwinds a `with` block, stops ffmpeg and removes the temporary:
+    nothing ever appears at `path` before the commit.
 
-    f, h, w, _ = frames.shape
-    # crf 10 is imageio's quality=8 for libx264 (what the project wrote before)
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error",
-           "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps), "-i", "pipe:0",
-           "-an", "-c:v", "libx264", "-crf", "10", "-pix_fmt", pixelformat, "-f", "mp4", str(tmp)]
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            close_fds=True, process_group=0)
-    try:
-        # communicate: writes the frames while draining stderr (no pipe deadlock), survives an early exit
-        _, err = proc.communicate(np.ascontiguousarray(frames).tobytes())
-        status = proc.returncode
-    finally:
-        if proc.poll() is None:  # interrupted (Ctrl-C, SIGTERM): the encoder never outlives us
-            proc.kill()
-            proc.communicate()
-    err = err.decode(errors="replace").strip()
-    if status != 0:
-        last = err.splitlines()[-1] if err else "no message"
-        raise VideoWriteError(f"ffmpeg failed writing {tmp.name} (exit {status}): {last}")
+        with Mp4Stream("fox.mp4") as video:
+            for chunk in pipe.generate_stream(prompt, num_frames=193):
+                video.write(chunk.frames[0])
+            video.commit()
+    ffmpeg's messages go to a file, not a pipe, so that it never blocks on them while we write."""
+
+    def __init__(self, path: str | Path, fps: int = 8, pixelformat: str = "yuv420p"):
+        self.path, self.fps, self.pixelformat = Path(path), fps, pixelformat
+        self.tmp: Path | None = None
+        self.proc: subprocess.Popen | None = None
+        self.errors = None
+        self.frames = 0
+        self.size: tuple[int, int] | None = None  # (H, W) of the first frames
+
+    def __enter__(self) -> "Mp4Stream":
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is not None:
+            self.abort()
+
+    def _start(self, height: int, width: int) -> None:
+        import imageio_ffmpeg
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = temp_sibling(self.path)
+        self.errors = tempfile.TemporaryFile()
+        # crf 10 is imageio's quality=8 for libx264 (what the project wrote before)
+        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(self.fps), "-i", "pipe:0",
+               "-an", "-c:v", "libx264", "-crf", "10", "-pix_fmt", self.pixelformat, "-f", "mp4", str(self.tmp)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.errors,
+                                     close_fds=True, process_group=0)
+
+    def write(self, frames) -> None:
+        """Append frames [f H W 3] (uint8, or floats in [0, 1]); every call the same H and W."""
+        frames = to_uint8(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"expected frames [f, H, W, 3], got shape {frames.shape}")
+        if self.size is None:
+            self.size = frames.shape[1:3]
+            self._start(*self.size)
+        elif frames.shape[1:3] != self.size:
+            raise ValueError(f"frames of {frames.shape[1]}×{frames.shape[2]} after {self.size[0]}×{self.size[1]}")
+        try:
+            self.proc.stdin.write(np.ascontiguousarray(frames).tobytes())
+        except BrokenPipeError:  # ffmpeg stopped: its status and message say why
+            self._wait()
+        self.frames += frames.shape[0]
+
+    def _wait(self) -> None:
+        """Close ffmpeg's input, wait for it; VideoWriteError unless it exited 0."""
+        with contextlib.suppress(BrokenPipeError):
+            self.proc.stdin.close()
+        status = self.proc.wait()
+        if status != 0:
+            self.errors.seek(0)
+            lines = self.errors.read().decode(errors="replace").strip().splitlines()
+            raise VideoWriteError(f"ffmpeg failed writing {self.tmp.name} (exit {status}): "
+                                  f"{lines[-1] if lines else 'no message'}")
+
+    def finish(self) -> Path:
+        """The checked temporary (the caller commits or removes it)."""
+        if self.frames == 0:
+            raise ValueError("no frames were written")
+        try:
+            self._wait()
+            written = count_frames(self.tmp)
+            if written != self.frames:
+                raise VideoWriteError(f"{self.tmp.name} decodes to {written} frames, {self.frames} were written")
+        except BaseException:
+            self.abort()
+            raise
+        self.errors.close()
+        return self.tmp
+
+    def commit(self) -> Path:
+        """`finish`, then the video renamed onto `path` (replacing a file there): the final name."""
+        tmp = self.finish()
+        try:
+            return commit(tmp, self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def abort(self) -> None:
+        """Stop ffmpeg (if running) and remove the temporary; safe to call at any time, again."""
+        if self.proc is not None and self.proc.poll() is None:  # interrupted: the encoder never outlives us
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        if self.errors is not None:
+            self.errors.close()
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
 
 
 def count_frames(path: Path) -> int:
@@ -92,17 +176,9 @@ def encode_temp(path: Path, frames, fps: int = 8, pixelformat: str = "yuv420p") 
     frames = to_uint8(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
         raise ValueError(f"expected frames [f, H, W, 3] with f >= 1, got shape {frames.shape}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(path)
-    try:
-        _encode(tmp, frames, fps, pixelformat)
-        written = count_frames(tmp)
-        if written != frames.shape[0]:
-            raise VideoWriteError(f"{tmp.name} decodes to {written} frames, {frames.shape[0]} were written")
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
+    with Mp4Stream(path, fps, pixelformat) as stream:
+        stream.write(frames)
+        return stream.finish()
 
 
 def free_stem(directory: Path, stem: str, overwrite: bool, suffixes=(".mp4", ".npy")) -> str:
@@ -116,17 +192,26 @@ def free_stem(directory: Path, stem: str, overwrite: bool, suffixes=(".mp4", ".n
     return f"{stem}-{n}"
 
 
+def video_paths(directory: Path, stem: str, overwrite: bool = False) -> tuple[Path, Path]:
+    """(`<stem>.mp4`, `<stem>.npy`) under a free name (see `free_stem`) unless `overwrite`."""
+    stem = free_stem(directory, stem, overwrite)
+    return directory / f"{stem}.mp4", directory / f"{stem}.npy"
+
+
 def write_video_and_codes(directory: Path, stem: str, frames, codes, fps: int = 8, overwrite: bool = False,
                           pixelformat: str = "yuv420p") -> tuple[Path, Path]:
-    """`<stem>.mp4` and `<stem>.npy` (semantic tokens) as one unit, under a free name (see
-    `free_stem`) unless `overwrite`. Both are written to checked temporaries first; then an old
-    `.npy` is removed, the mp4 renamed, the npy renamed. A kill at any point leaves the old pair,
-    an old or new mp4 without codes, or the new pair: never codes beside a video they did not make."""
-    stem = free_stem(directory, stem, overwrite)
-    mp4, npy = directory / f"{stem}.mp4", directory / f"{stem}.npy"
+    """`<stem>.mp4` and `<stem>.npy` (semantic tokens) as one unit (`video_paths`, `commit_with_codes`)."""
+    mp4, npy = video_paths(directory, stem, overwrite)
+    return commit_with_codes(encode_temp(mp4, frames, fps, pixelformat), mp4, npy, codes)
+
+
+def commit_with_codes(tmp_mp4: Path, mp4: Path, npy: Path, codes) -> tuple[Path, Path]:
+    """A checked temporary video (`encode_temp`, `Mp4Stream.finish`) and its codes committed as one
+    unit: the codes go to a temporary too; then an old `.npy` is removed, the mp4 renamed, the npy
+    renamed. A kill at any point leaves the old pair, an old or new mp4 without codes, or the new
+    pair: never codes beside a video they did not make. The temporaries are gone either way."""
     buffer = io.BytesIO()
     np.save(buffer, np.asarray(codes))
-    tmp_mp4 = encode_temp(mp4, frames, fps, pixelformat)
     tmp_npy = None
     try:
         tmp_npy = temp_sibling(npy)

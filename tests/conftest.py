@@ -1,38 +1,55 @@
-"""Shared test fixtures.
+"""Shared test fixtures, and one compilation cache for the session.
 
 `fixtures_dir` is ../shared/fixtures next to the checkout (or $LANDIFF_FIXTURES); `torch` is
 torch, which only the `convert` extra installs (tests that read the released .pt files or
 compare with torch code take it). On a user's machine without them, those tests skip with a
 message; under CI (CI=true, where .ci/run installs both) their absence fails.
 
-The tools' compilation cache goes to a temporary directory of the session (not ~/.cache),
-unless $LANDIFF_JAX_COMPILATION_CACHE is set.
+Compile time is most of the suite's time, so the session (and the tools' subprocesses, which
+inherit the environment) compiles with XLA's CPU backend unoptimised: `--xla_backend_optimization_level=0`
+in XLA_FLAGS skips LLVM's optimisation passes, not XLA's own (fusion, layout), and takes about 40 %
+less CPU; the numbers are those of the same computation, within the tests' tolerances. An
+XLA_FLAGS that sets the level itself is kept. The compiles (of at least a second) go to a fresh
+persistent JAX cache, so that a computation compiled by several tests or processes (the same
+module, shapes and flags) compiles once: a hit loads the executable the same compile produced. A
+cache the user set ($JAX_COMPILATION_CACHE_DIR) is used instead. The tools' own cache flag
+defaults to it (`runtime.default_cache_dir`, unless $LANDIFF_JAX_COMPILATION_CACHE is set), so
+the tools the tests run share it and write nothing to ~/.cache.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CACHE_ENV = "LANDIFF_JAX_COMPILATION_CACHE"  # runtime.CACHE_ENV (not imported: jax loads later)
-_session_cache: str | None = None
+_CACHE = "JAX_COMPILATION_CACHE_DIR"  # runtime.JAX_CACHE_ENV (not imported: jax loads later)
+_SESSION_CACHE = pytest.StashKey[str]()
+_FAST_COMPILE = "--xla_backend_optimization_level=0"
 
 
 def pytest_configure(config):
-    global _session_cache
-    if not os.environ.get(CACHE_ENV):  # before collection: modules copy os.environ for their tools
-        _session_cache = tempfile.mkdtemp(prefix="landiff_jax_xla_")
-        os.environ[CACHE_ENV] = _session_cache
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_backend_optimization_level" not in flags:  # read when the backend starts, after this
+        os.environ["XLA_FLAGS"] = f"{flags} {_FAST_COMPILE}".strip()
+    if os.environ.get(_CACHE):
+        return
+    directory = tempfile.mkdtemp(prefix="landiff-jax-test-cache-")
+    os.environ[_CACHE] = config.stash[_SESSION_CACHE] = directory
+    if "jax" in sys.modules:  # read its environment already: tell it directly
+        sys.modules["jax"].config.update("jax_compilation_cache_dir", directory)
 
 
 def pytest_unconfigure(config):
-    if _session_cache is not None:
-        shutil.rmtree(_session_cache, ignore_errors=True)
+    directory = config.stash.get(_SESSION_CACHE, None)
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
+        del os.environ[_CACHE]
 
 
 def _fixtures_root() -> Path:
@@ -61,3 +78,41 @@ def torch():
         _skip_or_fail("needs torch, which is not installed: pip install 'landiff-jax[convert]' "
                       "(its CPU build: see the README)")
     return torch
+
+
+class Compilations:
+    """XLA traces and compilations seen while counting (jax.monitoring's public events): a jitted
+    function traces once per new cache entry, so `traces` counts cache misses, eager ops
+    included; `traced` names the functions traced, in order (where jax names them)."""
+
+    TRACE, COMPILE = "/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/backend_compile_duration"
+
+    def __init__(self):
+        self.compiles = 0
+        self.traced: list[str | None] = []
+
+    @property
+    def traces(self) -> int:
+        return len(self.traced)
+
+    def __call__(self, event: str, duration: float, **kwargs) -> None:
+        if event == self.TRACE:
+            self.traced.append(kwargs.get("fun_name"))
+        self.compiles += event == self.COMPILE
+
+    def __enter__(self) -> "Compilations":
+        import jax
+
+        jax.monitoring.register_event_duration_secs_listener(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import jax
+
+        jax.monitoring.unregister_event_duration_listener(self)
+
+
+@pytest.fixture
+def compilations():
+    with Compilations() as counter:
+        yield counter

@@ -59,6 +59,21 @@ def test_forced_dit_attention_is_checked():
         runtime.configure(bf16, devices=[CPU], dit_attention="flash")
 
 
+def test_tpu_gets_pallas_flash_attention_on_one_device_and_xla_decode():
+    tpu = FakeDevice("tpu", device_kind="TPU v5p")
+    bf16 = LanDiffConfig.full().with_dtype("bfloat16")
+    one = runtime.configure(bf16, devices=[tpu])
+    assert kernels(one) == ("tpu_flash", "tpu_flash", "tpu_flash", "xla", "tpu_flash")  # the LM decodes through XLA
+    assert one.lm.train_attention == "tpu_flash"
+    # a mesh: the DiT keeps the kernel per device inside shard_map; the text encoders, and an LM whose
+    # weights are sharded (a pod), go through XLA (Pallas calls are not partitioned; long sequences
+    # take the blockwise path); an LM replicated on each device prefills with the kernel
+    assert kernels(runtime.configure(bf16, devices=[tpu] * 64)) == ("xla", "xla", "xla", "xla", "tpu_flash")
+    eight = runtime.configure(bf16, devices=[tpu] * 8)
+    assert kernels(eight) == ("xla", "xla", "xla", "xla", "tpu_flash") and eight.lm.train_attention == "tpu_flash"
+    assert kernels(runtime.configure(LanDiffConfig.full(), devices=[tpu])) == ("xla",) * 5  # float32: parity
+
+
 def test_lm_weights_replicated_where_sharding_costs_more_than_it_saves():
     lm = LanDiffConfig.full().with_dtype("bfloat16").lm  # 2B: 4.1 GB of weights
     for devices in (2, 4, 8):  # halving the reads saves 0.43-0.75 ms a step, 48 all-reduces cost 0.82 ms
@@ -110,7 +125,10 @@ def test_compilation_cache_is_kept_across_processes(tmp_path):
 
 def test_default_cache_dir(monkeypatch, tmp_path):
     monkeypatch.setenv(runtime.CACHE_ENV, str(tmp_path / "mine"))
+    monkeypatch.setenv(runtime.JAX_CACHE_ENV, str(tmp_path / "jax"))
     assert runtime.default_cache_dir() == tmp_path / "mine"
     monkeypatch.delenv(runtime.CACHE_ENV)
+    assert runtime.default_cache_dir() == tmp_path / "jax"  # jax's setting (the test session's cache)
+    monkeypatch.delenv(runtime.JAX_CACHE_ENV)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert runtime.default_cache_dir() == tmp_path / "landiff_jax" / "xla"

@@ -15,16 +15,14 @@ import json
 import re
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
+from landiff_jax import cli
+from landiff_jax.cli import DEFAULT_CHECKPOINT
 
-from landiff_jax import cli  # noqa: E402
-
-DEFAULT_CHECKPOINT = REPO / "checkpoints" / "tiny"
 ATTRIBUTES = ("background", "colour", "motion", "shape")
 
-flags.DEFINE_string("checkpoint", None, f"converted checkpoint directory (default: the shipped {DEFAULT_CHECKPOINT.relative_to(REPO)})")
+flags.DEFINE_string("checkpoint", None, f"converted checkpoint directory (default: the shipped {DEFAULT_CHECKPOINT.parent.name}/{DEFAULT_CHECKPOINT.name})")
 flags.DEFINE_bool("ground_truth", False, "measure the synthetic renderer's own clips instead of a model's videos")
 flags.DEFINE_string("prompts_file", None, "a text file with one caption of the grammar per line (default: every combination)")
 flags.DEFINE_integer("seeds", 2, "videos per prompt (seeds)")
@@ -98,8 +96,6 @@ def load_model():
     if not directory.is_dir():
         hint = "" if FLAGS.checkpoint else " (the shipped tiny checkpoint is not in this checkout; give --checkpoint DIR)"
         raise app.UsageError(f"checkpoint directory not found: {directory}{hint}")
-    import jax
-
     from landiff_jax.checkpoint import load_config
     from landiff_jax.convert.io import CheckpointError
     from landiff_jax.pipeline import LanDiff
@@ -108,7 +104,7 @@ def load_model():
         load_config(directory).latent_frames(FLAGS.num_frames)
     except (CheckpointError, ValueError) as e:
         raise app.UsageError(str(e))
-    dtype = FLAGS.dtype or ("bfloat16" if jax.default_backend() == "gpu" else "float32")
+    dtype = cli.compute_dtype(FLAGS.dtype)
     print(f"loading {directory} ({dtype})", flush=True)
     return LanDiff.from_checkpoint(directory, dtype=dtype)
 

@@ -1,18 +1,26 @@
 """Generate videos from text prompts: prompt(s) → LM semantic tokens → latents → mp4 (8 fps).
 
+  python tools/generate.py --prompt "a blue square moves up on a white background"   # shipped checkpoints/tiny
   python tools/generate.py --checkpoint ckpts/landiff-jax --prompt "A red fox walks through snow."
   python tools/generate.py --config configs/tiny.py --random_weights   # no files: RANDOM weights
   (--preset tiny is the shorthand for --config configs/tiny.py)
 
+Without --checkpoint or --random_weights: the shipped tiny checkpoint (checkpoints/tiny), or RANDOM
+tiny weights in a checkout without it (`cli.choose_model`, shared with tools/demo.py).
+
 Writes <output_dir>/<n>_<prompt>.mp4 and the semantic tokens as <n>_<prompt>.npy (reusable with
 --codes to skip the LM); an existing pair is kept and the new one gets the next free name
 <n>_<prompt>-1, -2, ... unless --overwrite. Every argument is checked before any weight is read.
+Longer videos than one chunk (--num_frames 97, 145, 193, ... at full size; 17, 25, 33, ... tiny)
+are generated and encoded chunk by chunk (frames go to the mp4 as each chunk is decoded); a video
+appears at its name only once complete.
 Defaults follow the original CLI (LM cfg 7.5, motion score 0.1, seed 42); frames, steps and
 diffusion guidance default to the chosen preset's or checkpoint's (`--help` with
 --preset/--config/--checkpoint shows them).
 """
 
 import argparse
+import dataclasses
 import hashlib
 import os
 import re
@@ -26,7 +34,8 @@ from landiff_jax import cli
 
 flags.DEFINE_multi_string("prompt", None, "a prompt (repeat for several)")
 flags.DEFINE_string("prompts_file", None, "a text file with one prompt per line")
-flags.DEFINE_string("checkpoint", None, "converted checkpoint directory (tools/convert.py)")
+flags.DEFINE_string("checkpoint", None, "converted checkpoint directory (tools/convert.py; default: the shipped "
+                    "checkpoints/tiny)")
 flags.DEFINE_string("config", None, "with --random_weights: the system config file (configs/*.py)")
 flags.DEFINE_enum("preset", None, ["full", "tiny"], "with --random_weights: shorthand for --config configs/<preset>.py "
                   "(default: tiny)")
@@ -43,6 +52,8 @@ flags.DEFINE_integer("num_frames", None, "video frames")
 flags.DEFINE_integer("steps", None, "diffusion steps")
 flags.DEFINE_float("dit_guidance", None, "diffusion dynamic CFG scale")
 flags.DEFINE_float("dit_guidance_exp", None, "diffusion dynamic CFG exponent")
+flags.DEFINE_integer("lm_window", None, "long videos: LM groups the KV cache holds, a sliding window (default: "
+                     "the whole sequence while it fits the LM's max_len)")
 flags.DEFINE_integer("fps", 8, "frame rate of the written mp4 (LanDiff's videos are sampled at 8 fps)")
 flags.DEFINE_bool("quiet", False, "no progress display (errors and the list of written files only)")
 flags.DEFINE_string("codes", None, "a .npy of semantic tokens ([N] or [b N]) to skip the LM")
@@ -59,7 +70,7 @@ flags.DEFINE_enum("dit_attention", None, ["cudnn", "mosaic", "xla"],
 FLAGS = flags.FLAGS
 
 
-def read_prompts() -> list[str]:
+def read_prompts(random_weights: bool) -> list[str]:
     prompts = list(FLAGS.prompt or [])
     blank = [i for i, p in enumerate(prompts) if not p.strip()]
     if blank:
@@ -76,7 +87,7 @@ def read_prompts() -> list[str]:
         if not from_file:
             raise cli.UsageError(f"prompts file {path} has no prompts (one per line)")
         prompts += from_file
-    if not prompts and FLAGS.random_weights:
+    if not prompts and random_weights:
         prompts = ["A small red fox walks slowly across a quiet forest, cinematic lighting."]
     if not prompts:
         raise cli.UsageError("give --prompt or --prompts_file")
@@ -111,9 +122,12 @@ def help_defaults(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(add_help=False, prefix_chars="-")
     for name in ("checkpoint", "config", "preset"):
         parser.add_argument(f"--{name}", f"-{name}")
+    parser.add_argument("--random_weights", "-random_weights", nargs="?", const="true", default="false")
     known, _ = parser.parse_known_args(argv[1:])
     try:
-        cfg, source = chosen_config(known.checkpoint, known.config, known.preset)
+        choice = cli.choose_model(known.checkpoint, known.config, known.preset,
+                                  known.random_weights.lower() in ("true", "t", "1"))
+        cfg, source = choice.cfg, choice.source
     except Exception:  # noqa: BLE001 (help only: the run reports the error itself)
         cfg, source = None, None
     texts = {"num_frames": "video frames", "steps": "diffusion steps",
@@ -122,39 +136,21 @@ def help_defaults(argv: list[str]) -> None:
         for name, text in texts.items():
             FLAGS[name].help = f"{text} (default: the config's; --help with --preset/--checkpoint shows it)"
         return
+    from landiff_jax.pipeline import config_defaults
+
     defaults = config_defaults(cfg)
-    FLAGS["num_frames"].help = (f"video frames, one of {valid_frames(cfg)} "
+    FLAGS["num_frames"].help = (f"video frames, one of {cfg.valid_video_frames()} or, chunk by chunk, "
+                                f"{', '.join(map(str, cfg.streamed_frames()))}, ... "
                                 f"(default for {source}: {defaults['num_frames']})")
     for name in ("steps", "dit_guidance", "dit_guidance_exp"):
         FLAGS[name].help = f"{texts[name]} (default for {source}: {defaults[name]:g})"
-
-
-def chosen_config(checkpoint, config, preset):
-    """(LanDiffConfig, where it comes from) as the flags choose it (checkpoint, else config/preset)."""
-    from landiff_jax.config import LanDiffConfig
-
-    if checkpoint:
-        from landiff_jax.checkpoint import load_config
-
-        return load_config(checkpoint), checkpoint
-    return LanDiffConfig.select(config, preset, default="tiny"), config or preset or "tiny"
-
-
-def valid_frames(cfg) -> list[int]:
-    return [cfg.video_frames(t) for t in range(3, cfg.max_latent_frames + 1, 2)]
-
-
-def config_defaults(cfg) -> dict:
-    s = cfg.sampler
-    return dict(num_frames=cfg.video_frames(cfg.max_latent_frames), steps=s.num_steps, dit_guidance=s.cfg_scale,
-                dit_guidance_exp=s.cfg_exp)
 
 
 def header(cfg, source: str, options, dtype: str, prompts: list[str]) -> str:
     """The run's settings, defaults resolved from the config."""
     import jax
 
-    t = cfg.latent_frames(options.num_frames)
+    t = cfg.latent_frames(options.num_frames, streaming=True)
     h, w = cfg.video_size
     sampler = cfg.sampler
     steps = options.steps or sampler.num_steps
@@ -163,8 +159,10 @@ def header(cfg, source: str, options, dtype: str, prompts: list[str]) -> str:
     lm = "greedy" if options.greedy else f"temperature {options.temperature:g}" + (
         f", top-k {options.top_k}" if options.top_k else "") + (f", top-p {options.top_p:g}" if options.top_p else "")
     device = jax.devices()[0]
+    chunks = len(cfg.stream_chunks(t)) if t > cfg.max_latent_frames else 1
     return "\n".join([
-        f"LanDiff ({source}) · {len(prompts)} prompt(s) · {cfg.video_frames(t)} frames of {w}×{h} at {FLAGS.fps} fps",
+        f"LanDiff ({source}) · {len(prompts)} prompt(s) · {cfg.video_frames(t)} frames of {w}×{h} at {FLAGS.fps} fps"
+        + (f" in {chunks} chunks" if chunks > 1 else ""),
         f"  LM: guidance {options.lm_guidance:g}, {lm}, motion score {options.motion_score:g} · seed {options.seed}",
         f"  diffusion: {steps} steps, dynamic CFG {guidance:g} / exp {exp:g}",
         f"  {dtype} on {len(jax.devices())}× {device.device_kind} ({device.platform})",
@@ -205,42 +203,22 @@ def read_codes(path: str):
 
 
 def check_arguments():
-    """Every flag, before any weight is read: (prompts, config, options, codes or None)."""
+    """Every flag, before any weight is read: (prompts, model choice with the compute dtype's
+    config, options, codes or None)."""
     from landiff_jax import runtime
-    from landiff_jax.checkpoint import load_config
-    from landiff_jax.config import LanDiffConfig
-    from landiff_jax.config_file import ConfigError
-    from landiff_jax.convert.io import CheckpointError
     from landiff_jax.pipeline import GenerateOptions, check_codes, check_options
 
-    prompts = read_prompts()
+    choice = cli.choose_model(FLAGS.checkpoint, FLAGS.config, FLAGS.preset, FLAGS.random_weights)
+    prompts = read_prompts(choice.checkpoint is None)
     check_output_dir(Path(FLAGS.output_dir))
-    dtype = compute_dtype()
-    if FLAGS.random_weights:
-        if FLAGS.checkpoint:
-            raise cli.UsageError("--random_weights and --checkpoint exclude each other")
-        try:
-            cfg = LanDiffConfig.select(FLAGS.config, FLAGS.preset, default="tiny")
-        except ConfigError as e:
-            raise cli.UsageError(str(e))
-    else:
-        if not FLAGS.checkpoint:
-            raise cli.UsageError("give --checkpoint DIR (see tools/convert.py), or --random_weights")
-        if FLAGS.config or FLAGS.preset:
-            raise cli.UsageError("a converted checkpoint carries its config; "
-                                 "--config/--preset go with --random_weights")
-        if not Path(FLAGS.checkpoint).is_dir():
-            raise cli.UsageError(f"checkpoint directory not found: {FLAGS.checkpoint}")
-        try:
-            cfg = load_config(FLAGS.checkpoint)
-        except CheckpointError as e:
-            raise cli.UsageError(str(e))
+    cfg = choice.cfg
     options = GenerateOptions(
         seed=FLAGS.seed, num_frames=FLAGS.num_frames, lm_guidance=FLAGS.lm_guidance, temperature=FLAGS.temperature,
         top_k=FLAGS.top_k, top_p=FLAGS.top_p, greedy=FLAGS.greedy, motion_score=FLAGS.motion_score,
-        steps=FLAGS.steps, dit_guidance=FLAGS.dit_guidance, dit_guidance_exp=FLAGS.dit_guidance_exp)
+        steps=FLAGS.steps, dit_guidance=FLAGS.dit_guidance, dit_guidance_exp=FLAGS.dit_guidance_exp,
+        lm_window=FLAGS.lm_window)
     try:
-        cfg = cfg.with_dtype(dtype)
+        cfg = cfg.with_dtype(cli.compute_dtype(FLAGS.dtype))
         latent_frames = check_options(cfg, options)
         runtime.configure(cfg, dit_attention=FLAGS.dit_attention)  # the kernel choice against the devices
         codes = None
@@ -251,70 +229,73 @@ def check_arguments():
             codes = check_codes(cfg, codes, latent_frames, len(prompts))
     except ValueError as e:
         raise cli.UsageError(str(e))
-    return prompts, cfg, options, codes
-
-
-def compute_dtype() -> str:
-    import jax
-
-    return FLAGS.dtype or ("bfloat16" if jax.default_backend() == "gpu" else "float32")
+    return prompts, dataclasses.replace(choice, cfg=cfg), options, codes
 
 
 def main(argv):
     if len(argv) > 1:
         raise cli.UsageError(f"unexpected arguments: {argv[1:]}")
     cli.quiet_libraries(FLAGS.verbose)
-    prompts, cfg, options, codes = check_arguments()
-    from landiff_jax import checkpoint
-    from landiff_jax.pipeline import CompileFor, LanDiff, weight_bytes
+    prompts, choice, options, codes = check_arguments()
+    from landiff_jax.pipeline import CompileFor, check_options, weight_bytes
     from landiff_jax.progress import Display
-    from landiff_jax.video_io import write_video_and_codes
 
     out_dir = Path(FLAGS.output_dir)
-    source = (FLAGS.config or FLAGS.preset or "tiny") if FLAGS.random_weights else FLAGS.checkpoint
-    if FLAGS.random_weights:
-        print(f"WARNING: RANDOM weights ({source}): the video is noise, not a generation.")
-    print(header(cfg, source, options, compute_dtype(), prompts), flush=True)
-    if FLAGS.random_weights:
-        try:
-            pipe = LanDiff.random(cfg, seed=FLAGS.seed, dit_attention=FLAGS.dit_attention)
-        except ValueError as e:  # too little device memory for the weights (checked before building)
-            raise cli.UsageError(str(e))
-    else:
-        if FLAGS.verify_checkpoint == "full":
-            print(f"verifying every checksum of {FLAGS.checkpoint}")
-            checkpoint.verify(FLAGS.checkpoint, "full")
-        elif FLAGS.verify_checkpoint == "cheap":
-            checkpoint.verify(FLAGS.checkpoint, "cheap", components=())  # the text tokenizers; params at load
-        print(f"loading {FLAGS.checkpoint} (and compiling meanwhile)", flush=True)
-        plan = CompileFor(prompts, options, progress=not FLAGS.quiet, codes=codes is not None)
-        try:
-            pipe = LanDiff.from_checkpoint(FLAGS.checkpoint, dtype=compute_dtype(), dit_attention=FLAGS.dit_attention,
-                                           verify="none" if FLAGS.verify_checkpoint == "full"
-                                           else FLAGS.verify_checkpoint, compile_for=plan)
-        except ValueError as e:  # too little device memory for the weights (checked before loading)
-            raise cli.UsageError(str(e))
-        if not FLAGS.quiet:
-            size = weight_bytes(pipe.cfg) / 1e9
-            print(f"restored {size:.2f} GB of weights in {pipe.restore_seconds:.1f} s "
-                  f"({size / max(pipe.restore_seconds, 1e-9):.2f} GB/s)", flush=True)
+    dtype = cli.compute_dtype(FLAGS.dtype)
+    if choice.warning:
+        print(f"WARNING: {choice.warning}")
+    print(header(choice.cfg, choice.source, options, dtype, prompts), flush=True)
+    one_chunk = check_options(choice.cfg, options) <= choice.cfg.max_latent_frames  # (a long video compiles per chunk)
+    plan = CompileFor(prompts, options, progress=not FLAGS.quiet, codes=codes is not None) if one_chunk else None
+    pipe = cli.load_model(choice, dtype, seed=FLAGS.seed, dit_attention=FLAGS.dit_attention,
+                          verify=FLAGS.verify_checkpoint, compile_for=plan)
+    if pipe.restore_seconds is not None and not FLAGS.quiet:
+        size = weight_bytes(pipe.cfg) / 1e9
+        print(f"restored {size:.2f} GB of weights in {pipe.restore_seconds:.1f} s "
+              f"({size / max(pipe.restore_seconds, 1e-9):.2f} GB/s)", flush=True)
     try:
-        result = pipe.generate(prompts, options, codes=codes, progress=None if FLAGS.quiet else Display())
+        chunks = pipe.generate_stream(prompts, options, codes=codes, progress=None if FLAGS.quiet else Display())
     except ValueError as e:
         raise cli.UsageError(str(e))
-    refused, written = 0, []
-    for name, video, prompt_codes, finite in zip(output_names(prompts), result.videos, result.codes, result.finite):
-        if not finite:  # a non-finite video: the others are still written
-            print(f"generate.py: error: {name}: the video holds non-finite values (NaN/inf); not written",
-                  file=sys.stderr)
-            refused += 1
-            continue
-        path, codes_path = write_video_and_codes(out_dir, name, video, prompt_codes, fps=FLAGS.fps,
-                                                 overwrite=FLAGS.overwrite)
-        written += [(path, f"{video.shape[2]}×{video.shape[1]}×{video.shape[0]} (width×height×frames)"),
-                    (codes_path, f"{prompt_codes.shape[0]} semantic tokens")]
+    written, refused = write_videos(chunks, output_names(prompts), out_dir)
     print(summary(written))
     return 1 if refused else 0
+
+
+def write_videos(chunks, names: list[str], out_dir: Path) -> tuple[list[tuple[Path, str]], int]:
+    """Each prompt's mp4 encoded as the chunks arrive, then committed with its codes; a prompt
+    whose frames turn non-finite gets nothing written (the others still do). An interruption
+    leaves no video at any final name. → (written files with their shapes, videos refused)."""
+    import numpy as np
+
+    from landiff_jax.video_io import Mp4Stream, commit_with_codes, video_paths
+
+    paths = [video_paths(out_dir, name, FLAGS.overwrite) for name in names]
+    streams = [Mp4Stream(mp4, fps=FLAGS.fps) for mp4, _ in paths]
+    codes, finite = [[] for _ in names], [True] * len(names)
+    written = []
+    try:
+        for chunk in chunks:
+            for i, stream in enumerate(streams):
+                if finite[i] and not chunk.finite[i]:
+                    finite[i] = False
+                    stream.abort()
+                    print(f"generate.py: error: {names[i]}: the video holds non-finite values (NaN/inf); not written",
+                          file=sys.stderr)
+                if finite[i]:
+                    stream.write(chunk.frames[i])
+                    codes[i].append(chunk.codes[i])
+        for (mp4, npy), stream, prompt_codes, ok in zip(paths, streams, codes, finite):
+            if ok:
+                prompt_codes = np.concatenate(prompt_codes)
+                commit_with_codes(stream.finish(), mp4, npy, prompt_codes)
+                h, w = stream.size
+                written += [(mp4, f"{w}×{h}×{stream.frames} (width×height×frames)"),
+                            (npy, f"{prompt_codes.shape[0]} semantic tokens")]
+    finally:
+        for stream in streams:
+            stream.abort()  # stops and removes what an interruption left (nothing once committed)
+    return written, finite.count(False)
 
 
 if __name__ == "__main__":

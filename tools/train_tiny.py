@@ -5,20 +5,23 @@ that tools/generate.py and tools/evaluate.py load with --checkpoint.
   python tools/train_tiny.py --workdir runs/tiny [--out checkpoints/tiny] [--quick]
 
 Order (each step is skipped when its output exists, so a rerun resumes; an interrupted training
-continues from its last checkpoint):
-  1. render clips of the synthetic world             → WORKDIR/data/vae            (uint8 9×64×96)
-  2. train the VAE                   configs/tiny_vae.py → WORKDIR/runs/vae
-  3. frozen models: random T5s + random Theia + the VAE → WORKDIR/checkpoints/frozen
-     prepare Theia features (tools/prepare_data.py)   → WORKDIR/data/features/tokenizer
-  4. train the semantic tokenizer    configs/tiny_tokenizer.py → WORKDIR/runs/tokenizer
-  5. + the tokenizer                                  → WORKDIR/checkpoints/tokenizer
-     prepare codes, VAE posteriors, T5 states         → WORKDIR/data/coded/{diffusion,lm}
-     measure the latent scale (1 / std of the sampled latents) → WORKDIR/scale_factor.json
-  6. train the LM                    configs/tiny_lm.py      → WORKDIR/runs/lm
-  7. train the base DiT (text → latent) configs/tiny_dit.py → WORKDIR/runs/dit
-  8. + the base DiT, its control branch a zero-output copy → WORKDIR/checkpoints/base
-     train the control branch        configs/tiny_control.py → WORKDIR/runs/control
-  9. the trained system                               → --out (default WORKDIR/checkpoints/tiny)
+continues from its last checkpoint). Two branches run side by side on the accelerator (the tiny
+models leave most of it idle), then join:
+  pixels:    render clips of the synthetic world      → WORKDIR/data/vae            (uint8 9×64×96)
+             train the VAE            configs/tiny_vae.py → WORKDIR/runs/vae
+  semantics: frozen models: random T5s + random Theia → WORKDIR/checkpoints/frozen
+             prepare Theia features (tools/prepare_data.py) → WORKDIR/data/features/tokenizer
+             train the semantic tokenizer configs/tiny_tokenizer.py → WORKDIR/runs/tokenizer
+             + the tokenizer                          → WORKDIR/checkpoints/tokenizer
+             prepare codes and Flan-T5 states         → WORKDIR/data/coded/lm
+             train the LM                 configs/tiny_lm.py → WORKDIR/runs/lm
+  joined:    + the VAE                                → WORKDIR/checkpoints/coded
+             prepare VAE posteriors, codes, T5 states → WORKDIR/data/coded/diffusion
+             measure the latent scale (1 / std of the sampled latents) → WORKDIR/scale_factor.json
+             train the base DiT (text → latent) configs/tiny_dit.py → WORKDIR/runs/dit
+             + the base DiT, its control branch a zero-output copy → WORKDIR/checkpoints/base
+             train the control branch configs/tiny_control.py → WORKDIR/runs/control
+             the trained system                       → --out (default WORKDIR/checkpoints/tiny)
 Loss curves: WORKDIR/plots/<stage>.png (tools/plot_metrics.py). Per-stage times are printed and
 kept in WORKDIR/times.json.
 
@@ -32,7 +35,9 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from absl import app, flags, logging
@@ -63,6 +68,7 @@ class Steps:
     def __init__(self, workdir: Path):
         self.file = workdir / "times.json"
         self.times = json.loads(self.file.read_text()) if self.file.is_file() else {}
+        self.lock = threading.Lock()  # the branches record their times concurrently
 
     def run(self, name: str, done, fn) -> None:
         if done():
@@ -72,11 +78,20 @@ class Steps:
         log(f"{name} ...")
         fn()
         seconds = round(time.perf_counter() - start, 1)
-        self.times[name] = seconds
-        tmp = self.file.with_name(self.file.name + ".tmp")
-        tmp.write_text(json.dumps(self.times, indent=1))
-        tmp.replace(self.file)
+        with self.lock:
+            self.times[name] = seconds
+            tmp = self.file.with_name(self.file.name + ".tmp")
+            tmp.write_text(json.dumps(self.times, indent=1))
+            tmp.replace(self.file)
         log(f"{name}: {seconds} s")
+
+
+def side_by_side(*branches):
+    """Run the branches (functions) concurrently and return their results; the first failure stops
+    the whole command (the other branch's finished steps are kept for the rerun)."""
+    with ThreadPoolExecutor(len(branches)) as pool:
+        futures = [pool.submit(branch) for branch in branches]
+        return [future.result() for future in futures]
 
 
 def run_tool(*args: str) -> None:
@@ -103,7 +118,7 @@ def prepare(checkpoint: Path, out: Path, stages: str, clips: int, seed: int, qui
     args = ["tools/prepare_data.py", "--source", "synthetic_videos", "--num_examples", str(clips),
             "--checkpoint", str(checkpoint), "--stages", stages, "--out", str(out), "--seed", str(seed),
             "--examples_per_shard", "1024", "--batch_size", "4" if quick else "64"]
-    if "lm" in stages:
+    if stages != "tokenizer":  # the LM's targets and the control branch's condition
         args += ["--codes", "--diffusion_condition", "codes"]
     run_tool(*args)
 
@@ -146,8 +161,9 @@ def run_params(run: Path):
 
 def tokenizer_params(theia, trained, model_state) -> dict:
     """A converted tokenizer: the trained encoder/decoder/projections, the EMA codebook, the frozen Theia."""
-    quantizer = {**trained.get("quantizer", {}), "codebook": model_state["codebook"]["embed"]}
-    return {**trained, "quantizer": quantizer, "feature_extractor": theia}
+    from landiff_jax.tokenizer.losses import inference_params
+
+    return {**inference_params(trained, model_state), "feature_extractor": theia}
 
 
 def control_start(main, tokenizer, seed: int) -> dict:
@@ -224,26 +240,35 @@ def main(argv):
     data, ckpts = workdir / "data", workdir / "checkpoints"
     total = time.perf_counter()
 
-    steps.run("render clips", (data / "vae" / "dataset.json").is_file,
-              lambda: render_clips(data / "vae", cfg, clips, seed))
-    vae_run = train_stage(steps, workdir, "vae", "tiny_vae.py", data / "vae", quick)
+    def pixels():
+        steps.run("render clips", (data / "vae" / "dataset.json").is_file,
+                  lambda: render_clips(data / "vae", cfg, clips, seed))
+        return run_params(train_stage(steps, workdir, "vae", "tiny_vae.py", data / "vae", quick))[0]
+
+    def semantics():
+        steps.run("frozen models", (ckpts / "frozen").is_dir,
+                  lambda: write_checkpoint(ckpts / "frozen", cfg, random))
+        features = data / "features"
+        steps.run("prepare features", (features / "tokenizer" / "dataset.json").is_file,
+                  lambda: prepare(ckpts / "frozen", features, "tokenizer", clips, seed, quick))
+        run = train_stage(steps, workdir, "tokenizer", "tiny_tokenizer.py", features / "tokenizer", quick)
+        tokenizer = tokenizer_params(random["tokenizer"]["feature_extractor"], *run_params(run))
+        steps.run("tokenizer checkpoint", (ckpts / "tokenizer").is_dir,
+                  lambda: write_checkpoint(ckpts / "tokenizer", cfg, {**random, "tokenizer": tokenizer}))
+        steps.run("prepare lm codes", (coded / "lm" / "dataset.json").is_file,
+                  lambda: prepare(ckpts / "tokenizer", coded, "lm", clips, seed + 1, quick))
+        lm = run_params(train_stage(steps, workdir, "lm", "tiny_lm.py", coded / "lm", quick))[0]
+        return tokenizer, lm
 
     random = {name: random_component(cfg, name, seed) for name in COMPONENTS}
-    vae = run_params(vae_run)[0]
-    steps.run("frozen models", (ckpts / "frozen").is_dir,
-              lambda: write_checkpoint(ckpts / "frozen", cfg, {**random, "vae": vae}))
-    features = data / "features"
-    steps.run("prepare features", (features / "tokenizer" / "dataset.json").is_file,
-              lambda: prepare(ckpts / "frozen", features, "tokenizer", clips, seed, quick))
-    tokenizer_run = train_stage(steps, workdir, "tokenizer", "tiny_tokenizer.py", features / "tokenizer", quick)
-
-    tokenizer = tokenizer_params(random["tokenizer"]["feature_extractor"], *run_params(tokenizer_run))
-    trained = {**random, "vae": vae, "tokenizer": tokenizer}
-    steps.run("tokenizer checkpoint", (ckpts / "tokenizer").is_dir,
-              lambda: write_checkpoint(ckpts / "tokenizer", cfg, trained))
     coded = data / "coded"
-    steps.run("prepare codes", (coded / "lm" / "dataset.json").is_file,
-              lambda: prepare(ckpts / "tokenizer", coded, "diffusion,lm", clips, seed + 1, quick))
+    vae, (tokenizer, lm) = side_by_side(pixels, semantics)
+
+    trained = {**random, "vae": vae, "tokenizer": tokenizer, "lm": lm}
+    steps.run("coded checkpoint", (ckpts / "coded").is_dir,
+              lambda: write_checkpoint(ckpts / "coded", cfg, trained))
+    steps.run("prepare latents", (coded / "diffusion" / "dataset.json").is_file,
+              lambda: prepare(ckpts / "coded", coded, "diffusion", clips, seed + 1, quick))
     scale_file = workdir / "scale_factor.json"
     steps.run("measure latent scale", scale_file.is_file, lambda: scale_file.write_text(
         json.dumps({"scale_factor": measure_scale_factor(coded / "diffusion")})))
@@ -251,11 +276,8 @@ def main(argv):
     log(f"VAE latent scale_factor = {scale:.6g}")
     scaled = f"model.scale_factor={scale!r}"
 
-    lm_run = train_stage(steps, workdir, "lm", "tiny_lm.py", coded / "lm", quick)
     dit_run = train_stage(steps, workdir, "dit", "tiny_dit.py", coded / "diffusion", quick, scaled)
-
     system = dataclasses.replace(cfg, vae=dataclasses.replace(cfg.vae, scale_factor=scale))
-    trained["lm"] = run_params(lm_run)[0]
     base = control_start(run_params(dit_run)[0]["dit"]["main"], tokenizer, seed)
     steps.run("base checkpoint", (ckpts / "base").is_dir,
               lambda: write_checkpoint(ckpts / "base", system, {**trained, "diffusion": base}))

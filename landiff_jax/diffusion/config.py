@@ -108,6 +108,24 @@ class SamplerConfig:
     linear_end: float = 0.012
     denoiser_shift_scale: float = 3.0
     denoiser_num_idx: int = 1000
+    # long videos (streaming): every chunk after the first keeps this many latent frames of the
+    # previous chunk as its clean prefix (the original's sampler `fixed_frames`) and generates the
+    # rest. None: about half the chunk, the released choice (7 of 13: the diffusion yaml's comment,
+    # "prefix_length=7, gen 1+4*6=25 frames"); see `stream_prefix`.
+    stream_prefix_frames: int | None = None
+
+    def __post_init__(self):
+        if self.stream_prefix_frames is not None and self.stream_prefix_frames < 1:
+            raise ValueError(f"stream_prefix_frames must be >= 1 (or None), got {self.stream_prefix_frames}")
+
+    def stream_prefix(self, chunk: int) -> int:
+        """Prefix latents of a streamed chunk of `chunk` (odd) latent frames: the configured count,
+        or the largest odd count ≤ (chunk + 1) / 2 (13 → 7, 3 → 1), so that the generated part
+        is even (whole 2-latent chunks of the causal VAE decode)."""
+        if self.stream_prefix_frames is not None:
+            return self.stream_prefix_frames
+        half = (chunk + 1) // 2
+        return half if half % 2 else half - 1
 
 
 

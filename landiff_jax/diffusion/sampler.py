@@ -11,6 +11,13 @@ On a mesh the network runs per device inside `shard_map`, laid out by the mesh's
 (`parallel.guided_layout`): the guidance batch split over the `data`/`fsdp` axes (CFG-parallel),
 each sequence over the others (sequence-parallel, `ControlDiT(sequence=...)`); the attention
 kernel the config names runs on each device. The sampler update runs outside, on whole arrays.
+
+A clean prefix (streaming: the previous chunk's last latents) is the original's sampler
+`fixed_frames` rule: its frames replace those of x before every step and after the last, so the
+network always sees them clean, at the step's own timestep: the released code has one time
+condition per sample (the paper's prefix "time condition t to 0.999" has no counterpart there).
+How many frames are kept is data, not a static argument: every chunk runs one compiled loop.
+The prefix is applied in the update, outside `shard_map`, so every mesh layout streams alike.
 """
 
 from __future__ import annotations
@@ -110,12 +117,22 @@ def guided_step(cfg: DiTConfig, params, context_pair, semantic_feature, sigma_ta
     return Carry(x_out, denoised), (x, x_out, denoised, pair_denoised)
 
 
+def keep_prefix(x, prefix, prefix_frames):
+    """x [b t H W c] with its first `prefix_frames` (traced int) frames replaced by `prefix`'s."""
+    if prefix is None:
+        return x
+    kept = jnp.arange(x.shape[1]) < prefix_frames
+    return jnp.where(kept[None, :, None, None, None], prefix, x)
+
+
 @functools.partial(jax.jit, static_argnames=("cfg", "trajectory", "mesh", "progress", "progress_every"))
 def sample_loop(cfg: DiTConfig, params, steps: StepInputs, x_init, context, uncond_context, semantic_feature,
-                sigma_table, key, trajectory: bool = False, mesh: Mesh | None = None,
+                sigma_table, key, prefix=None, prefix_frames=None, trajectory: bool = False, mesh: Mesh | None = None,
                 progress: P.Callback | None = None, progress_every: int | None = None):
     """The compiled loop behind `sample`: scan `guided_step` over `steps` (see `step_inputs`) from
     x_init; key draws the per-step noise when steps.noise is None. → (x, per-step outputs | None).
+    prefix [b t H W c] / prefix_frames (int32 scalar): the clean frames kept (`keep_prefix`)
+    before every step and after the last; None: none.
     progress: reported to every `progress_every` steps (default: each of up to 50) and at the last."""
     context_pair = jnp.concatenate([uncond_context, context])
     if semantic_feature.shape[0] > 1:  # one feature per prompt, for both guidance rows
@@ -125,17 +142,16 @@ def sample_loop(cfg: DiTConfig, params, steps: StepInputs, x_init, context, unco
     interval = progress_every or P.every(total)
 
     def body(carry, step):
-        carry, outputs = step_fn(carry, step)
+        carry, outputs = step_fn(carry._replace(x=keep_prefix(carry.x, prefix, prefix_frames)), step)
         P.report_step(progress, STAGE, step.index + 1, total, interval, anchor=carry.x[0, 0, 0, 0, 0])
         return carry, outputs if trajectory else None
 
     carry, per_step = jax.lax.scan(body, Carry(x_init, jnp.zeros_like(x_init)), steps)
-    return carry.x, per_step
+    return keep_prefix(carry.x, prefix, prefix_frames), per_step
 
 
-def initial_latent(shape, *, key=None, init_noise=None, prefix=None):
-    """x_T: `init_noise` or a standard normal draw from `key` (not scaled), with the first
-    `prefix.shape[1]` frames replaced by `prefix` (the original's `prefix` argument)."""
+def initial_latent(shape, *, key=None, init_noise=None):
+    """x_T: `init_noise` or a standard normal draw from `key` (not scaled)."""
     if init_noise is None:
         if key is None:
             raise ValueError("give either key or init_noise")
@@ -143,13 +159,20 @@ def initial_latent(shape, *, key=None, init_noise=None, prefix=None):
     x = jnp.asarray(init_noise, jnp.float32)
     if x.shape != tuple(shape):
         raise ValueError(f"init_noise has shape {x.shape}, expected {tuple(shape)}")
-    if prefix is not None:
-        prefix = jnp.asarray(prefix, jnp.float32)
-        if prefix.shape[0] != shape[0] or prefix.shape[2:] != tuple(shape[2:]) or prefix.shape[1] > shape[1]:
-            raise ValueError(f"prefix must be [{shape[0]}, ≤{shape[1]}, {', '.join(map(str, shape[2:]))}], "
-                             f"got {prefix.shape}")
-        x = x.at[:, : prefix.shape[1]].set(prefix)
     return x
+
+
+def full_prefix(prefix, shape, prefix_frames=None):
+    """A clean prefix [b p H W c] (p ≤ t) → ([b t H W c] zero-padded, int32 count: `prefix_frames`
+    (≤ p, may be traced) or p)."""
+    prefix = jnp.asarray(prefix, jnp.float32)
+    b, t, *rest = shape
+    if prefix.ndim != 5 or prefix.shape[0] != b or prefix.shape[2:] != tuple(rest) or prefix.shape[1] > t:
+        raise ValueError(f"prefix must be [{shape[0]}, ≤{shape[1]}, {', '.join(map(str, shape[2:]))}], "
+                         f"got {prefix.shape}")
+    count = prefix.shape[1] if prefix_frames is None else prefix_frames
+    padded = jnp.pad(prefix, ((0, 0), (0, shape[1] - prefix.shape[1]), (0, 0), (0, 0), (0, 0)))
+    return padded, jnp.asarray(count, jnp.int32)
 
 
 def injected_step_noise(step_noise, num_steps: int, shape):
@@ -164,7 +187,7 @@ def injected_step_noise(step_noise, num_steps: int, shape):
 
 
 def sample(cfg: DiTConfig, sampler_cfg: SamplerConfig, params, context, uncond_context, semantic_feature, *,
-           key=None, init_noise=None, step_noise=None, prefix=None, trajectory: bool = False,
+           key=None, init_noise=None, step_noise=None, prefix=None, prefix_frames=None, trajectory: bool = False,
            mesh: Mesh | None = None, progress: P.Callback | None = None, progress_every: int | None = None,
            compile_only: bool = False):
     """Run the whole guided sampling loop (one jitted scan).
@@ -173,6 +196,9 @@ def sample(cfg: DiTConfig, sampler_cfg: SamplerConfig, params, context, uncond_c
     [b, text_length, text_hidden] (the original's uc is zeros). semantic_feature: [1 or b, t, H, W,
     c] from the semantic conditioner. Noise: `key` (init and per-step draws), or `init_noise`
     [b t H W c] and `step_noise` (the original's draw stream, see `injected_step_noise`).
+    prefix [b p H W c]: clean latents of the first frames, kept at every step (the original's
+    `prefix` with its sampler's `fixed_frames`); prefix_frames: how many of them (default p; an
+    int or int32 array, data: any count reuses the compiled loop of a prefix of that shape).
     mesh: run the network per device, CFG- and sequence-parallel by the mesh's shape (module
     docstring; params as placed by the caller, replicated).
     progress: compile time and steps done (static: see `landiff_jax.progress`).
@@ -189,7 +215,9 @@ def sample(cfg: DiTConfig, sampler_cfg: SamplerConfig, params, context, uncond_c
     init_key = step_key = None
     if key is not None:
         init_key, step_key = jax.random.split(key)
-    x_init = initial_latent(shape, key=init_key, init_noise=init_noise, prefix=prefix)
+    x_init = initial_latent(shape, key=init_key, init_noise=init_noise)
+    if prefix is not None:
+        prefix, prefix_frames = full_prefix(prefix, shape, prefix_frames)
     schedule = step_schedule(sampler_cfg)
     noise = None
     if step_noise is not None:
@@ -198,7 +226,7 @@ def sample(cfg: DiTConfig, sampler_cfg: SamplerConfig, params, context, uncond_c
         raise ValueError("give either key or step_noise")
     table = jnp.asarray(denoiser_sigma_table(sampler_cfg.denoiser_num_idx, sampler_cfg.denoiser_shift_scale))
     args = (params, step_inputs(schedule, noise), x_init, context, jnp.asarray(uncond_context),
-            jnp.asarray(semantic_feature), table, step_key)
+            jnp.asarray(semantic_feature), table, step_key, prefix, prefix_frames)
     static = dict(trajectory=trajectory, mesh=mesh, progress=progress, progress_every=progress_every)
     if compile_only:
         return P.call_jitted(sample_loop, args, static, STAGE, progress, leading=(cfg,), compile_only=True)

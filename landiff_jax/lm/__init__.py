@@ -1,8 +1,9 @@
 """The semantic LM: token layout, Flax model with an explicit KV cache, converter for
-llm/model.safetensors, and the one-jit guided sampler.
+llm/model.safetensors, the one-jit guided sampler, and its group-at-a-time form for long videos.
 
 The package's face: `LMConfig` (presets), `abstract_params(cfg)`, `convert(state_dict, cfg) ->
-(params, report)`, and the jitted entry point `sample(params, cfg, ...)`.
+(params, report)`, the jitted entry point `sample(params, cfg, ...)`, and `GroupStream`
+(streaming: one group per call, a sliding KV window).
 """
 
 from landiff_jax.lm.config import LMConfig
@@ -11,9 +12,11 @@ from landiff_jax.lm.convert import lm_rules, load_lm
 from landiff_jax.lm.layout import FrameLayout, Vocab, frame_layout, num_codes
 from landiff_jax.lm.model import SemanticLM, abstract_params, init_cache
 from landiff_jax.lm.sampler import SampleOptions, SampleOutput, sample
+from landiff_jax.lm.stream import GroupStream
 
 __all__ = [
     "FrameLayout",
+    "GroupStream",
     "LMConfig",
     "SampleOptions",
     "SampleOutput",

@@ -13,7 +13,7 @@ REMAT_POLICIES = ("dots_saveable", "dots_with_no_batch_dims_saveable", "nothing_
 # LMConfig.remat values besides those: a dots policy that also keeps each block's attention
 # (model.remat_policy), so that the backward does not rerun a fused attention
 ATTENTION_SAVING_POLICIES = tuple(f"{p}+attention" for p in REMAT_POLICIES)
-TRAIN_ATTENTIONS = ("xla", "cudnn")
+TRAIN_ATTENTIONS = ("xla", "cudnn", "tpu_flash")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +49,8 @@ class LMConfig:
     param_dtype: Any = jnp.float32
     decode_attention: str = "xla"  # nn.attention.DECODE_ATTENTION, chosen by `runtime`
     # implementation of the uncached full-sequence forward's causal attention (training):
-    # 'xla', or 'cudnn' (bf16/fp16 on GPU; chosen by `runtime`, never probed while traced)
+    # 'xla', 'cudnn' (bf16/fp16 on GPU) or 'tpu_flash' (bf16/fp16 on one TPU); chosen by
+    # `runtime`, never probed while traced
     train_attention: str = "xla"
 
     def __post_init__(self):

@@ -126,46 +126,65 @@ def per_device_rows(fn, mesh: Mesh | None, rows: int, in_axes: tuple, out_axes: 
                          check_vma=False)
 
 
+def decode_rows(cfg: LMConfig, mesh: Mesh | None, rows: int):
+    """`model.decode` for a step of `rows` rows: on a mesh per device, the rows split (module docstring)."""
+    return per_device_rows(functools.partial(decode, cfg), mesh, rows, (None, None, 0, 0, None, 0), (0, 0))
+
+
+def draw(step, logits, allow, forced, options: SampleOptions, rng, vocab: L.Vocab, batch: int):
+    """Sampled step `step` (its number keys the draws): logits [r V] of the position → (guided
+    logits [b V], the draw [b], the token fed back [b]: `forced` (the structural token) when >= 0,
+    else the draw). allow [3]: see `step_logits`."""
+    guided = guide(logits, options, batch)
+    x = step_logits(guided, allow, options, vocab)
+    if options.greedy:
+        drawn = jnp.argmax(x, axis=-1)
+    else:
+        keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(rng, step)
+        drawn = jax.vmap(jax.random.categorical)(keys, x)
+    drawn = drawn.astype(jnp.int32)
+    return guided, drawn, jnp.where(forced >= 0, forced, drawn)
+
+
+def prefill(params, cfg: LMConfig, text_hidden, text_mask, micro, video_tokens, guidance: bool, slots: int,
+            mesh: Mesh | None = None):
+    """The prefix [BOS][micro][text][video_tokens] (guided: conditional then unconditional rows)
+    written into a fresh cache of at least `slots` slots → (per-layer caches, float32 logits [r V]
+    of the position after the prefix, pads [r]). mesh: the forward pass per device, the rows split
+    (axis 1 of the stacked cache; weights replicated)."""
+    model = SemanticLM(cfg)
+    x, pads = model.apply({"params": params}, text_hidden, text_mask, micro, video_tokens, guidance,
+                          method=SemanticLM.prefix)
+    forward = per_device_rows(lambda p, x, cache, pads: model.apply({"params": p}, x, cache, 0, pads,
+                                                                    method=SemanticLM.forward),
+                              mesh, x.shape[0], (None, 0, 1, 0), (0, 1))
+    logits, cache = forward(params, x, init_cache(cfg, x.shape[0], slots), pads)
+    return split_cache(cache), logits, pads
+
+
 def sample_loop(params, text_hidden, text_mask, micro, rng, options: SampleOptions, first_frame_codes, *,
                 cfg: LMConfig, num_frames: int, trace: bool, fori_loop: Callable = jax.lax.fori_loop,
                 progress: P.Callback | None = None, progress_every: int | None = None,
                 mesh: Mesh | None = None) -> SampleOutput:
     layout = L.frame_layout(cfg.codebook_size, cfg.iframe_tokens, cfg.pframe_tokens, cfg.segment_length, num_frames,
                             gt_first_frame=first_frame_codes is not None)
-    model = SemanticLM(cfg)
-
-    def call(method, *args, **kw):
-        return model.apply({"params": params}, *args, method=method, **kw)
-
     batch, steps = text_mask.shape[0], layout.steps
     video_tokens = jnp.broadcast_to(jnp.asarray(layout.prefix_video_tokens, jnp.int32), (batch, layout.first_step))
     if first_frame_codes is not None:  # the I-frame slots of the prefix take the given codes
         slots = np.flatnonzero(np.asarray(layout.prefix_video_tokens) == -1)
         video_tokens = video_tokens.at[:, slots].set(first_frame_codes.astype(jnp.int32))
-    x, pads = call(SemanticLM.prefix, text_hidden, text_mask, micro, video_tokens, options.guidance)
-    rows, prefix = x.shape[:2]
-    # on a mesh per device: rows split (axis 1 of the stacked cache), weights replicated
-    prefill = per_device_rows(lambda p, x, cache, pads: model.apply({"params": p}, x, cache, 0, pads,
-                                                                    method=SemanticLM.forward),
-                              mesh, rows, (None, 0, 1, 0), (0, 1))
-    step_rows = per_device_rows(functools.partial(decode, cfg), mesh, rows, (None, None, 0, 0, None, 0), (0, 0))
+    prefix = len(L.prefix_kinds(text_mask.shape[1], len(cfg.micro_keys))) + layout.first_step
     # the final draw (EOS) is never fed back
-    logits, cache = prefill(params, x, init_cache(cfg, rows, prefix + steps - 1), pads)
-    caches, layers = split_cache(cache), layer_params(params)
+    caches, logits, pads = prefill(params, cfg, text_hidden, text_mask, micro, video_tokens, options.guidance,
+                                   prefix + steps - 1, mesh)
+    rows, layers = logits.shape[0], layer_params(params)
+    step_rows = decode_rows(cfg, mesh, rows)
 
     forced, allow = jnp.asarray(layout.forced), jnp.asarray(layout.allow)
     interval = progress_every or P.every(steps)
 
     def choose(step, logits):
-        guided = guide(logits, options, batch)
-        x = step_logits(guided, allow[step], options, layout.vocab)
-        if options.greedy:
-            draw = jnp.argmax(x, axis=-1)
-        else:
-            keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(rng, step)
-            draw = jax.vmap(jax.random.categorical)(keys, x)
-        draw = draw.astype(jnp.int32)
-        return guided, draw, jnp.where(forced[step] >= 0, forced[step], draw)
+        return draw(step, logits, allow[step], forced[step], options, rng, layout.vocab, batch)
 
     def record(out, step, logits, guided, draw, fed):
         put = lambda a, v, axis: jax.lax.dynamic_update_index_in_dim(a, v, step, axis)

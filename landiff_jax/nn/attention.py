@@ -2,8 +2,10 @@
 step `decode_attention`, with the implementation its config carries.
 
 Nothing here looks at devices: `landiff_jax.runtime` picks the implementations once (from the
-devices, the mesh and the dtype) and writes them into the configs. The default, 'xla', is XLA's
-reference implementation, which runs anywhere and is what float32 parity runs use.
+devices, the mesh and the dtype) and writes them into the configs. The default, 'xla', runs
+anywhere and is what float32 parity runs use: XLA's reference attention while the score matrix
+is small (at most PLAIN_MAX_SCORES entries), else the memory-efficient blockwise attention
+(`nn.blockwise_attention`), so that no backend needs a fused kernel to fit a long sequence.
 `sequence_parallel_attention` is unmasked attention inside `shard_map` over sequences split
 across devices (the DiT on a mesh).
 """
@@ -15,11 +17,16 @@ import math
 import jax
 import jax.numpy as jnp
 
-from landiff_jax.kernels import hopper_attention, pallas_decode_attention
+from landiff_jax.kernels import hopper_attention, pallas_decode_attention, tpu_flash_attention, tpu_supports_head_dim
+from landiff_jax.nn.blockwise_attention import blockwise_attention
 from landiff_jax.parallel import SequenceSplit
 
-ATTENTION = ("xla", "cudnn", "mosaic")  # 'mosaic': our Hopper kernel (unmasked, per device)
+# 'mosaic': our Hopper kernel (unmasked, per device); 'tpu_flash': jax's Pallas TPU flash attention
+# (unmasked, unbiased, per device); 'blockwise': the memory-efficient XLA attention at any size
+ATTENTION = ("xla", "blockwise", "cudnn", "mosaic", "tpu_flash")
 DECODE_ATTENTION = ("xla", "pallas", "pallas_interpret")  # 'pallas_interpret': the kernel off GPU (tests)
+# the largest score matrix (b·h·s·t entries) that 'xla' materialises: 2^27 float32 = 512 MiB
+PLAIN_MAX_SCORES = 1 << 27
 
 
 def dot_product_attention(q, k, v, *, mask=None, bias=None, scale=None, is_causal=False, implementation=None):
@@ -32,10 +39,13 @@ def dot_product_attention(q, k, v, *, mask=None, bias=None, scale=None, is_causa
     scale: defaults to 1/sqrt(d).
     is_causal: query i attends keys j <= i only (cuDNN then skips the masked half, with no
     mask tensor).
-    implementation: one of ATTENTION (None: 'xla'). 'cudnn' raises on unsupported inputs instead
-    of silently falling back. 'mosaic' (Hopper GPUs, bf16/fp16, no mask or bias, head dim 64, per
-    device: on a mesh inside `shard_map`) runs `kernels.hopper_attention`: faster than cuDNN's at
-    the DiT's shape, same rounding.
+    implementation: one of ATTENTION (None: 'xla'). 'xla': XLA's reference attention, or above
+    PLAIN_MAX_SCORES score entries the blockwise one. 'blockwise': always the blockwise one.
+    'cudnn' raises on unsupported inputs instead of silently falling back. 'mosaic' (Hopper GPUs,
+    bf16/fp16, no mask or bias, head dim 64, per device: on a mesh inside `shard_map`) runs
+    `kernels.hopper_attention`: faster than cuDNN's at the DiT's shape, same rounding.
+    'tpu_flash' runs `kernels.tpu_flash_attention` where it applies (no mask or bias; causal
+    allowed; head dim <= 128 or a multiple of 128), else 'xla'.
     """
     impl = implementation or "xla"
     if impl not in ATTENTION:
@@ -44,8 +54,15 @@ def dot_product_attention(q, k, v, *, mask=None, bias=None, scale=None, is_causa
         if mask is not None or bias is not None or is_causal:
             raise ValueError("the 'mosaic' attention takes no mask, bias or causality")
         return hopper_attention(q, k.astype(q.dtype), v.astype(q.dtype), scale=scale)
+    if impl == "tpu_flash":
+        if mask is None and bias is None and tpu_supports_head_dim(q.shape[-1]):
+            return tpu_flash_attention(q, k.astype(q.dtype), v.astype(q.dtype), scale=scale, is_causal=is_causal)
+        impl = "xla"
     if mask is not None:
         mask = jnp.asarray(mask, dtype=bool)
+    b, s, h, _ = q.shape
+    if impl == "blockwise" or (impl == "xla" and b * h * s * k.shape[1] > PLAIN_MAX_SCORES):
+        return blockwise_attention(q, k, v, mask=mask, bias=bias, scale=scale, is_causal=is_causal)
     return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=scale, is_causal=is_causal,
                                         implementation=impl)
 

@@ -31,10 +31,11 @@ def _check_vocab(tokenizer: T5TextTokenizer, cfg: T5Config) -> None:
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but the T5 model only {cfg.vocab_size}")
 
 
-def encode_for_lm(tokenizer: T5TextTokenizer, params, cfg: T5Config, texts: Sequence[str]):
-    """→ (hidden [b n d], mask [b n] bool, False = padding); left-padded to the longest prompt."""
+def encode_for_lm(tokenizer: T5TextTokenizer, params, cfg: T5Config, texts: Sequence[str], min_length: int = 0):
+    """→ (hidden [b n d], mask [b n] bool, False = padding); left-padded to the longest prompt
+    and to at least `min_length` tokens."""
     _check_vocab(tokenizer, cfg)
-    ids, mask = tokenizer.encode_lm(texts)
+    ids, mask = tokenizer.encode_lm(texts, min_length=min_length)
     return encode_ids(params, cfg, ids, mask), mask.astype(bool)
 
 

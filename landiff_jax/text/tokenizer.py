@@ -85,13 +85,15 @@ class T5TextTokenizer:
             out.append(ids)
         return out
 
-    def encode_lm(self, texts: Sequence[str], pad_to: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def encode_lm(self, texts: Sequence[str], pad_to: int | None = None,
+                  min_length: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """LM side (Flan-T5): ids [b n] int32 left-padded to the longest (≤ 512), mask [b n] int32 (1 = token).
-        pad_to: left-pad (and truncate) to exactly this length instead, for a fixed shape; the
-        encoder's states of the real tokens are those of the longest-padded batch (masked keys,
-        relative positions unchanged)."""
+        pad_to: left-pad (and truncate) to exactly this length instead, for a fixed shape;
+        min_length: left-pad to at least this length (one shape for all shorter prompts, longer
+        ones kept whole). The encoder's states of the real tokens are those of the longest-padded
+        batch (masked keys, relative positions unchanged)."""
         rows = self.tokenize(texts, LM_MAX_LENGTH if pad_to is None else pad_to)
-        n = max(map(len, rows)) if pad_to is None else pad_to
+        n = max(max(map(len, rows)), min_length) if pad_to is None else pad_to
         ids = np.full((len(rows), n), PAD_ID, np.int32)
         mask = np.zeros((len(rows), n), np.int32)
         for r, row in enumerate(rows):

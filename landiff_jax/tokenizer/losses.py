@@ -41,6 +41,12 @@ def split_params(params):
     return trainable, frozen
 
 
+def inference_params(trainable, model_state):
+    """VideoVQ params (without Theia) of a training state: the trainable ones with the EMA codebook
+    in the quantizer, as `encode_features`/`decode_codes` and the converted checkpoint take them."""
+    return {**trainable, "quantizer": {**trainable.get("quantizer", {}), "codebook": model_state["codebook"]["embed"]}}
+
+
 def init_model_state(cfg: TokenizerTrainConfig, key):
     """A fresh codebook as vector_quantize_pytorch builds it: zeros awaiting k-means when
     kmeans_init, else Kaiming-uniform codes (initted); cluster sizes 1. Normalisation stats start as mean 0, std 1."""
@@ -98,7 +104,7 @@ def forward(cfg: TokenizerTrainConfig, trainable, model_state, batch, draws):
     b, t = features.shape[:2]
     target = normalize(cfg, model_state, features.astype(jnp.float32))
     state = model_state["codebook"]
-    params = {**trainable, "quantizer": {**trainable.get("quantizer", {}), "codebook": state["embed"]}}
+    params = inference_params(trainable, model_state)
 
     latent, projected = model.apply({"params": params}, target.astype(m.dtype), method=VideoVQ.project_features)
     z = projected.reshape(-1, m.codebook_dim)  # (b l) d

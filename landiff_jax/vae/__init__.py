@@ -2,11 +2,13 @@
 video, encode for training, and the `3d-vae.pt` converter.
 
 The package's face: `VAEConfig` (presets), `abstract_params(cfg, decode_only=...)`,
-`convert(state_dict, cfg) -> (params, report)`, and the jitted entry points `decode_latents`
-(generation) and `encode` (training, reconstruction).
+`convert(state_dict, cfg) -> (params, report)`, the jitted entry points `decode_latents`
+(generation) and `encode` (training, reconstruction), and `LatentStream` (the same decode fed
+chunk by chunk: long videos).
 """
 
 from landiff_jax.vae.api import (
+    LatentStream,
     decode_full,
     decode_latents,
     encode,
@@ -29,6 +31,7 @@ from landiff_jax.vae.model import Decoder, Encoder, abstract_params
 __all__ = [
     "Decoder",
     "Encoder",
+    "LatentStream",
     "VAEConfig",
     "abstract_params",
     "convert",

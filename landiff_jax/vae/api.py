@@ -17,6 +17,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from landiff_jax.vae.config import VAEConfig
 from landiff_jax.vae.model import Decoder, Encoder
@@ -81,20 +82,23 @@ def decode_full(params, cfg: VAEConfig, latents):
     return _decode_full(params, latents, cfg=cfg)
 
 
+def _decode_chunk(params, latents, cache=None, *, cfg: VAEConfig):
+    """One chunk of sampler latents [b n h w z] → (video [b f H W 3], the causal-conv caches)."""
+    return Decoder(cfg).apply({"params": params["decoder"]}, to_decoder_space(cfg, latents), cache)
+
+
 @functools.partial(jax.jit, static_argnames="cfg")
 def _decode_chunked(params, latents, cfg: VAEConfig):
     # latents [b t h w z], t odd >= 3
-    decoder = Decoder(cfg)
-    z = to_decoder_space(cfg, latents)
-    b, t, h, w, c = z.shape
-    first, cache = decoder.apply({"params": params["decoder"]}, z[:, :FIRST_CHUNK])
+    b, t, h, w, c = latents.shape
+    first, cache = _decode_chunk(params, latents[:, :FIRST_CHUNK], cfg=cfg)
     n = (t - FIRST_CHUNK) // CHUNK
     if n == 0:
         return first
-    chunks = jnp.moveaxis(z[:, FIRST_CHUNK:].reshape(b, n, CHUNK, h, w, c), 1, 0)  # [n b 2 h w z]
+    chunks = jnp.moveaxis(latents[:, FIRST_CHUNK:].reshape(b, n, CHUNK, h, w, c), 1, 0)  # [n b 2 h w z]
 
     def step(carry, chunk):
-        video, carry = decoder.apply({"params": params["decoder"]}, chunk, carry)
+        video, carry = _decode_chunk(params, chunk, carry, cfg=cfg)
         return carry, video
 
     _, rest = jax.lax.scan(step, cache, chunks)  # [n b f H W 3]
@@ -127,6 +131,52 @@ def decode_latents(params, cfg: VAEConfig, latents, *, drop_last_even_frame: boo
     if compile_only:
         return _decode_chunked.lower(params, latents, cfg=cfg).compile()
     return _decode_chunked(params, latents, cfg=cfg)
+
+
+_decode_first = jax.jit(_decode_chunk, static_argnames="cfg")
+_decode_next = jax.jit(_decode_chunk, static_argnames="cfg", donate_argnames="cache")
+
+
+class LatentStream:
+    """`decode_latents` fed as the latents are generated (streaming): each `push` decodes the whole
+    chunks now available (3 latent frames first, then 2 at a time), each with the causal-conv
+    caches left by the previous one, and returns their frames; a latent frame that does not
+    complete a chunk waits for the next push. Two compiled functions (the first chunk, a later
+    chunk), whatever the length: memory stays that of one chunk."""
+
+    def __init__(self, params, cfg: VAEConfig):
+        self.params, self.cfg = params, cfg
+        self.cache = None
+        self.pending = None  # host latents [b n h w z] not decoded yet
+
+    def push(self, latents):
+        """Sampler latents [b n h w z] → the frames of the chunks they complete, [b f H W 3] in
+        [-1, 1] unclamped (f = 0 when none is complete yet)."""
+        _check_latents(self.cfg, latents, "LatentStream.push")
+        latents = np.asarray(latents, np.float32)  # sliced on the host: no compile per slice
+        if self.pending is not None:
+            latents = np.concatenate([self.pending, latents], axis=1)
+        videos = []
+        if self.cache is None and latents.shape[1] >= FIRST_CHUNK:
+            video, self.cache = _decode_first(self.params, latents[:, :FIRST_CHUNK], cfg=self.cfg)
+            videos.append(video)
+            latents = latents[:, FIRST_CHUNK:]
+        while self.cache is not None and latents.shape[1] >= CHUNK:
+            video, self.cache = _decode_next(self.params, latents[:, :CHUNK], self.cache, cfg=self.cfg)
+            videos.append(video)
+            latents = latents[:, CHUNK:]
+        self.pending = latents if latents.shape[1] else None
+        if not videos:
+            b, _, h, w, _ = latents.shape
+            f = self.cfg.spatial_factor
+            return jnp.zeros((b, 0, h * f, w * f, self.cfg.out_ch), jnp.float32)
+        return videos[0] if len(videos) == 1 else jnp.concatenate(videos, axis=1)
+
+    def close(self) -> None:
+        """Refuse latents left over: the chunked decode needs an odd total, ≥ 3."""
+        if self.pending is not None:
+            raise ValueError(f"LatentStream: {self.pending.shape[1]} latent frame(s) left undecoded; the chunked "
+                             f"decode needs an odd number of latent frames, at least {FIRST_CHUNK}")
 
 
 # --- encode --------------------------------------------------------------------------------

@@ -26,29 +26,30 @@ DIT = DiTConfig.tiny(
 CFG = DiffusionTrainConfig(dit=DIT, semantic_source="features")
 
 
-def _batch(key, b=2, t=3):
-    k1, k2, k3 = jax.random.split(key, 3)
-    c = DIT
-    features = jax.random.normal(k3, (b, t, c.latent_height // 2, c.latent_width // 2, c.semantic.z_channels))
+# numpy draws for the inputs: each jax.random draw of a new shape compiles (the batch cost ~12 s
+# of CPU that way, the perturbation of every parameter ~37 s)
+def _batch(seed, b=2, t=3):
+    rng, c = np.random.default_rng(seed), DIT
+    features = rng.standard_normal((b, t, c.latent_height // 2, c.latent_width // 2, c.semantic.z_channels))
     # latents that depend on the semantic features, so the control branch has something to learn
-    latent = jnp.repeat(jnp.repeat(features[..., : c.in_channels], 2, axis=2), 2, axis=3)
-    latent = latent + 0.1 * jax.random.normal(k1, latent.shape)
-    return {"latent": latent, "features": features,
-            "text_embedding": jax.random.normal(k2, (b, c.text_length, c.text_hidden_size))}
+    latent = np.repeat(np.repeat(features[..., : c.in_channels], 2, axis=2), 2, axis=3)
+    latent = latent + 0.1 * rng.standard_normal(latent.shape)
+    batch = {"latent": latent, "features": features,
+             "text_embedding": rng.standard_normal((b, c.text_length, c.text_hidden_size))}
+    return {k: jnp.asarray(v, jnp.float32) for k, v in batch.items()}
 
 
-@jax.jit
-def _perturbed(trainable, key, scale=0.05):
+def _perturbed(trainable, seed, scale=0.05):
     """Trainable params moved off the zero init (so every control parameter gets a gradient)."""
-    leaves, tree = jax.tree.flatten(trainable)
-    keys = jax.random.split(key, len(leaves))
-    return jax.tree.unflatten(tree, [p + scale * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda p: jnp.asarray(np.asarray(p) + scale * rng.standard_normal(p.shape), p.dtype),
+                        trainable)
 
 
 @pytest.fixture(scope="module")
 def state():
     trainable, frozen, model_state = init_train_state(CFG, jax.random.key(0))
-    return trainable, frozen, model_state, _batch(jax.random.key(1))
+    return trainable, frozen, model_state, _batch(1)
 
 
 def _value_and_grad(cfg):
@@ -81,7 +82,7 @@ def test_parity(fixtures_dir, case, torch):
 
 @pytest.fixture(scope="module")
 def perturbed(state):
-    return _perturbed(state[0], jax.random.key(2))
+    return _perturbed(state[0], 2)
 
 
 def _control_grads(step, state, trainable):
@@ -131,9 +132,10 @@ def test_zero_init_control_equals_base_model(control_step, state):
     base_cfg = dataclasses.replace(CFG, mode="base")
     base_trainable = {"dit": {"main": frozen["dit"]["main"]}}
     losses = []
+    base_loss = jax.jit(functools.partial(train_loss, base_cfg))  # one compile for both keys
     for key in jax.random.split(jax.random.key(4), 2):
         (loss_control, (metrics, new_state)), _ = control_step(trainable, frozen, model_state, batch, key)
-        loss_base, _ = jax.jit(functools.partial(train_loss, base_cfg))(base_trainable, {}, {}, batch, key)
+        loss_base, _ = base_loss(base_trainable, {}, {}, batch, key)
         np.testing.assert_allclose(loss_control, loss_base, rtol=1e-6)
         losses.append(float(loss_control))
     assert losses[0] != losses[1]  # the key changes the draws

@@ -60,13 +60,49 @@ def test_injected_noise_picks_the_used_draws(setup):
     np.testing.assert_array_equal(used, [0, 2, 4, 6, 0])  # step0 standard, then the advanced draws, none last
 
 
-def test_prefix_replaces_leading_frames(setup):
-    shape = setup["shape"]
-    prefix = np.full((shape[0], 1, *shape[2:]), 7.0, np.float32)
-    x = np.asarray(initial_latent(shape, init_noise=np.zeros(shape, np.float32), prefix=prefix))
-    assert np.all(x[:, :1] == 7.0) and np.all(x[:, 1:] == 0.0)
+def test_clean_prefix_is_reinjected_before_every_step_as_the_original(setup, compilations):
+    """The original's VPSDEDPMPP2MSampler with fixed_frames=p, written here as a Python loop over
+    one step: x_T takes the clean prefix; before every step the prefix frames of x are replaced by
+    the clean prefix (not noised: sdedit is off), and once more after the last step."""
+    s = setup
+    shape, p = s["shape"], 1
+    prefix = np.asarray(jax.random.normal(jax.random.key(9), (shape[0], p, *shape[2:])), np.float32)
+    run = lambda **kw: sample(CFG, SAMPLER, s["params"], s["context"], s["uncond"], s["semantic"], key=s["key"],
+                              trajectory=True, **kw)
+    samples, per_step = run(prefix=prefix)
+
+    init_key, step_key = jax.random.split(s["key"])
+    steps = step_inputs(step_schedule(SAMPLER))
+    table = jnp.asarray(denoiser_sigma_table(SAMPLER.denoiser_num_idx, SAMPLER.denoiser_shift_scale))
+    context_pair = jnp.concatenate([s["uncond"], s["context"]])
+    one_step = jax.jit(lambda carry, step: guided_step(CFG, s["params"], context_pair, s["semantic"], table,
+                                                       step_key, carry, step))
+    x = np.array(initial_latent(shape, key=init_key))
+    old_denoised = np.zeros(shape, np.float32)
+    for i in range(SAMPLER.num_steps):
+        x[:, :p] = prefix  # the rule: x = cat(prefix_frames, x[:, p:])
+        carry, (x_in, _, _, _) = one_step(Carry(jnp.asarray(x), jnp.asarray(old_denoised)),
+                                          jax.tree.map(lambda a: a[i], steps))
+        np.testing.assert_allclose(per_step["step_x_in"][i], x_in, rtol=1e-5, atol=1e-5)  # what the network saw
+        np.testing.assert_array_equal(np.asarray(x_in)[:, :p], prefix)
+        x, old_denoised = np.array(carry.x), np.array(carry.old_denoised)
+    x[:, :p] = prefix
+    np.testing.assert_allclose(samples, x, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(samples)[:, :p], prefix)
+    np.testing.assert_array_equal(np.asarray(per_step["step_x_in"])[:, :, :p], np.broadcast_to(
+        prefix, (SAMPLER.num_steps, *prefix.shape)))
+    # the prefix conditions the generated frames (through attention)
+    plain = np.asarray(run()[0])
+    assert not np.allclose(np.asarray(samples)[:, p:], plain[:, p:], atol=1e-3)
+
+    # the count is data: a prefix of the same shape with 0 frames kept is the plain sampler, on
+    # the compiled loop of the first call
+    traces = compilations.traces
+    none_kept = run(prefix=prefix, prefix_frames=jnp.int32(0))[0]
+    assert compilations.traces == traces
+    np.testing.assert_allclose(none_kept, plain, rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="prefix"):
-        initial_latent(shape, init_noise=np.zeros(shape, np.float32), prefix=np.zeros((1, 1, 2, 2, 2)))
+        run(prefix=np.zeros((1, 1, 2, 2, 2)))
 
 
 def test_progress_reports_every_step_from_inside_the_scan_and_changes_nothing(setup):

@@ -15,7 +15,7 @@ PACKAGE = ROOT / "landiff_jax"
 MODELS = ("text", "tokenizer", "lm", "diffusion", "vae")
 # the layer of each top-level unit of landiff_jax (higher imports lower, never the reverse)
 LAYERS = {
-    "parity": 6, "cli": 6, "prepare": 6,
+    "parity": 6, "cli": 6, "prepare": 6, "export": 6, "demo": 6,
     "pipeline": 5, "release": 5, "train": 5,
     "checkpoint": 4, "runtime": 4, "data": 4,
     "config": 3,

@@ -29,6 +29,26 @@ def test_frame_counts():
         cfg.latent_frames(45)
 
 
+def test_streamed_lengths_and_chunks():
+    """Long videos: chunks of C = 13 latent frames, each after the first keeping P = 7 (the
+    released yaml's comment: "prefix_length=7, gen 1+4*6=25 frames"); tiny: 1 of 3."""
+    cfg = LanDiffConfig.full()
+    assert (cfg.stream_prefix, cfg.stream_step) == (7, 6)
+    assert cfg.streamed_frames() == [73, 97, 121] and cfg.streamed_frames(49) == [73, 97, 121, 145, 169, 193]
+    assert cfg.latent_frames(193, streaming=True) == 49
+    assert cfg.stream_chunks(49) == [(0, 0)] + [(6 * k, 7) for k in range(1, 7)]  # 13 + 6·6 latent frames
+    with pytest.raises(ValueError, match=r"num_frames=193 is not supported; choose one of \[9, .*, 49\]$"):
+        cfg.latent_frames(193)  # only where streaming is asked for
+    with pytest.raises(ValueError, match=r"or streamed: 73, 97, 121, \.\.\."):
+        cfg.latent_frames(101, streaming=True)
+    tiny = LanDiffConfig.tiny()
+    assert (tiny.stream_prefix, tiny.streamed_frames()) == (1, [17, 25, 33])
+    odd = dataclasses.replace(cfg, sampler=dataclasses.replace(cfg.sampler, stream_prefix_frames=5))
+    assert odd.check().stream_step == 8 and odd.streamed_frames() == [81, 113, 145]
+    with pytest.raises(ValueError, match="stream_prefix_frames=13 must be < dit.latent_frames=13"):
+        dataclasses.replace(cfg, sampler=dataclasses.replace(cfg.sampler, stream_prefix_frames=13)).check()
+
+
 def test_config_dict_round_trip_and_errors():
     """A converted checkpoint stores LanDiffConfig.to_dict(): JSON-able, exact round trip; an
     unknown version or field is refused by name."""
@@ -45,6 +65,9 @@ def test_config_dict_round_trip_and_errors():
     del bad["config"]["lm"]["num_experts"], bad["config"]["vae"]["ch"]
     with pytest.raises(ValueError, match=r"lacks \['ch'\]"):
         LanDiffConfig.from_dict(bad)
+    older = json.loads(json.dumps(data))  # written before the streaming prefix was a field: its default
+    del older["config"]["sampler"]["stream_prefix_frames"]
+    assert LanDiffConfig.from_dict(older) == LanDiffConfig.tiny()
 
 
 def _count(tree) -> int:
@@ -60,6 +83,13 @@ def test_generate_reads_only_what_it_uses():
     assert "encoder" not in generate["diffusion"]["tokenizer"] and "encoder" in every["diffusion"]["tokenizer"]
     saved = sum(map(_count, every.values())) - sum(map(_count, generate.values()))
     assert 3.0e8 < saved < 4.0e8, saved
+    # reconstruction: generation's without the LM side, plus the tokenizer that encodes videos, Theia included
+    reconstruct = abstract_params(cfg, "reconstruct")
+    shapes = lambda tree: {k: v.shape for k, v in traverse_util.flatten_dict(nn.meta.unbox(tree)).items()}  # noqa: E731
+    assert set(reconstruct) == {"t5_dit", "tokenizer", "diffusion", "vae"}
+    assert shapes({name: reconstruct[name] for name in ("t5_dit", "diffusion", "vae")}) == shapes(
+        {name: generate[name] for name in ("t5_dit", "diffusion", "vae")})
+    assert set(reconstruct["tokenizer"]) == set(every["tokenizer"]) | {"feature_extractor"}
 
 
 def test_full_size_system_builds_abstractly():

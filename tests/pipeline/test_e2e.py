@@ -82,6 +82,10 @@ def test_too_little_device_memory_is_refused_before_building(monkeypatch):
 def test_generate_rejects_misshaped_codes(tiny_pipe):
     with pytest.raises(ValueError, match="codes have shape"):
         tiny_pipe.generate(["ok"], codes=np.zeros((1, 3), np.int32))
+    with pytest.raises(ValueError, match=r"codes have shape \(1, 3\), expected \(1, "):  # the null text: a row each
+        tiny_pipe.generate(None, codes=np.zeros((1, 3), np.int32))
+    with pytest.raises(ValueError, match="without a prompt"):
+        tiny_pipe.generate(None)
 
 
 def test_e2e_parity(fixtures_dir, torch):

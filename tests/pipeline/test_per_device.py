@@ -3,8 +3,9 @@ one device: the guided DiT CFG-parallel × sequence-parallel as the mesh's shape
 (2 × 4: the all-to-all over 4 heads; 1 × 8: 4 heads zero-padded to 8; 77 tokens that the
 devices do not divide), the LM with replicated weights and its guidance rows split over devices
 (XLA and, interpreted, our Pallas decode kernel inside shard_map), and a converted component
-restored by orbax straight into the shardings asked for. Slow (one subprocess, ~70 s of CPU): the
-CI runs the 2 × 4 layout end to end in tests/pipeline/test_sharding.py."""
+restored by orbax straight into the shardings asked for, and a long video streamed on the 1 × 8
+mesh. Slow (one subprocess, ~2.5 min of CPU): the CI runs the 2 × 4 layout end to end (one chunk)
+in tests/pipeline/test_sharding.py."""
 
 import os
 import subprocess
@@ -89,6 +90,21 @@ SCRIPT = textwrap.dedent(
                                     shardings=jax.tree.map(lambda _: single, want))
     assert all(a.sharding == single for a in jax.tree.leaves(one))
     print("RESTORE_OK", flush=True)
+
+    # ---- a long video streamed on the mesh (LM groups in a sliding window, DiT chunks with a clean prefix)
+    from landiff_jax.config import LanDiffConfig
+    from landiff_jax.pipeline import GenerateOptions, LanDiff
+
+    tiny, prompts = LanDiffConfig.tiny(), ["a red fox", "snow on a quiet town"]
+    options = GenerateOptions(seed=3, steps=2, num_frames=tiny.streamed_frames()[0], lm_window=1)
+    ref = LanDiff.random(tiny).generate(prompts, options)
+    pipe = LanDiff.random(tiny, mesh=make_mesh(*sizes_1x8))
+    chunks = list(pipe.generate_stream(prompts, options))
+    assert len(chunks) > 1 and pipe.lm_placement == "replicated", len(chunks)
+    np.testing.assert_array_equal(np.concatenate([c.codes for c in chunks], axis=1), ref.codes)
+    np.testing.assert_allclose(np.concatenate([c.latents for c in chunks], axis=1), ref.latents, atol=1e-4)
+    np.testing.assert_allclose(np.concatenate([c.frames for c in chunks], axis=1), ref.videos, atol=1)
+    print("STREAM_OK", flush=True)
     """
 )
 
@@ -98,7 +114,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def output(tmp_path_factory):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8".strip()
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
     repo = Path(__file__).resolve().parents[2]
     result = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path_factory.mktemp("component"))], env=env,
                             cwd=repo, capture_output=True, text=True, timeout=900)
@@ -117,3 +134,7 @@ def test_lm_rows_per_device_equal_one_device(output, decode):
 
 def test_restore_straight_into_shardings(output):
     assert "RESTORE_OK" in output, output
+
+
+def test_long_video_streams_on_the_mesh_as_on_one_device(output):
+    assert "STREAM_OK" in output, output

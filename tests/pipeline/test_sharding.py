@@ -54,9 +54,10 @@ SCRIPT = textwrap.dedent(
 
 
 def test_sharded_pipeline_equals_single_device(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8".strip()
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
     repo = Path(__file__).resolve().parents[2]
-    result = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], env=env, cwd=repo, capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], env=env, cwd=repo, capture_output=True,
+                            text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "PIPELINE_SHARDED_OK" in result.stdout

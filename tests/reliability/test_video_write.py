@@ -1,5 +1,6 @@
 """Item 1 of issue 13: a failed video write is an error and never replaces a good file; the
-video and its codes are one unit; SIGTERM leaves no temporary and no ffmpeg behind."""
+video and its codes are one unit; SIGTERM leaves no temporary and no ffmpeg behind. Issue 17:
+the same for a video written as its chunks arrive (streaming generation)."""
 
 import os
 import signal
@@ -11,7 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from landiff_jax.video_io import VideoWriteError, read_mp4, write_mp4, write_video_and_codes
+from landiff_jax.video_io import (
+    Mp4Stream,
+    VideoWriteError,
+    commit_with_codes,
+    read_mp4,
+    video_paths,
+    write_mp4,
+    write_video_and_codes,
+)
 from tests.reliability.conftest import processes_mentioning
 
 REPO = Path(__file__).resolve().parents[2]
@@ -92,3 +101,66 @@ def test_no_fork_warning_with_jax_running(tmp_path):
         warnings.simplefilter("always")
         write_video_and_codes(tmp_path, "v", np.zeros((2, 16, 16, 3), np.uint8), np.arange(3))
     assert not [w for w in caught if "fork" in str(w.message)], [str(w.message) for w in caught]
+
+
+@pytest.mark.filterwarnings("ignore:os.fork")  # read_mp4 (imageio's reader, a test helper) forks
+def test_stream_writes_chunks_as_they_come_then_commits_with_codes(tmp_path):
+    mp4, npy = video_paths(tmp_path, "s")
+    with Mp4Stream(mp4) as stream:
+        for value, frames in ((40, 9), (120, 8), (200, 8)):
+            stream.write(np.full((frames, 16, 16, 3), value, np.uint8))
+            assert not mp4.exists()
+        commit_with_codes(stream.finish(), mp4, npy, np.arange(7))
+    video = read_mp4(mp4)
+    assert video.shape == (25, 16, 16, 3)
+    assert [round(float(video[i].mean()) / 40) for i in (0, 12, 24)] == [1, 3, 5]
+    assert np.load(npy).shape == (7,)
+    with Mp4Stream(mp4) as stream:  # commit(): onto the final name, replacing the old video
+        stream.write(np.zeros((3, 16, 16, 3), np.uint8))
+        assert stream.commit() == mp4
+    assert read_mp4(mp4).shape[0] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.mp4", "s.npy"]
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_interrupted_stream_leaves_nothing_at_the_final_path(tmp_path, existing):
+    path = tmp_path / "v.mp4"
+    before = write_mp4(path, np.zeros((2, 16, 16, 3), np.uint8)).read_bytes() if existing else None
+    with pytest.raises(KeyboardInterrupt):
+        with Mp4Stream(path) as stream:
+            stream.write(np.zeros((9, 16, 16, 3), np.uint8))
+            stream.write(np.zeros((8, 16, 16, 3), np.uint8))
+            raise KeyboardInterrupt  # Ctrl-C between two chunks
+    assert stream.proc.poll() is not None  # ffmpeg stopped
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["v.mp4"] if existing else [])
+    if existing:
+        assert path.read_bytes() == before
+
+
+STREAM_WRITER = """
+import sys, time, numpy as np
+from pathlib import Path
+from landiff_jax.files import exit_on_sigterm
+from landiff_jax.video_io import Mp4Stream
+exit_on_sigterm()
+with Mp4Stream(Path(sys.argv[1]) / "v.mp4") as stream:
+    while True:  # chunks keep coming until the signal
+        stream.write(np.zeros((8, 64, 64, 3), np.uint8))
+        print("chunk", flush=True)
+        time.sleep(0.05)
+"""
+
+
+def test_sigterm_mid_stream_leaves_nothing(tmp_path):
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-c", STREAM_WRITER, str(out)], stdout=subprocess.PIPE, text=True,
+                            env=env)
+    for _ in range(2):
+        assert proc.stdout.readline().strip() == "chunk"
+    assert processes_mentioning(str(out)), "ffmpeg is not running"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    time.sleep(0.2)
+    assert processes_mentioning(str(out)) == []
+    assert list(out.iterdir()) == []

@@ -51,6 +51,16 @@ def test_lm_padding_left_with_mask(tokenizer):
     assert mask[0].all()
 
 
+def test_lm_min_length_pads_short_prompts_and_keeps_long_ones(tokenizer):
+    """min_length (the demo's one compiled LM for all short prompts): more left padding, never truncation."""
+    ids, mask = tokenizer.encode_lm(["Waves at sunset."], min_length=16)
+    assert ids.shape == mask.shape == (1, 16)
+    assert ids[0].tolist() == [0] * 6 + [3, 210, 23, 57, 4, 7, 14, 149, 6, 1]
+    assert mask[0].tolist() == [0] * 6 + [1] * 10
+    ids, mask = tokenizer.encode_lm(["Waves at sunset."], min_length=4)
+    assert ids[0].tolist() == [3, 210, 23, 57, 4, 7, 14, 149, 6, 1] and mask.all()
+
+
 def test_diffusion_padding_right(tokenizer):
     ids = tokenizer.encode_diffusion(["Waves at sunset."], 12)
     assert ids.tolist() == [[3, 210, 23, 57, 4, 7, 14, 149, 6, 1, 0, 0]]

@@ -1,22 +1,19 @@
 """Tokenizer training: fixture parity of the training step, the EMA codebook and dead-code
 replacement against hand computations, the rotation trick against its closed form, the codebook
-state converter, and a tiny tokenizer that learns on synthetic feature videos."""
+state converter. (A tiny tokenizer learning through the trainer: tests/train/test_stage_tasks.py.)"""
 
 from __future__ import annotations
 
-import functools
 import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from landiff_jax.convert import CheckpointError, read_safetensors
 from landiff_jax.parity import tokenizer_train as train_parity
 from landiff_jax.tokenizer import codebook, losses
-from landiff_jax.tokenizer.config import TokenizerConfig, TokenizerTrainConfig
 from landiff_jax.tokenizer.convert import convert_tokenizer, convert_train_state, read_mean_std, tokenizer_rules
 from landiff_jax.tokenizer.original import tokenizer_train_config
 
@@ -155,64 +152,3 @@ def test_rotation_trick_value_and_gradient():
         expected.append(np.linalg.norm(ci) / np.linalg.norm(xi) * rot @ gi)
     np.testing.assert_allclose(grad_rot, np.array(expected), rtol=1e-5, atol=1e-6)
     assert np.abs(grad_rot - grad_st).max() > 0.1
-
-
-# ---- a tiny tokenizer learns ------------------------------------------------------------------
-_TINY = TokenizerTrainConfig(model=TokenizerConfig.tiny(
-    theia=None, image_size=(2, 3), image_channels=8, output_channels=8, mean_std_dim=8, width=32, num_heads=2,
-    num_layers=1, token_size=8, codebook_size=8, codebook_dim=4, temporal_size=2, pframe_tokens=2,
-    num_latent_tokens=6, rope_max_height=2, rope_max_width=3))
-_OPTIMIZER = optax.adam(3e-3)
-
-
-@jax.jit
-def _train_step(trainable, opt_state, model_state, features, key):
-    loss_fn = functools.partial(losses.train_loss, _TINY)
-    (_, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        trainable, {}, model_state, {"features": features}, key)
-    updates, opt_state = _OPTIMIZER.update(grads, opt_state, trainable)
-    return optax.apply_updates(trainable, updates), opt_state, model_state, metrics
-
-
-def _evaluate(trainable, opt_state, model_state, features):
-    """(reconstruction MSE, codes used) of a batch: the metrics of a step (computed before its
-    update, which is dropped), so that evaluation shares the step's compilation."""
-    metrics = _train_step(trainable, opt_state, model_state, features, jax.random.key(0))[3]
-    return float(metrics["rec_loss"]), float(metrics["codes_used"])
-
-
-def _train(steps: int):
-    """Synthetic feature videos: frame 0 one of 4 random prototype frames, frame 1 one of 4 others
-    (16 clips), plus noise 0.1. The codebook starts uninitialised (k-means on the first batch);
-    every draw comes from the step key. Returns (untrained MSE, trained MSE, codes used), the
-    last two on a held-out noisy copy of the 16 clips."""
-    rng = np.random.default_rng(0)
-    m = _TINY.model
-    frames = rng.normal(size=(2, 4, *m.image_size, m.image_channels)).astype(np.float32)
-    clips = lambda first, second: np.stack([frames[0, first], frames[1, second]], axis=1)  # b t h w c
-    noisy = lambda x: x + 0.1 * rng.normal(size=x.shape).astype(np.float32)
-    trainable, _, model_state = losses.init_train_state(_TINY, jax.random.key(1))
-    assert not bool(model_state["codebook"]["initted"])
-    opt_state = _OPTIMIZER.init(trainable)
-    held_out = noisy(clips(np.repeat(np.arange(4), 4), np.tile(np.arange(4), 4)))
-    before = _evaluate(trainable, opt_state, model_state, held_out)
-    key = jax.random.key(2)
-    for _ in range(steps):
-        key, sub = jax.random.split(key)
-        batch = noisy(clips(rng.integers(0, 4, 16), rng.integers(0, 4, 16)))
-        trainable, opt_state, model_state, metrics = _train_step(trainable, opt_state, model_state, batch, sub)
-        assert np.isfinite(float(metrics["loss"]))
-    assert bool(model_state["codebook"]["initted"])
-    return before[0], *_evaluate(trainable, opt_state, model_state, held_out)
-
-
-def test_tiny_tokenizer_starts_learning():
-    untrained, trained, _ = _train(60)
-    assert trained < 0.9 * untrained, (untrained, trained)
-
-
-@pytest.mark.slow
-def test_tiny_tokenizer_learns_without_collapse():
-    untrained, trained, used = _train(400)
-    assert trained < 0.4 * untrained, (untrained, trained)
-    assert used == _TINY.model.codebook_size, f"only {used} of {_TINY.model.codebook_size} codes used"

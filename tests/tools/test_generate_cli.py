@@ -41,9 +41,9 @@ def test_help_shows_the_chosen_presets_defaults():
 
     tiny = help_text("--preset", "tiny", "--random_weights")
     assert "--steps: diffusion steps (default for tiny: 4)" in tiny
-    assert "--num_frames: video frames, one of [9] (default for tiny: 9)" in tiny
+    assert "--num_frames: video frames, one of [9] or, chunk by chunk, 17, 25, 33, ... (default for tiny: 9)" in tiny
     assert "--fps" in tiny and "--[no]quiet" in tiny
     full = help_text("--preset=full", "--random_weights")
     assert "--steps: diffusion steps (default for full: 50)" in full
-    assert "(default for full: 49)" in full
+    assert "or, chunk by chunk, 73, 97, 121, ... (default for full: 49)" in full
     assert "--dit_guidance: diffusion dynamic CFG scale (default for full: 6)" in full

@@ -55,6 +55,22 @@ def test_chunked_decode_equals_python_loop_over_chunks(params, latents, chunked)
     np.testing.assert_allclose(chunked, expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("pushes", [(3, 2, 2), (4, 3)])
+def test_latent_stream_equals_the_chunked_decode(params, latents, chunked, pushes):
+    """Fed in pieces (a piece that does not end a chunk waits), the stream gives the chunked
+    decode's frames; a leftover latent frame is refused."""
+    stream, videos, at = api.LatentStream(params, CFG), [], 0
+    for n in pushes:
+        videos.append(np.asarray(stream.push(latents[:, at:at + n])))
+        at += n
+    stream.close()
+    assert [v.shape[1] for v in videos] == ([9, 8, 8] if pushes == (3, 2, 2) else [9, 16])
+    np.testing.assert_allclose(np.concatenate(videos, axis=1), chunked, atol=1e-5, rtol=1e-5)
+    stream.push(latents[:, :1])
+    with pytest.raises(ValueError, match="1 latent frame"):
+        stream.close()
+
+
 def test_chunked_decode_is_one_scan(params, latents):
     jaxpr = jax.make_jaxpr(lambda p, z: api._decode_chunked(p, z, cfg=CFG))(params, latents)
     assert str(jaxpr).count("scan[") == 1
