@@ -15,7 +15,9 @@ shapes the config gives.
 
 `release.convert_release` writes it (atomically: a temporary sibling directory renamed at the
 end); `load_config` reads the config (one JSON, parsed once) and `load_component` one
-component back, optionally only the parameters a job uses (orbax partial restore).
+component back, optionally only the parameters a job uses (orbax partial restore), and
+optionally straight into device arrays of given shardings (each device reads its own shard;
+no host copy of the whole component).
 """
 
 from __future__ import annotations
@@ -147,10 +149,16 @@ def load_config(directory: str | Path, dtype: str | None = None) -> LanDiffConfi
     return cfg if dtype is None else cfg.with_dtype(dtype)
 
 
-def load_component(directory: str | Path, name: str, abstract: Any = None, verify: str = "cheap"):
-    """One component's params (host numpy) from a converted checkpoint directory, verified
-    against its manifest (`verify`: see the module docstring); with `abstract` (a subtree of its
-    params' shapes, from the config), only those parameters are read, and their shapes checked."""
+def load_component(directory: str | Path, name: str, abstract: Any = None, verify: str = "cheap",
+                   shardings: Any = None, dtype: Any = None):
+    """One component's params from a converted checkpoint directory, verified against its
+    manifest (`verify`: see the module docstring): host numpy arrays, or with `shardings`
+    jax.Arrays placed by them.
+
+    abstract: a subtree of its params' shapes (from the config): only those parameters are read,
+    and their shapes checked. shardings (needs `abstract`): a tree like it of
+    `jax.sharding.Sharding`s; orbax restores each array straight into its sharding (a device
+    reads only its shard). dtype (with `shardings`): cast to it while reading."""
     import orbax.checkpoint as ocp
 
     path = Path(directory) / "params" / name
@@ -165,7 +173,12 @@ def load_component(directory: str | Path, name: str, abstract: Any = None, verif
         import flax.linen as nn
 
         item = nn.meta.unbox(abstract)
-        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+        if shardings is None:
+            restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+        else:  # the stored shapes first: orbax's refusal of a mismatch names no key
+            check_restored(name, stored_arrays(path), item)
+            restore_args = jax.tree.map(lambda a, s: ocp.ArrayRestoreArgs(sharding=s, global_shape=a.shape,
+                                                                          dtype=dtype), item, shardings)
         restored = ocp.PyTreeCheckpointer().restore(
             path.absolute(), args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True))
     except (ValueError, KeyError, OSError) as e:  # a missing key, an unreadable or damaged file
@@ -175,18 +188,28 @@ def load_component(directory: str | Path, name: str, abstract: Any = None, verif
     return restored
 
 
+def stored_arrays(path: Path):
+    """The tree of a PyTree checkpoint's array metadata (shape, dtype), read without the data."""
+    import orbax.checkpoint as ocp
+
+    metadata = ocp.PyTreeCheckpointer().metadata(path.absolute())
+    metadata = getattr(metadata, "item_metadata", metadata)  # a StepMetadata in newer orbax
+    return getattr(metadata, "tree", metadata)
+
+
 def check_restored(name: str, restored, abstract) -> None:
     """The restored arrays' shapes (and a floating dtype) against the config's abstract params."""
     want = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(abstract)}
     got = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(restored)}
     bad = [f"{key} missing" for key in want if key not in got]
-    for key, leaf in got.items():
+    for key, leaf in got.items():  # (shapes and dtypes only: a device array stays where it is)
+        dtype = np.dtype(leaf.dtype) if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
         if isinstance(leaf, jax.ShapeDtypeStruct):  # a partial restore leaves what the checkpoint lacks abstract
             bad.append(f"{key} is not in the checkpoint")
         elif key in want and tuple(np.shape(leaf)) != tuple(want[key].shape):
             bad.append(f"{key} has shape {tuple(np.shape(leaf))}, the config gives {tuple(want[key].shape)}")
-        elif not np.issubdtype(np.asarray(leaf).dtype, np.floating) and np.asarray(leaf).dtype.name != "bfloat16":
-            bad.append(f"{key} has dtype {np.asarray(leaf).dtype}, not floating point")
+        elif not np.issubdtype(dtype, np.floating) and dtype.name != "bfloat16":
+            bad.append(f"{key} has dtype {dtype}, not floating point")
     if bad:
         raise CheckpointError(f"component '{name}' does not match the checkpoint's config: " + "; ".join(bad[:5])
                               + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "") + f"; {RECONVERT}")

@@ -3,7 +3,7 @@ temporary files are removed), and user errors as one line plus the hint `--help`
 exit; an unexpected internal error keeps its traceback.
 
     if __name__ == "__main__":
-        cli.run(main)
+        cli.run(main)                  # cli.run(main, compiles=True) for a tool that compiles
 
 User errors: `app.UsageError` and `UsageError` (exit 2); a bad checkpoint, config file, dataset,
 video write, files that do not fit the config, an output another process is writing
@@ -12,6 +12,11 @@ video write, files that do not fit the config, an output another process is writ
 
 The model a tool serves (tools/generate.py, tools/demo.py): `choose_model` from the flags
 --checkpoint / --config / --preset / --random_weights, then `load_model`.
+
+A tool that compiles (`compiles=True`) keeps its compiled code across runs in jax's persistent
+compilation cache (`runtime.use_compilation_cache`), on by default: --compilation_cache_dir
+(default $LANDIFF_JAX_COMPILATION_CACHE, else $JAX_COMPILATION_CACHE_DIR, else
+~/.cache/landiff_jax/xla; `runtime.default_cache_dir`), --nocompilation_cache turns it off.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from absl import app, logging
+from absl import app, flags, logging
 
 from landiff_jax.files import describe_os_error, exit_on_sigterm
 
@@ -53,12 +58,41 @@ def quiet_libraries(verbose: bool) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 
-def run(main: Callable[[list[str]], int | None]) -> None:
+def define_compilation_cache_flags() -> None:
+    flags.DEFINE_bool("compilation_cache", True, "keep compiled code across runs (jax's persistent compilation "
+                      "cache) in --compilation_cache_dir")
+    flags.DEFINE_string("compilation_cache_dir", None, "the compilation cache's directory (default: "
+                        "$LANDIFF_JAX_COMPILATION_CACHE, else $JAX_COMPILATION_CACHE_DIR, else "
+                        "~/.cache/landiff_jax/xla)")
+
+
+def start_compilation_cache() -> None:
+    """The cache the flags ask for; an unusable default directory only warns (no cache)."""
+    from landiff_jax import runtime
+
+    given = flags.FLAGS.compilation_cache_dir
+    if not flags.FLAGS.compilation_cache:
+        runtime.use_compilation_cache(None)
+        return
+    try:
+        runtime.use_compilation_cache(given or runtime.default_cache_dir())
+    except OSError as e:
+        if given:
+            raise UsageError(f"--compilation_cache_dir {given}: {describe_os_error(e)}") from None
+        print(f"warning: no compilation cache ({describe_os_error(e)})", file=sys.stderr)
+
+
+def run(main: Callable[[list[str]], int | None], *, compiles: bool = False) -> None:
+    """compiles: the tool compiles (the compilation cache's flags; module docstring)."""
     tool = os.path.basename(sys.argv[0])
+    if compiles:
+        define_compilation_cache_flags()
 
     def guarded(argv):
         exit_on_sigterm()
         try:
+            if compiles:
+                start_compilation_cache()
             return main(argv)
         except app.UsageError as e:
             print(f"{tool}: error: {e} (see --help)", file=sys.stderr)
@@ -130,9 +164,10 @@ def compute_dtype(dtype: str | None = None) -> str:
 
 
 def load_model(choice: ModelChoice, dtype: str, *, seed: int = 0, dit_attention: str | None = None,
-               verify: str = "cheap"):
+               verify: str = "cheap", compile_for=None):
     """The pipeline of `choice` in `dtype`: random weights drawn from `seed`, or the checkpoint
-    loaded after checking its checksums (`verify`: none, cheap or full; see tools/generate.py)."""
+    loaded after checking its checksums (`verify`: none, cheap or full; see tools/generate.py),
+    with `compile_for` (a `pipeline.CompileFor`) compiling meanwhile."""
     from landiff_jax import checkpoint
     from landiff_jax.pipeline import LanDiff
 
@@ -144,8 +179,8 @@ def load_model(choice: ModelChoice, dtype: str, *, seed: int = 0, dit_attention:
             checkpoint.verify(choice.checkpoint, "full")
         elif verify == "cheap":
             checkpoint.verify(choice.checkpoint, "cheap", components=())  # the text tokenizers; params at load
-        print(f"loading {choice.checkpoint}", flush=True)
+        print(f"loading {choice.checkpoint}" + (" (and compiling meanwhile)" if compile_for else ""), flush=True)
         return LanDiff.from_checkpoint(choice.checkpoint, dtype=dtype, dit_attention=dit_attention,
-                                       verify="none" if verify == "full" else verify)
+                                       verify="none" if verify == "full" else verify, compile_for=compile_for)
     except ValueError as e:
         raise UsageError(str(e))

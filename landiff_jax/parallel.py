@@ -3,15 +3,23 @@
 Every parameter is created with logical axis names (`embed`, `heads`, `mlp`, `vocab`,
 `layers`, ...). `RULES` says which mesh axis (`data`, `fsdp`, `tensor`) each is split over;
 changing the mesh, not the model, moves the same code from one CPU to a pod.
+
+Generation on a mesh runs per device inside `shard_map` (so that our Pallas kernels, which XLA's
+partitioner does not split, stay on): the guided DiT splits its guidance batch over the `data`
+and `fsdp` axes that divide it (CFG-parallel) and each sequence over the other axes
+(`guided_layout`, `SequenceSplit`: Ulysses-style sequence parallelism); the LM with replicated
+weights splits its guidance rows over the axes that divide them (`batch_axes`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -79,20 +87,84 @@ def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(("data", "fsdp"), *([None] * (ndim - 1))))
 
 
-def constrain_batch(x, mesh: Mesh | None):
-    """Inside jit: split x's leading (batch) axis over the mesh axes (data, fsdp, tensor, in that
-    order) whose combined size divides it; a no-op without a mesh."""
-    if mesh is None:
-        return x
+def batch_axes(mesh: Mesh, rows: int, candidates: Sequence[str] = MESH_AXES) -> tuple[str, ...]:
+    """The mesh axes among `candidates` (in order; those of size > 1) whose combined size
+    divides `rows`, taken greedily: the axes a batch of `rows` is split over."""
     axes, size = [], 1
-    for name in MESH_AXES:
-        if mesh.shape[name] > 1 and x.shape[0] % (size * mesh.shape[name]) == 0:
+    for name in candidates:
+        if mesh.shape[name] > 1 and rows % (size * mesh.shape[name]) == 0:
             axes.append(name)
             size *= mesh.shape[name]
-    if not axes:
-        return x
-    spec = PartitionSpec(tuple(axes), *([None] * (x.ndim - 1)))
-    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+    return tuple(axes)
+
+
+def axes_size(mesh: Mesh, axes: Sequence[str]) -> int:
+    return math.prod(mesh.shape[a] for a in axes)
+
+
+@dataclasses.dataclass(frozen=True)
+class SequenceSplit:
+    """Inside `shard_map`: sequences of `length` tokens cut into `size` contiguous chunks of
+    `chunk` tokens (the last padded at its end), chunk i on the device at index i along the
+    mesh `axes`. Static and hashable (a module attribute)."""
+
+    axes: tuple[str, ...]
+    size: int
+    length: int
+
+    @property
+    def chunk(self) -> int:
+        return -(-self.length // self.size)
+
+    @property
+    def padding(self) -> int:
+        return self.chunk * self.size - self.length
+
+    def positions(self):
+        """[chunk] int32: the positions in the whole sequence of this device's tokens."""
+        return jax.lax.axis_index(self.axes) * self.chunk + jnp.arange(self.chunk)
+
+    def local(self, x, axis: int = 1):
+        """This device's chunk of x, which holds whole sequences along `axis` on every device."""
+        x = jnp.pad(x, [(0, self.padding if a == axis else 0) for a in range(x.ndim)])
+        return jax.lax.dynamic_slice_in_dim(x, jax.lax.axis_index(self.axes) * self.chunk, self.chunk, axis)
+
+    def gather(self, x, axis: int = 1):
+        """The whole sequences (padding dropped) from every device's chunk x along `axis`."""
+        return jax.lax.slice_in_dim(jax.lax.all_gather(x, self.axes, axis=axis, tiled=True), 0, self.length,
+                                    axis=axis)
+
+    def heads_to_devices(self, x):
+        """[b chunk h d] chunks -> [b length H/size d]: whole sequences of this device's heads
+        (all-to-all); h is padded with zero heads to H, the next multiple of `size`."""
+        heads = -(-x.shape[2] // self.size) * self.size
+        x = jnp.pad(x, ((0, 0), (0, 0), (0, heads - x.shape[2]), (0, 0)))
+        return jax.lax.all_to_all(x, self.axes, split_axis=2, concat_axis=1, tiled=True)[:, :self.length]
+
+    def heads_to_chunks(self, x, heads: int):
+        """Inverse of `heads_to_devices`: [b length H/size d] -> [b chunk heads d]."""
+        x = jnp.pad(x, ((0, 0), (0, self.padding), (0, 0), (0, 0)))
+        return jax.lax.all_to_all(x, self.axes, split_axis=1, concat_axis=2, tiled=True)[:, :, :heads]
+
+
+@dataclasses.dataclass(frozen=True)
+class GuidedLayout:
+    """How the guided DiT runs on a mesh: its network batch ([uncond; cond] rows) split over
+    the `batch` axes (CFG-parallel), each sequence over the `sequence` axes (sequence-parallel)."""
+
+    batch: tuple[str, ...]
+    sequence: tuple[str, ...]
+
+    def split(self, mesh: Mesh, length: int) -> SequenceSplit | None:
+        return SequenceSplit(self.sequence, axes_size(mesh, self.sequence), length) if self.sequence else None
+
+
+def guided_layout(mesh: Mesh, rows: int) -> GuidedLayout:
+    """By the mesh's shape: the guidance batch of `rows` over the `data` and `fsdp` axes that
+    divide it, the sequence over every other axis of size > 1 (`tensor`, and those left over).
+    E.g. for 2 rows, mesh (data, fsdp, tensor) = (2, 1, 4): CFG 2 × SP 4; (1, 1, 8): CFG 1 × SP 8."""
+    batch = batch_axes(mesh, rows, ("data", "fsdp"))
+    return GuidedLayout(batch, tuple(a for a in MESH_AXES if mesh.shape[a] > 1 and a not in batch))
 
 
 def replicate(tree, mesh: Mesh):

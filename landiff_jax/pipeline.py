@@ -17,6 +17,11 @@ clean prefix (`SamplerConfig.stream_prefix_frames`), with the semantic features 
 frames (each group decoded by the tokenizer once), and the VAE decodes the new latent frames
 with the causal cache carried over (`vae.LatentStream`). Every chunk has the same shapes: one
 compiled function per stage, and memory that does not grow with the length.
+
+Time to the first video: `from_checkpoint` restores each component straight into its devices'
+shardings, and with `compile_for` compiles every stage of a one-chunk video from the weights'
+shapes in a thread while they load (`LanDiff.compile`); the tools keep compiled code across runs
+(`runtime.use_compilation_cache`).
 """
 
 from __future__ import annotations
@@ -25,21 +30,24 @@ import contextlib
 import dataclasses
 import functools
 import math
+import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
 
 from landiff_jax import checkpoint, diffusion, lm, runtime, text, tokenizer, vae
 from landiff_jax import progress as P
 from landiff_jax.config import LanDiffConfig
 from landiff_jax.diffusion import conditioner, sampler
 from landiff_jax.nn.init import random_params
-from landiff_jax.parallel import replicate, shard_params
+from landiff_jax.parallel import param_shardings
 from landiff_jax.video_io import to_uint8
 
 TEXT_COMPONENTS = ("t5_lm", "t5_dit")
@@ -52,7 +60,8 @@ LM_SIDE = ("t5_lm", "lm")  # what reconstruction does not read
 @dataclasses.dataclass(frozen=True)
 class Component:
     """One entry of the converted checkpoint: its config inside LanDiffConfig, the shapes of the
-    params a job reads (None: the job reads none), and whether a mesh shards it (else replicates)."""
+    params a job reads (None: the job reads none), and whether a mesh shards it (else replicates;
+    the LM as `runtime.lm_weights` decides)."""
 
     config: Callable[[LanDiffConfig], Any]
     abstract: Callable[[LanDiffConfig, str], Any]
@@ -124,16 +133,37 @@ class Chunk:
     finite: np.ndarray  # [b] bool: False where this chunk's frames held NaN/inf
 
 
-def weight_bytes(cfg: LanDiffConfig, mesh: Mesh | None = None, job: str = "generate") -> int:
+def is_sharded(name: str, cfg: LanDiffConfig, mesh: Mesh | None, lm_placement: str | None = None) -> bool:
+    """Whether component `name` is split over `mesh` (lm_placement: see `runtime.lm_weights`)."""
+    if mesh is None or not COMPONENTS[name].sharded:
+        return False
+    return name != "lm" or runtime.lm_weights(cfg.lm, mesh.devices.size, lm_placement) == "sharded"
+
+
+def component_shardings(cfg: LanDiffConfig, mesh: Mesh | None = None, lm_placement: str | None = None,
+                        job: str = "generate") -> dict[str, Any]:
+    """Where each component's params that `job` reads go: {component: tree of Shardings}; the
+    default device without a mesh, else split by the logical-axis rules or replicated."""
+    out = {}
+    for name, tree in abstract_params(cfg, job).items():
+        if is_sharded(name, cfg, mesh, lm_placement):
+            out[name] = param_shardings(tree, mesh)
+        else:
+            where = NamedSharding(mesh, PartitionSpec()) if mesh is not None else SingleDeviceSharding(jax.devices()[0])
+            out[name] = jax.tree.map(lambda _, w=where: w, nn.meta.unbox(tree))
+    return out
+
+
+def weight_bytes(cfg: LanDiffConfig, mesh: Mesh | None = None, job: str = "generate",
+                 lm_placement: str | None = None) -> int:
     """Bytes of the weights `job` reads that one device holds (sharded components split over
     the mesh's devices, the others replicated)."""
     devices = mesh.devices.size if mesh is not None else 1
     total = 0
     for name, tree in abstract_params(cfg, job).items():
-        component = COMPONENTS[name]
         size = sum(math.prod(a.shape) for a in jax.tree.leaves(tree))
-        size *= jnp.dtype(component.config(cfg).param_dtype).itemsize
-        total += -(-size // devices) if component.sharded and mesh is not None else size
+        size *= jnp.dtype(COMPONENTS[name].config(cfg).param_dtype).itemsize
+        total += -(-size // devices) if is_sharded(name, cfg, mesh, lm_placement) else size
     return total
 
 
@@ -151,10 +181,11 @@ def device_memory(device) -> int | None:
         return None
 
 
-def check_memory(cfg: LanDiffConfig, mesh: Mesh | None = None, job: str = "generate") -> None:
+def check_memory(cfg: LanDiffConfig, mesh: Mesh | None = None, job: str = "generate",
+                 lm_placement: str | None = None) -> None:
     """Refuse, before anything is built, a system whose weights alone exceed a device's memory."""
     device = mesh.devices.flat[0] if mesh is not None else jax.devices()[0]
-    need, have = weight_bytes(cfg, mesh, job), device_memory(device)
+    need, have = weight_bytes(cfg, mesh, job, lm_placement), device_memory(device)
     if have is not None and need > have:
         dtype = jnp.dtype(cfg.dit.param_dtype).name
         advice = "bfloat16, " if dtype == "float32" else ""
@@ -219,63 +250,155 @@ def abstract_params(cfg: LanDiffConfig, job: str = "generate") -> dict[str, Any]
     return {name: tree for name, tree in trees.items() if tree is not None}
 
 
+@dataclasses.dataclass(frozen=True)
+class CompileFor:
+    """What a coming `generate` call will run, for `LanDiff.compile`: its prompts and options,
+    whether it gets a progress callback, and whether it is given codes (no LM stage)."""
+
+    prompts: Sequence[str]
+    options: GenerateOptions = GenerateOptions()
+    progress: bool = True
+    codes: bool = False
+
+
+def _placeholder(info: jax.ShapeDtypeStruct):
+    """Zeros like a compiled function's output `info` (`Compiled.out_info`), placed like it."""
+    return jax.device_put(np.zeros(info.shape, info.dtype), info.sharding)
+
+
 class LanDiff:
     """The whole system with its params on device; one instance serves many generate calls."""
 
     def __init__(self, cfg: LanDiffConfig, params: Mapping[str, Any] | Iterable[tuple[str, Any]],
                  tokenizers: dict[str, text.T5TextTokenizer], *, random_weights: bool = False,
-                 mesh: Mesh | None = None, dit_attention: str | None = None):
-        """params: {component: params} or (component, params) pairs, holding what the job reads
-        (`abstract_params(cfg, job)`: generation's, or more, see JOBS), placed one at a time so that a lazily loaded
-        component leaves host memory before the next is read. The kernels are chosen here, once,
-        for the devices (`runtime.configure`; `dit_attention` forces the DiT's). `mesh` (see
-        `parallel.make_mesh`): the text encoders' and the LM's weights are sharded by the
-        logical-axis rules (the LM is memory-bound: each device reads its share), the other
-        stages' weights are replicated and the diffusion guidance batch is split over devices."""
-        cfg = runtime.configure(cfg.check(), mesh=mesh, dit_attention=dit_attention)
+                 mesh: Mesh | None = None, dit_attention: str | None = None, lm_placement: str | None = None,
+                 job: str = "generate"):
+        """params: {component: params} or (component, params) pairs, holding what `job` reads
+        (`abstract_params(cfg, job)`, see JOBS), placed one at a time (`place`) so that a lazily
+        loaded component leaves host memory before the next is read. The kernels are chosen here,
+        once, for the devices (`runtime.configure`; `dit_attention` forces the DiT's). `mesh` (see
+        `parallel.make_mesh`): the text encoders' weights are sharded by the logical-axis rules;
+        the LM's are replicated with its guidance rows split over devices, or sharded, as
+        `runtime.lm_weights` decides (`lm_placement` forces it); the other stages' weights are
+        replicated, and the guided DiT runs CFG- and sequence-parallel by the mesh's shape
+        (`diffusion.sampler`), long videos included."""
+        cfg = runtime.configure(cfg.check(), mesh=mesh, dit_attention=dit_attention, lm_placement=lm_placement)
         self.cfg = cfg
         self.tokenizers = tokenizers
         self._progress = P.Relay()  # the samplers' fixed static callback (see landiff_jax.progress)
         self.random_weights = random_weights
         self.mesh = mesh
-        abstract = abstract_params(cfg) if mesh is not None else {}
+        self.restore_seconds: float | None = None  # from_checkpoint: the time its restores took
+        self.lm_placement = runtime.lm_weights(cfg.lm, mesh.devices.size if mesh is not None else 1, lm_placement)
+        self.shardings = component_shardings(cfg, mesh, self.lm_placement, job)
         self.params = {}
         for name, tree in params.items() if isinstance(params, Mapping) else params:
-            component = COMPONENTS[name]
-            tree = jax.tree.map(lambda a, d=component.config(cfg).param_dtype: jnp.asarray(a, d), tree)
-            if mesh is None:
-                self.params[name] = tree
-            elif component.sharded:
-                self.params[name] = shard_params(tree, abstract[name], mesh)
-            else:
-                self.params[name] = replicate(tree, mesh)
+            self.place(name, tree)
+
+    def place(self, name: str, tree) -> None:
+        """Component `name`'s params, in its param dtype, onto their devices (`self.shardings`)."""
+        tree = jax.tree.map(lambda a, d=COMPONENTS[name].config(self.cfg).param_dtype: jnp.asarray(a, d), tree)
+        self.params[name] = jax.device_put(tree, self.shardings[name])
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
     def from_checkpoint(cls, directory: str | Path, dtype: str | None = None, mesh: Mesh | None = None,
-                        dit_attention: str | None = None, verify: str = "cheap", job: str = "generate") -> "LanDiff":
+                        dit_attention: str | None = None, verify: str = "cheap", lm_placement: str | None = None,
+                        compile_for: CompileFor | None = None, job: str = "generate") -> "LanDiff":
         """A converted checkpoint (`tools/convert.py`), computed in `dtype` (default: as stored),
-        reading only the parameters `job` uses (see JOBS); dit_attention: see `runtime.configure`;
-        verify: the checksum level of each component (`checkpoint.load_component`)."""
+        reading only the parameters `job` uses (see JOBS), each restored straight into its
+        shardings and dtype; dit_attention, lm_placement: see `__init__`; verify: the checksum
+        level of each component (`checkpoint.load_component`). compile_for: compile the stages of
+        that coming `generate` call in a thread while the weights load (`compile`)."""
         cfg = checkpoint.load_config(directory, dtype)
-        check_memory(cfg, mesh, job)
-        params = ((name, checkpoint.load_component(directory, name, tree, verify=verify))
-                  for name, tree in abstract_params(cfg, job).items())
+        check_memory(cfg, mesh, job, lm_placement)
         tokenizers = {c: checkpoint.text_tokenizer(directory, c) for c in TEXT_COMPONENTS}
-        return cls(cfg, params, tokenizers, mesh=mesh, dit_attention=dit_attention)
+        pipe = cls(cfg, {}, tokenizers, mesh=mesh, dit_attention=dit_attention, lm_placement=lm_placement, job=job)
+        stop = threading.Event()  # a failed load stops the compiling after its current stage
+        compiling = threading.Thread(target=pipe._compile_or_warn, args=(compile_for, stop))
+        if compile_for is not None:
+            compiling.start()
+        start = time.perf_counter()
+        try:
+            for name, tree in abstract_params(pipe.cfg, job).items():
+                dtype_ = COMPONENTS[name].config(pipe.cfg).param_dtype
+                pipe.place(name, checkpoint.load_component(directory, name, tree, verify=verify,
+                                                           shardings=pipe.shardings[name], dtype=dtype_))
+            pipe.restore_seconds = time.perf_counter() - start
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            if compiling.is_alive():
+                compiling.join()
+        return pipe
 
     @classmethod
     def random(cls, cfg: LanDiffConfig, seed: int = 0, mesh: Mesh | None = None,
-               dit_attention: str | None = None, job: str = "generate") -> "LanDiff":
+               dit_attention: str | None = None, lm_placement: str | None = None,
+               job: str = "generate") -> "LanDiff":
         """RANDOM weights of what `job` reads (component i of COMPONENTS drawn from seed + i, as
         `prepare.load_frozen_models` draws them) and byte-level text ids: shows the code path, the
         video is noise."""
-        check_memory(cfg, mesh, job)
+        check_memory(cfg, mesh, job, lm_placement)
         order = list(COMPONENTS)
         params = {name: random_params(tree, seed + order.index(name))
                   for name, tree in abstract_params(cfg, job).items()}
         return cls(cfg, params, {c: text.ByteTokenizer() for c in TEXT_COMPONENTS}, random_weights=True, mesh=mesh,
-                   dit_attention=dit_attention)
+                   dit_attention=dit_attention, lm_placement=lm_placement, job=job)
+
+    # ---- compiling ahead ----------------------------------------------------------------
+    def compile(self, plan: CompileFor, stop: threading.Event | None = None) -> None:
+        """Compile every stage that `generate(plan.prompts, plan.options)` runs, from the weights'
+        shapes and shardings alone (no weight is needed: it runs while they load), so that the
+        call itself compiles nothing. Each stage is called exactly as `generate` calls it, with
+        zeros placed like the previous stage's output (a call with other shapes or placements
+        compiles as usual). Videos of one chunk only: a streamed one compiles as its chunks run.
+        stop: once set, no further stage is compiled."""
+        stopped = lambda: stop is not None and stop.is_set()  # noqa: E731
+        prompts, options = self.check_prompts(plan.prompts), plan.options
+        t = check_options(self.cfg, options)
+        cfg, relay, b = self.cfg, self._progress if plan.progress else None, len(prompts)
+        if t > cfg.max_latent_frames:
+            raise ValueError(f"compiling ahead covers videos of one chunk (up to "
+                             f"{cfg.video_frames(cfg.max_latent_frames)} frames), not {cfg.video_frames(t)}")
+        if not (plan.codes or set(LM_SIDE) <= set(self.shardings)):
+            raise ValueError("this pipeline holds no LM (built for the 'reconstruct' job): plan with codes")
+        params = {name: jax.tree.map(
+            lambda a, s, d=COMPONENTS[name].config(cfg).param_dtype: jax.ShapeDtypeStruct(a.shape, d, sharding=s),
+            nn.meta.unbox(tree), self.shardings[name]) for name, tree in abstract_params(cfg).items()
+            if name in self.shardings}
+        if not plan.codes:
+            ids, mask = self.tokenizers["t5_lm"].encode_lm(prompts, min_length=options.min_text_tokens)
+            hidden = _placeholder(text.encode_ids.lower(params["t5_lm"], cfg.t5_lm, ids, mask).compile().out_info)
+            if stopped():
+                return
+            self._lm_sample(params["lm"], hidden, mask.astype(bool), t, options, progress=relay, compile_only=True)
+        codes = jnp.asarray(np.zeros((b, num_codes(cfg, t)), np.int32))
+        feature = conditioner.semantic_feature.lower(cfg.dit, cfg.tokenizer, params["diffusion"], codes, t,
+                                                     collect=False).compile()
+        ids = self.tokenizers["t5_dit"].encode_diffusion(prompts, cfg.dit.text_length)
+        if stopped():
+            return
+        context = text.encode_ids.lower(params["t5_dit"], cfg.t5_dit, ids, None).compile()
+        context, uncond = _context_pair(_placeholder(context.out_info))
+        if stopped():
+            return
+        loop = self._dit_sample(params["diffusion"]["dit"], context, uncond, _placeholder(feature.out_info), options,
+                                progress=relay, compile_only=True)
+        latents = _placeholder(loop.out_info[0])  # (samples, per-step outputs: None)
+        if stopped():
+            return
+        video = vae.decode_latents(params["vae"], cfg.vae, latents, compile_only=True)
+        vae.to_unit(_placeholder(video.out_info))  # (eager: its few small ops)
+
+    def _compile_or_warn(self, plan: CompileFor, stop: threading.Event) -> None:
+        """`compile`, for a thread: a failure only warns (generate then compiles, and reports it)."""
+        try:
+            self.compile(plan, stop)
+        except Exception as e:  # noqa: BLE001
+            warnings.warn(f"compiling ahead failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                          "generate compiles instead", stacklevel=2)
 
     # ---- checks -------------------------------------------------------------------------
     def check_prompts(self, prompts: str | Sequence[str]) -> list[str]:
@@ -299,9 +422,17 @@ class LanDiff:
         """Flan-T5 → LM sampling: semantic tokens [b N] (I-frame codes, then P-frame codes)."""
         hidden, mask = text.encode_for_lm(self.tokenizers["t5_lm"], self.params["t5_lm"], self.cfg.t5_lm, prompts,
                                           min_length=options.min_text_tokens)
-        return lm.sample(self.params["lm"], self.cfg.lm, hidden, mask, num_frames=latent_frames,
-                         motion_score=options.motion_score, options=lm_options(options),
-                         rng=_lm_keys(options, len(prompts)), trace=trace, progress=progress)
+        return self._lm_sample(self.params["lm"], hidden, mask, latent_frames, options, trace=trace, progress=progress)
+
+    def _lm_sample(self, params, hidden, mask, latent_frames: int, options: GenerateOptions, **kw):
+        """The LM sampler's call (`sample_codes`, `compile`)."""
+        return lm.sample(params, self.cfg.lm, hidden, mask, num_frames=latent_frames, motion_score=options.motion_score,
+                         options=lm_options(options), rng=_lm_keys(options, mask.shape[0]), mesh=self._lm_mesh, **kw)
+
+    @property
+    def _lm_mesh(self) -> Mesh | None:
+        """The mesh the LM samplers run per device on: its weights replicated (`runtime.lm_weights`)."""
+        return self.mesh if self.lm_placement == "replicated" else None
 
     def code_groups(self, prompts: Sequence[str], latent_frames: int, options: GenerateOptions, *,
                     progress: P.Callback | None = None) -> lm.GroupStream:
@@ -311,7 +442,8 @@ class LanDiff:
                                           min_length=options.min_text_tokens)
         return lm.GroupStream(self.params["lm"], self.cfg.lm, hidden, mask, num_frames=latent_frames,
                               motion_score=options.motion_score, options=lm_options(options),
-                              rng=_lm_keys(options, len(prompts)), window=options.lm_window, progress=progress)
+                              rng=_lm_keys(options, len(prompts)), window=options.lm_window, progress=progress,
+                              mesh=self._lm_mesh)
 
     def text_context(self, prompts: Sequence[str] | None, batch: int | None = None):
         """T5-v1.1 context [b L D] (right-padded, no mask) and the unconditional zeros; prompts None:
@@ -319,10 +451,8 @@ class LanDiff:
         if prompts is None:
             null = jnp.zeros((batch, self.cfg.dit.text_length, self.cfg.dit.text_hidden_size), jnp.float32)
             return null, null
-        context = text.encode_for_diffusion(self.tokenizers["t5_dit"], self.params["t5_dit"], self.cfg.t5_dit,
-                                            prompts, self.cfg.dit.text_length)
-        context = context.astype(jnp.float32)
-        return context, jnp.zeros_like(context)
+        return _context_pair(text.encode_for_diffusion(self.tokenizers["t5_dit"], self.params["t5_dit"],
+                                                       self.cfg.t5_dit, prompts, self.cfg.dit.text_length))
 
     def semantic_feature(self, codes, latent_frames: int, *, collect: bool = False):
         """Semantic tokens → the control branch's feature [b t H W c], once per generation."""
@@ -341,12 +471,17 @@ class LanDiff:
                        progress: P.Callback | None = None):
         """Guided DPM++(2M) SDE sampling (one jitted scan): latents [b t h w c] float32. key: the
         draws' (default: the seed's); prefix / prefix_frames: clean latents kept (`sampler.sample`)."""
+        return self._dit_sample(self.params["diffusion"]["dit"], context, uncond_context, feature, options, key=key,
+                                init_noise=init_noise, step_noise=step_noise, prefix=prefix,
+                                prefix_frames=prefix_frames, trajectory=trajectory, progress=progress)
+
+    def _dit_sample(self, params, context, uncond_context, feature, options: GenerateOptions, *, key=None,
+                    init_noise=None, **kw):
+        """The DiT sampler's call (`sample_latents`, `compile`)."""
         if key is None and init_noise is None:
             key = jax.random.fold_in(jax.random.key(options.seed), 1 << 20)
-        return sampler.sample(self.cfg.dit, self.sampler_config(options), self.params["diffusion"]["dit"], context,
-                              uncond_context, feature, key=key, init_noise=init_noise, step_noise=step_noise,
-                              prefix=prefix, prefix_frames=prefix_frames, trajectory=trajectory, mesh=self.mesh,
-                              progress=progress)
+        return sampler.sample(self.cfg.dit, self.sampler_config(options), params, context, uncond_context, feature,
+                              key=key, init_noise=init_noise, mesh=self.mesh, **kw)
 
     def decode(self, latents):
         """Chunked VAE decode → video [b F H W 3] in [0, 1]."""
@@ -478,6 +613,12 @@ def _chunk(index: int, first_frame: int, video, latents, codes) -> Chunk:
     frames = np.stack([to_uint8(v) if ok else np.zeros(v.shape, np.uint8) for v, ok in zip(video, finite)])
     return Chunk(index=index, first_frame=first_frame, frames=frames, latents=np.asarray(latents, np.float32),
                  codes=np.asarray(codes, np.int32), finite=finite)
+
+
+def _context_pair(context):
+    """The T5-v1.1 context in float32 and the unconditional zeros."""
+    context = context.astype(jnp.float32)
+    return context, jnp.zeros_like(context)
 
 
 @contextlib.contextmanager

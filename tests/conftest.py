@@ -12,7 +12,9 @@ less CPU; the numbers are those of the same computation, within the tests' toler
 XLA_FLAGS that sets the level itself is kept. The compiles (of at least a second) go to a fresh
 persistent JAX cache, so that a computation compiled by several tests or processes (the same
 module, shapes and flags) compiles once: a hit loads the executable the same compile produced. A
-cache the user set ($JAX_COMPILATION_CACHE_DIR) is used instead.
+cache the user set ($JAX_COMPILATION_CACHE_DIR) is used instead. The tools' own cache flag
+defaults to it (`runtime.default_cache_dir`, unless $LANDIFF_JAX_COMPILATION_CACHE is set), so
+the tools the tests run share it and write nothing to ~/.cache.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-_CACHE = "JAX_COMPILATION_CACHE_DIR"
+_CACHE = "JAX_COMPILATION_CACHE_DIR"  # runtime.JAX_CACHE_ENV (not imported: jax loads later)
 _SESSION_CACHE = pytest.StashKey[str]()
 _FAST_COMPILE = "--xla_backend_optimization_level=0"
 

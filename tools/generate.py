@@ -65,8 +65,8 @@ flags.DEFINE_enum("verify_checkpoint", "cheap", ["none", "cheap", "full"],
                   "64 MiB, full = the sha256 of every file")
 flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "compute dtype (default: bfloat16 on GPU, float32 on CPU)")
 flags.DEFINE_enum("dit_attention", None, ["cudnn", "mosaic", "xla"],
-                  "diffusion attention kernel (default: mosaic, our Hopper flash attention, for bf16 on one "
-                  "H100/H200; cuDNN on other GPUs and on a mesh; XLA on CPU)")
+                  "diffusion attention kernel (default: mosaic, our Hopper flash attention, for bf16 on "
+                  "H100/H200; cuDNN on other GPUs; XLA on CPU)")
 FLAGS = flags.FLAGS
 
 
@@ -237,6 +237,7 @@ def main(argv):
         raise cli.UsageError(f"unexpected arguments: {argv[1:]}")
     cli.quiet_libraries(FLAGS.verbose)
     prompts, choice, options, codes = check_arguments()
+    from landiff_jax.pipeline import CompileFor, check_options, weight_bytes
     from landiff_jax.progress import Display
 
     out_dir = Path(FLAGS.output_dir)
@@ -244,8 +245,14 @@ def main(argv):
     if choice.warning:
         print(f"WARNING: {choice.warning}")
     print(header(choice.cfg, choice.source, options, dtype, prompts), flush=True)
+    one_chunk = check_options(choice.cfg, options) <= choice.cfg.max_latent_frames  # (a long video compiles per chunk)
+    plan = CompileFor(prompts, options, progress=not FLAGS.quiet, codes=codes is not None) if one_chunk else None
     pipe = cli.load_model(choice, dtype, seed=FLAGS.seed, dit_attention=FLAGS.dit_attention,
-                          verify=FLAGS.verify_checkpoint)
+                          verify=FLAGS.verify_checkpoint, compile_for=plan)
+    if pipe.restore_seconds is not None and not FLAGS.quiet:
+        size = weight_bytes(pipe.cfg) / 1e9
+        print(f"restored {size:.2f} GB of weights in {pipe.restore_seconds:.1f} s "
+              f"({size / max(pipe.restore_seconds, 1e-9):.2f} GB/s)", flush=True)
     try:
         chunks = pipe.generate_stream(prompts, options, codes=codes, progress=None if FLAGS.quiet else Display())
     except ValueError as e:
@@ -293,4 +300,4 @@ def write_videos(chunks, names: list[str], out_dir: Path) -> tuple[list[tuple[Pa
 
 if __name__ == "__main__":
     help_defaults(sys.argv)
-    cli.run(main)
+    cli.run(main, compiles=True)

@@ -8,6 +8,11 @@ linear projects its output, which is both the next control layer's input and wha
 adds to ALL its tokens (text too) after it runs. Both stacks are scanned; the main stack reads
 control output i from the stacked control outputs (nothing is added past layer N). With
 `control_layers == 0` the model is the base DiT alone (no control branch, no semantic feature).
+
+With `sequence` (a `parallel.SequenceSplit`, inside `shard_map`), the same model and params run
+sequence-parallel: each device embeds the whole sequence, keeps its chunk of tokens through the
+layers (the attention exchanges heads for sequences, `nn.sequence_parallel_attention`; the
+control outputs are chunked alike) and gathers the tokens back before the final layer.
 """
 
 from __future__ import annotations
@@ -26,9 +31,11 @@ from landiff_jax.nn import (
     dense,
     dot_product_attention,
     scan_layers,
+    sequence_parallel_attention,
     timestep_embedding,
 )
 from landiff_jax.nn.mlp import gelu_tanh
+from landiff_jax.parallel import SequenceSplit
 
 
 def _dtypes(cfg: DiTConfig) -> dict:
@@ -39,11 +46,10 @@ def _boxed(init, axes):
     return nn.with_logical_partitioning(init, axes)
 
 
-def per_segment(text_value, video_value, text_length: int, seq_len: int):
-    """[b, d] per segment → [b, s, d] (text rows first): an elementwise select XLA fuses into
-    its consumer, so no per-token modulation array is materialised."""
-    is_text = (jnp.arange(seq_len) < text_length)[None, :, None]
-    return jnp.where(is_text, text_value[:, None, :], video_value[:, None, :])
+def per_segment(text_value, video_value, is_text):
+    """[b, d] per segment → [b, s, d] by is_text [s]: an elementwise select XLA fuses into its
+    consumer, so no per-token modulation array is materialised."""
+    return jnp.where(is_text[None, :, None], text_value[:, None, :], video_value[:, None, :])
 
 
 def modulate(x, shift, scale):
@@ -54,9 +60,10 @@ class Attention(nn.Module):
     """Full self-attention with q/k LayerNorm over the head dim; qkv as [q | k | v] thirds."""
 
     cfg: DiTConfig
+    sequence: SequenceSplit | None = None
 
     @nn.compact
-    def __call__(self, x):  # x: [b s d]
+    def __call__(self, x):  # x: [b s d] (this device's chunk with `sequence`)
         c = self.cfg
         qkv = nn.DenseGeneral(
             (3, c.num_heads, c.head_dim), name="qkv", **_dtypes(c),
@@ -66,7 +73,11 @@ class Attention(nn.Module):
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         norm = lambda name: LayerNorm(c.qk_norm_eps, axis_name="kv", name=name, **_dtypes(c))
         q, k = norm("query_norm")(q), norm("key_norm")(k)
-        out = dot_product_attention(q, k, v, scale=1.0 / math.sqrt(c.head_dim), implementation=c.attention)
+        scale = 1.0 / math.sqrt(c.head_dim)
+        if self.sequence is None:
+            out = dot_product_attention(q, k, v, scale=scale, implementation=c.attention)
+        else:
+            out = sequence_parallel_attention(q, k, v, self.sequence, scale=scale, implementation=c.attention)
         return nn.DenseGeneral(
             c.hidden_size, axis=(-2, -1), name="dense", **_dtypes(c),
             kernel_init=_boxed(nn.initializers.lecun_normal(), ("heads", "kv", "embed")),
@@ -81,18 +92,20 @@ class DiTLayer(nn.Module):
     cfg: DiTConfig
     is_control: bool = False
     collect: bool = False
+    sequence: SequenceSplit | None = None
 
     @nn.compact
-    def __call__(self, x, emb, *injection):  # x: [b s d], emb: [b e]
+    def __call__(self, x, emb, *injection):  # x: [b s d] (a chunk with `sequence`), emb: [b e]
         c = self.cfg
         b, s, d = x.shape
+        positions = jnp.arange(s) if self.sequence is None else self.sequence.positions()
         mod = dense(12 * d, (None, "mlp"), name="adaln", **_dtypes(c))(nn.silu(emb)).reshape(b, 12, d)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
-            per_segment(mod[:, 6 + j], mod[:, j], c.text_length, s) for j in range(6)
+            per_segment(mod[:, 6 + j], mod[:, j], positions < c.text_length) for j in range(6)
         )
         ln = lambda name: LayerNorm(c.layernorm_eps, name=name, **_dtypes(c))
         h = modulate(ln("input_layernorm")(x), shift_msa, scale_msa)
-        x = x + gate_msa * Attention(c, name="attention")(h)
+        x = x + gate_msa * Attention(c, self.sequence, name="attention")(h)
         h = modulate(ln("post_attention_layernorm")(x), shift_mlp, scale_mlp)
         x = x + gate_mlp * Mlp(c.mlp_ratio * d, d, act=gelu_tanh, name="mlp", **_dtypes(c))(h)
         if self.is_control:
@@ -130,7 +143,8 @@ class DiTBranch(nn.Module):
     """Time embedding, patch + text embedding, position embedding and the scanned layers.
 
     The main branch ends with `final_layernorm` and the final layer; the control branch returns
-    its stacked per-layer (zero-linear) outputs [N b s d]. With `collect`, a dict of
+    its stacked per-layer (zero-linear) outputs [N b s d] (chunks [N b chunk d] with `sequence`,
+    which the main branch takes as they are). With `collect`, a dict of
     intermediates (time embeddings, embedded tokens before the position embedding, per-layer
     outputs) comes back too.
     """
@@ -138,6 +152,7 @@ class DiTBranch(nn.Module):
     cfg: DiTConfig
     is_control: bool = False
     collect: bool = False
+    sequence: SequenceSplit | None = None
 
     @nn.compact
     def __call__(self, x, timesteps, context, controls=None):
@@ -155,22 +170,28 @@ class DiTBranch(nn.Module):
         tokens = patches.reshape(b, t * patches.shape[1] * patches.shape[2], c.hidden_size)
         text = dense(c.hidden_size, (None, "embed"), name="text_proj", **_dtypes(c))(context.astype(c.dtype))
         hidden = jnp.concatenate([text, tokens + video_pos_embed(c, t).astype(c.dtype)], axis=1)
+        if self.sequence is not None:
+            if self.collect:
+                raise ValueError("collect is not supported with a sequence split")
+            hidden = self.sequence.local(hidden)
 
         n = c.control_layers if self.is_control else c.num_layers
+        layer = dict(remat=c.remat, cfg=c, sequence=self.sequence)
         if self.is_control:
-            layers = scan_layers(DiTLayer, n, in_axes=(nn.broadcast,), remat=c.remat, cfg=c, is_control=True)
+            layers = scan_layers(DiTLayer, n, in_axes=(nn.broadcast,), is_control=True, **layer)
             hidden, per_layer = layers(hidden, emb)
         elif controls is None:
-            layers = scan_layers(DiTLayer, n, in_axes=(nn.broadcast,), remat=c.remat, cfg=c, collect=self.collect)
+            layers = scan_layers(DiTLayer, n, in_axes=(nn.broadcast,), collect=self.collect, **layer)
             hidden, per_layer = layers(hidden, emb)
         else:
-            layers = scan_layers(DiTLayer, n, in_axes=(nn.broadcast, nn.broadcast, 0), remat=c.remat, cfg=c,
-                                 collect=self.collect)
+            layers = scan_layers(DiTLayer, n, in_axes=(nn.broadcast, nn.broadcast, 0), collect=self.collect, **layer)
             hidden, per_layer = layers(hidden, emb, controls, jnp.arange(n))
 
         if self.is_control:
             result = per_layer
         else:
+            if self.sequence is not None:
+                hidden = self.sequence.gather(hidden)
             video = LayerNorm(c.layernorm_eps, name="final_layernorm", **_dtypes(c))(hidden[:, c.text_length:])
             result = FinalLayer(c, name="final_layer")(video, emb, t)
         if not self.collect:
@@ -186,25 +207,27 @@ class ControlDiT(nn.Module):
     [b text_length text_hidden] T5 states, semantic_feature: [1 or b, t, H, W, c] (None for the
     base DiT, `control_layers == 0`).
     Returns the v-prediction network output [b t H W c] (and intermediates with `collect`).
+    sequence: run sequence-parallel inside `shard_map` (module docstring); the output is whole.
     """
 
     cfg: DiTConfig
     collect: bool = False
+    sequence: SequenceSplit | None = None
 
     @nn.compact
     def __call__(self, x, timesteps, context, semantic_feature=None):
         check_inputs(self.cfg, x, timesteps, context, semantic_feature)
         c = self.cfg
         if c.control_layers == 0:
-            main = DiTBranch(c, collect=self.collect, name="main")(x, timesteps, context)
+            main = DiTBranch(c, collect=self.collect, sequence=self.sequence, name="main")(x, timesteps, context)
             if not self.collect:
                 return main
             return main[0], {f"main_{k}": v for k, v in main[1].items()}
         control_input = x.astype(c.dtype) + semantic_feature.astype(c.dtype)
-        control = DiTBranch(c, is_control=True, collect=self.collect, name="control")(
+        control = DiTBranch(c, is_control=True, collect=self.collect, sequence=self.sequence, name="control")(
             control_input, timesteps, context)
         controls = control[0] if self.collect else control
-        main = DiTBranch(c, collect=self.collect, name="main")(x, timesteps, context, controls)
+        main = DiTBranch(c, collect=self.collect, sequence=self.sequence, name="main")(x, timesteps, context, controls)
         if not self.collect:
             return main
         (output, main_parts), ctrl_parts = main, control[1]

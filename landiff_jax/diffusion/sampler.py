@@ -7,11 +7,17 @@ applies the update. Noise comes from an explicit key, or from injected arrays in
 draw order (`init_noise`, and `step_noise` holding every `randn_like` call, discarded ones
 included). Latents are channels-last [b t H W c], float32.
 
+On a mesh the network runs per device inside `shard_map`, laid out by the mesh's shape
+(`parallel.guided_layout`): the guidance batch split over the `data`/`fsdp` axes (CFG-parallel),
+each sequence over the others (sequence-parallel, `ControlDiT(sequence=...)`); the attention
+kernel the config names runs on each device. The sampler update runs outside, on whole arrays.
+
 A clean prefix (streaming: the previous chunk's last latents) is the original's sampler
 `fixed_frames` rule: its frames replace those of x before every step and after the last, so the
 network always sees them clean, at the step's own timestep: the released code has one time
 condition per sample (the paper's prefix "time condition t to 0.999" has no counterpart there).
 How many frames are kept is data, not a static argument: every chunk runs one compiled loop.
+The prefix is applied in the update, outside `shard_map`, so every mesh layout streams alike.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Mesh, PartitionSpec
 
 from landiff_jax import progress as P
 from landiff_jax.diffusion.config import DiTConfig, SamplerConfig
@@ -35,7 +41,7 @@ from landiff_jax.diffusion.schedule import (
     step_schedule,
     used_noise_draws,
 )
-from landiff_jax.parallel import constrain_batch
+from landiff_jax.parallel import guided_layout
 
 STAGE = "diffusion sampler"
 
@@ -73,15 +79,32 @@ def step_inputs(schedule: StepSchedule, noise=None) -> StepInputs:
     )
 
 
+def guided_network(cfg: DiTConfig, params, context_pair, semantic_feature, mesh: Mesh | None = None):
+    """network(x_in [r t H W c], c_noise [r]) -> the ControlDiT output for the guidance batch of
+    r rows (context_pair [r L D]); with a mesh, run per device (module docstring)."""
+    def apply(params, x_in, c_noise, context, feature, sequence=None):
+        return ControlDiT(cfg, sequence=sequence).apply({"params": params}, x_in, c_noise, context, feature)
+
+    if mesh is None:
+        return lambda x_in, c_noise: apply(params, x_in, c_noise, context_pair, semantic_feature)
+    rows, frames = context_pair.shape[0], semantic_feature.shape[1]
+    layout = guided_layout(mesh, rows)
+    split = layout.split(mesh, cfg.text_length + cfg.num_video_tokens(frames))
+    batch = PartitionSpec(layout.batch or None)
+    feature = batch if semantic_feature.shape[0] == rows else PartitionSpec()
+    per_device = jax.shard_map(lambda *args: apply(*args, sequence=split), mesh=mesh, out_specs=batch,
+                               in_specs=(PartitionSpec(), batch, batch, batch, feature), check_vma=False)
+    return lambda x_in, c_noise: per_device(params, x_in, c_noise, context_pair, semantic_feature)
+
+
 def guided_step(cfg: DiTConfig, params, context_pair, semantic_feature, sigma_table, key, carry: Carry,
                 step: StepInputs, mesh: Mesh | None = None):
     """One sampler step → (new carry, (x_in, x_out, denoised, pair_denoised)). With a mesh, the
-    guidance batch [uncond; cond] is split over its devices."""
+    network runs per device (module docstring)."""
     x = carry.x
     b = x.shape[0]
-    model = ControlDiT(cfg)
-    network = lambda x_in, c_noise: model.apply({"params": params}, x_in, c_noise, context_pair, semantic_feature)
-    pair = constrain_batch(jnp.concatenate([x, x]), mesh)  # [uncond; cond]
+    network = guided_network(cfg, params, context_pair, semantic_feature, mesh)
+    pair = jnp.concatenate([x, x])  # [uncond; cond]
     scalings = video_scalings(jnp.full((2 * b,), step.alpha), jnp.full((2 * b,), step.timestep), sigma_table)
     pair_denoised = denoise(network, pair, scalings)
     uncond, cond = pair_denoised[:b], pair_denoised[b:]
@@ -165,7 +188,8 @@ def injected_step_noise(step_noise, num_steps: int, shape):
 
 def sample(cfg: DiTConfig, sampler_cfg: SamplerConfig, params, context, uncond_context, semantic_feature, *,
            key=None, init_noise=None, step_noise=None, prefix=None, prefix_frames=None, trajectory: bool = False,
-           mesh: Mesh | None = None, progress: P.Callback | None = None, progress_every: int | None = None):
+           mesh: Mesh | None = None, progress: P.Callback | None = None, progress_every: int | None = None,
+           compile_only: bool = False):
     """Run the whole guided sampling loop (one jitted scan).
 
     params: the ControlDiT params ('dit' of the converted tree). context / uncond_context:
@@ -175,8 +199,11 @@ def sample(cfg: DiTConfig, sampler_cfg: SamplerConfig, params, context, uncond_c
     prefix [b p H W c]: clean latents of the first frames, kept at every step (the original's
     `prefix` with its sampler's `fixed_frames`); prefix_frames: how many of them (default p; an
     int or int32 array, data: any count reuses the compiled loop of a prefix of that shape).
-    mesh: split the guidance batch over its devices (params as placed by the caller).
+    mesh: run the network per device, CFG- and sequence-parallel by the mesh's shape (module
+    docstring; params as placed by the caller, replicated).
     progress: compile time and steps done (static: see `landiff_jax.progress`).
+    compile_only: compile for these inputs (params may be `jax.ShapeDtypeStruct`s) and return
+    the compiled loop instead of running it.
     Returns samples [b t H W c] float32, and with `trajectory` a dict of per-step arrays
     (step_x_in, step_x_out, step_denoised, step_pair_denoised, each [n, ...]).
     """
@@ -201,6 +228,8 @@ def sample(cfg: DiTConfig, sampler_cfg: SamplerConfig, params, context, uncond_c
     args = (params, step_inputs(schedule, noise), x_init, context, jnp.asarray(uncond_context),
             jnp.asarray(semantic_feature), table, step_key, prefix, prefix_frames)
     static = dict(trajectory=trajectory, mesh=mesh, progress=progress, progress_every=progress_every)
+    if compile_only:
+        return P.call_jitted(sample_loop, args, static, STAGE, progress, leading=(cfg,), compile_only=True)
     samples, per_step = P.call_jitted(sample_loop, args, static, STAGE, progress, leading=(cfg,))
     if not trajectory:
         return samples

@@ -12,8 +12,10 @@ What it is: FORWARD ONLY (decoding needs no gradient); any head dim; the cache l
 multiple of BLOCK (`lm.model` allocates it so; anything else is refused with ValueError). The
 grid is one axis over slot blocks per (row, head), vmapped over rows and heads, so every
 program's K/V block is contiguous in the [b h T d] cache. Run on GPU, or with `interpret=True`
-anywhere (Pallas interpreter: slow, for tests); `runtime` picks it for half precision on one
-GPU, and XLA on a mesh (a Pallas call is not SPMD-partitioned).
+anywhere (Pallas interpreter: slow, for tests); `runtime` picks it for half precision on GPU
+where the LM runs per device (one device, or a mesh with its weights replicated: the sampler
+calls it inside `shard_map`), and XLA where the LM's weights are sharded (a Pallas call is not
+SPMD-partitioned).
 """
 
 from __future__ import annotations

@@ -8,21 +8,30 @@ restricted to the allowed special tokens, elsewhere optional top-k / top-p; a gr
 or a categorical draw from the row's own key; structural positions overwritten by their
 token. Several prompts per call; rows never interact (each row has its own padding, RoPE
 positions and key).
+
+On a mesh with the weights replicated (`mesh=`; `runtime.lm_weights` decides), the prefill and
+every decode step run per device inside `shard_map`, the rows (each prompt's conditional and
+unconditional row) split over the mesh axes that divide them; the logits are gathered for the
+guidance and the draw, which every device computes alike. No weight is sharded, so no all-reduce
+runs per layer, and the decode kernel the config names runs on each device.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, PartitionSpec
 
 from landiff_jax import progress as P
 from landiff_jax.lm import layout as L
 from landiff_jax.lm.config import LMConfig
 from landiff_jax.lm.model import SemanticLM, decode, init_cache, layer_params, split_cache
+from landiff_jax.parallel import batch_axes
 
 STAGE = "LM sampler"
 
@@ -105,6 +114,23 @@ def step_logits(guided, allow, options: SampleOptions, vocab: L.Vocab):
     return jnp.where(jnp.any(allow), jnp.where(special, x, -jnp.inf), free)
 
 
+def per_device_rows(fn, mesh: Mesh | None, rows: int, in_axes: tuple, out_axes: tuple):
+    """fn run per device inside `shard_map`: the axis holding the `rows` of each argument / output
+    (`in_axes` / `out_axes`; None: none, replicated) split over the mesh axes that divide `rows`;
+    fn itself without a mesh."""
+    if mesh is None:
+        return fn
+    split = batch_axes(mesh, rows) or None
+    spec = lambda axis: PartitionSpec() if axis is None else PartitionSpec(*[None] * axis, split)  # noqa: E731
+    return jax.shard_map(fn, mesh=mesh, in_specs=tuple(map(spec, in_axes)), out_specs=tuple(map(spec, out_axes)),
+                         check_vma=False)
+
+
+def decode_rows(cfg: LMConfig, mesh: Mesh | None, rows: int):
+    """`model.decode` for a step of `rows` rows: on a mesh per device, the rows split (module docstring)."""
+    return per_device_rows(functools.partial(decode, cfg), mesh, rows, (None, None, 0, 0, None, 0), (0, 0))
+
+
 def draw(step, logits, allow, forced, options: SampleOptions, rng, vocab: L.Vocab, batch: int):
     """Sampled step `step` (its number keys the draws): logits [r V] of the position → (guided
     logits [b V], the draw [b], the token fed back [b]: `forced` (the structural token) when >= 0,
@@ -120,21 +146,26 @@ def draw(step, logits, allow, forced, options: SampleOptions, rng, vocab: L.Voca
     return guided, drawn, jnp.where(forced >= 0, forced, drawn)
 
 
-def prefill(params, cfg: LMConfig, text_hidden, text_mask, micro, video_tokens, guidance: bool, slots: int):
+def prefill(params, cfg: LMConfig, text_hidden, text_mask, micro, video_tokens, guidance: bool, slots: int,
+            mesh: Mesh | None = None):
     """The prefix [BOS][micro][text][video_tokens] (guided: conditional then unconditional rows)
     written into a fresh cache of at least `slots` slots → (per-layer caches, float32 logits [r V]
-    of the position after the prefix, pads [r])."""
+    of the position after the prefix, pads [r]). mesh: the forward pass per device, the rows split
+    (axis 1 of the stacked cache; weights replicated)."""
     model = SemanticLM(cfg)
     x, pads = model.apply({"params": params}, text_hidden, text_mask, micro, video_tokens, guidance,
                           method=SemanticLM.prefix)
-    logits, cache = model.apply({"params": params}, x, init_cache(cfg, x.shape[0], slots), 0, pads,
-                                method=SemanticLM.forward)
+    forward = per_device_rows(lambda p, x, cache, pads: model.apply({"params": p}, x, cache, 0, pads,
+                                                                    method=SemanticLM.forward),
+                              mesh, x.shape[0], (None, 0, 1, 0), (0, 1))
+    logits, cache = forward(params, x, init_cache(cfg, x.shape[0], slots), pads)
     return split_cache(cache), logits, pads
 
 
 def sample_loop(params, text_hidden, text_mask, micro, rng, options: SampleOptions, first_frame_codes, *,
                 cfg: LMConfig, num_frames: int, trace: bool, fori_loop: Callable = jax.lax.fori_loop,
-                progress: P.Callback | None = None, progress_every: int | None = None) -> SampleOutput:
+                progress: P.Callback | None = None, progress_every: int | None = None,
+                mesh: Mesh | None = None) -> SampleOutput:
     layout = L.frame_layout(cfg.codebook_size, cfg.iframe_tokens, cfg.pframe_tokens, cfg.segment_length, num_frames,
                             gt_first_frame=first_frame_codes is not None)
     batch, steps = text_mask.shape[0], layout.steps
@@ -145,8 +176,9 @@ def sample_loop(params, text_hidden, text_mask, micro, rng, options: SampleOptio
     prefix = len(L.prefix_kinds(text_mask.shape[1], len(cfg.micro_keys))) + layout.first_step
     # the final draw (EOS) is never fed back
     caches, logits, pads = prefill(params, cfg, text_hidden, text_mask, micro, video_tokens, options.guidance,
-                                   prefix + steps - 1)
+                                   prefix + steps - 1, mesh)
     rows, layers = logits.shape[0], layer_params(params)
+    step_rows = decode_rows(cfg, mesh, rows)
 
     forced, allow = jnp.asarray(layout.forced), jnp.asarray(layout.allow)
     interval = progress_every or P.every(steps)
@@ -165,7 +197,7 @@ def sample_loop(params, text_hidden, text_mask, micro, rng, options: SampleOptio
         caches, logits, out = state
         guided, draw, fed = choose(step, logits)
         out = record(out, step, logits, guided, draw, fed)
-        logits, caches = decode(cfg, params, layers, jnp.tile(fed, rows // batch), caches, prefix + step, pads)
+        logits, caches = step_rows(params, layers, jnp.tile(fed, rows // batch), caches, prefix + step, pads)
         P.report_step(progress, STAGE, step + 1, steps, interval, anchor=logits[0, 0])
         return caches, logits, out
 
@@ -184,7 +216,7 @@ def sample_loop(params, text_hidden, text_mask, micro, rng, options: SampleOptio
 
 
 _sample_loop_jit = jax.jit(sample_loop, static_argnames=("cfg", "num_frames", "trace", "fori_loop", "progress",
-                                                         "progress_every"))
+                                                         "progress_every", "mesh"))
 
 
 def micro_values(cfg: LMConfig, frames, motion_score, batch: int) -> np.ndarray:
@@ -213,7 +245,7 @@ def _check_text(cfg: LMConfig, text_hidden, text_mask) -> np.ndarray:
 
 def sample(params, cfg: LMConfig, text_hidden, text_mask, *, num_frames: int, motion_score, options: SampleOptions,
            rng=None, frames=None, first_frame_codes=None, trace: bool = False, progress: P.Callback | None = None,
-           progress_every: int | None = None) -> SampleOutput:
+           progress_every: int | None = None, mesh: Mesh | None = None, compile_only: bool = False) -> SampleOutput:
     """Sample the semantic tokens of b prompts in one compiled call.
 
     text_hidden [b n t] / text_mask [b n]: LM-side T5 output, left-padded (`encode_for_lm`).
@@ -225,6 +257,9 @@ def sample(params, cfg: LMConfig, text_hidden, text_mask, *, num_frames: int, mo
     trace: also return per-step logits (cond/uncond) and guided logits.
     progress: called with the compile time and, from inside the loop, every `progress_every`
     sampled positions (default: ~50 reports) and at the last (static: see `landiff_jax.progress`).
+    mesh: run per device with the rows split (module docstring; params replicated on it).
+    compile_only: compile for these inputs (params may be `jax.ShapeDtypeStruct`s) and return
+    the compiled function instead of running it.
     """
     num_frames = L.check_num_frames(num_frames)
     mask = _check_text(cfg, text_hidden, text_mask)
@@ -243,5 +278,6 @@ def sample(params, cfg: LMConfig, text_hidden, text_mask, *, num_frames: int, mo
         first_frame_codes = jnp.asarray(codes, jnp.int32)
     micro = micro_values(cfg, num_frames if frames is None else frames, motion_score, batch)
     args = (params, jnp.asarray(text_hidden), jnp.asarray(mask), jnp.asarray(micro), rng, options, first_frame_codes)
-    static = dict(cfg=cfg, num_frames=num_frames, trace=trace, progress=progress, progress_every=progress_every)
-    return P.call_jitted(_sample_loop_jit, args, static, STAGE, progress)
+    static = dict(cfg=cfg, num_frames=num_frames, trace=trace, progress=progress, progress_every=progress_every,
+                  mesh=mesh)
+    return P.call_jitted(_sample_loop_jit, args, static, STAGE, progress, compile_only=compile_only)

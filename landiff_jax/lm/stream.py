@@ -16,6 +16,9 @@ rotated back by G positions (RoPE: R(p − G) = R(−G)·R(p)), so that every po
 the cache and the original's RoPE table (`max_len`), the text prefix at its place. The default
 window is the whole sequence when it fits in `max_len` (then the result is the original's),
 else as many groups as fit.
+
+On a mesh with the LM's weights replicated (`mesh=`), the prefill and the decode steps run per
+device with the rows split, as in the one-shot sampler (`sampler.decode_rows`).
 """
 
 from __future__ import annotations
@@ -25,36 +28,42 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from landiff_jax import progress as P
 from landiff_jax.lm import layout as L
 from landiff_jax.lm.config import LMConfig
-from landiff_jax.lm.model import decode, layer_params
-from landiff_jax.lm.sampler import STAGE, SampleOptions, _check_text, draw, micro_values, prefill
+from landiff_jax.lm.model import layer_params
+from landiff_jax.lm.sampler import STAGE, SampleOptions, _check_text, decode_rows, draw, micro_values, prefill
 from landiff_jax.nn import apply_rope, rope_1d_angles
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "guidance", "slots"))
-def _prefill(params, text_hidden, text_mask, micro, *, cfg: LMConfig, guidance: bool, slots: int):
+@functools.partial(jax.jit, static_argnames=("cfg", "guidance", "slots", "mesh"))
+def _prefill(params, text_hidden, text_mask, micro, *, cfg: LMConfig, guidance: bool, slots: int,
+             mesh: Mesh | None = None):
     soi = jnp.full((text_mask.shape[0], 1), L.Vocab(cfg.codebook_size)[L.SOI], jnp.int32)
-    return prefill(params, cfg, text_hidden, text_mask, micro, soi, guidance, slots)
+    return prefill(params, cfg, text_hidden, text_mask, micro, soi, guidance, slots, mesh)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "total", "progress", "progress_every"), donate_argnames="caches")
+@functools.partial(jax.jit, static_argnames=("cfg", "total", "progress", "progress_every", "mesh"),
+                   donate_argnames="caches")
 def group_loop(params, caches, logits, index, first_step, pads, rng, options: SampleOptions, forced, allow, *,
-               cfg: LMConfig, total: int, progress: P.Callback | None = None, progress_every: int | None = None):
+               cfg: LMConfig, total: int, progress: P.Callback | None = None, progress_every: int | None = None,
+               mesh: Mesh | None = None):
     """Sample one group: steps first_step + j (j < G = len(forced)), the token of step j fed at slot
     index + j. forced [G] / allow [G 3]: the group's part of the frame layout. → (caches, logits of
-    the next position, tokens [b G] as fed). total: steps of the whole sequence (progress)."""
+    the next position, tokens [b G] as fed). total: steps of the whole sequence (progress). mesh:
+    the decode steps per device (module docstring)."""
     rows, batch = logits.shape[0], logits.shape[0] // (2 if options.guidance else 1)
     vocab, layers = L.Vocab(cfg.codebook_size), layer_params(params)
+    decode = decode_rows(cfg, mesh, rows)
     interval = progress_every or P.every(total)
 
     def body(j, state):
         caches, logits, tokens = state
         _, _, fed = draw(first_step + j, logits, allow[j], forced[j], options, rng, vocab, batch)
         tokens = jax.lax.dynamic_update_index_in_dim(tokens, fed, j, 1)
-        logits, caches = decode(cfg, params, layers, jnp.tile(fed, rows // batch), caches, index + j, pads)
+        logits, caches = decode(params, layers, jnp.tile(fed, rows // batch), caches, index + j, pads)
         P.report_step(progress, STAGE, first_step + j + 1, total, interval, anchor=logits[0, 0])
         return caches, logits, tokens
 
@@ -83,11 +92,12 @@ class GroupStream:
     call (b prompts at once, as `sampler.sample` takes them: left-padded text, one key per prompt).
 
     window: groups the KV cache holds besides the prefix (None: see the module docstring).
+    mesh: run per device with the rows split (the weights replicated on it; module docstring).
     """
 
     def __init__(self, params, cfg: LMConfig, text_hidden, text_mask, *, num_frames: int, motion_score,
                  options: SampleOptions, rng=None, window: int | None = None, progress: P.Callback | None = None,
-                 progress_every: int | None = None):
+                 progress_every: int | None = None, mesh: Mesh | None = None):
         num_frames = L.check_num_frames(num_frames)
         mask = _check_text(cfg, text_hidden, text_mask)
         batch, n = mask.shape
@@ -108,11 +118,11 @@ class GroupStream:
         self.allow = layout.allow.reshape(self.groups, g, 3)
         self.code_steps = layout.code_steps[layout.code_steps < g]  # the same in every group
         self.cfg, self.params, self.options, self.rng = cfg, params, options, rng
-        self.progress, self.progress_every = progress, progress_every
+        self.progress, self.progress_every, self.mesh = progress, progress_every, mesh
         micro = micro_values(cfg, num_frames, motion_score, batch)
         self.caches, self.logits, self.pads = _prefill(params, jnp.asarray(text_hidden), jnp.asarray(mask),
                                                        jnp.asarray(micro), cfg=cfg, guidance=options.guidance,
-                                                       slots=self.prefix + self.window * g)
+                                                       slots=self.prefix + self.window * g, mesh=mesh)
         self.done, self.index = 0, self.prefix
 
     def next_group(self) -> np.ndarray:
@@ -125,7 +135,8 @@ class GroupStream:
             self.index -= g
         args = (self.params, self.caches, self.logits, jnp.int32(self.index), jnp.int32(self.done * g), self.pads,
                 self.rng, self.options, self.forced[self.done], self.allow[self.done])
-        static = dict(cfg=self.cfg, total=self.groups * g, progress=self.progress, progress_every=self.progress_every)
+        static = dict(cfg=self.cfg, total=self.groups * g, progress=self.progress, progress_every=self.progress_every,
+                      mesh=self.mesh)
         self.caches, self.logits, tokens = P.call_jitted(group_loop, args, static, STAGE, self.progress)
         self.done, self.index = self.done + 1, self.index + g
         if self.done == self.groups:  # the cache is not needed any more: free it for the later stages

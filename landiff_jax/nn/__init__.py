@@ -1,6 +1,6 @@
 """Building blocks shared by every LanDiff model."""
 
-from landiff_jax.nn.attention import decode_attention, dot_product_attention
+from landiff_jax.nn.attention import decode_attention, dot_product_attention, sequence_parallel_attention
 from landiff_jax.nn.dense import dense, scan_layers
 from landiff_jax.nn.embeddings import timestep_embedding
 from landiff_jax.nn.group_norm import GroupNorm
@@ -21,5 +21,6 @@ __all__ = [
     "rope_1d_angles",
     "rope_3d_angles",
     "scan_layers",
+    "sequence_parallel_attention",
     "timestep_embedding",
 ]

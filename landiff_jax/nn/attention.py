@@ -6,6 +6,8 @@ devices, the mesh and the dtype) and writes them into the configs. The default, 
 anywhere and is what float32 parity runs use: XLA's reference attention while the score matrix
 is small (at most PLAIN_MAX_SCORES entries), else the memory-efficient blockwise attention
 (`nn.blockwise_attention`), so that no backend needs a fused kernel to fit a long sequence.
+`sequence_parallel_attention` is unmasked attention inside `shard_map` over sequences split
+across devices (the DiT on a mesh).
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import jax.numpy as jnp
 
 from landiff_jax.kernels import hopper_attention, pallas_decode_attention, tpu_flash_attention, tpu_supports_head_dim
 from landiff_jax.nn.blockwise_attention import blockwise_attention
+from landiff_jax.parallel import SequenceSplit
 
-# 'mosaic': our Hopper kernel (unmasked, one device); 'tpu_flash': jax's Pallas TPU flash attention
-# (unmasked, unbiased, one device); 'blockwise': the memory-efficient XLA attention at any size
+# 'mosaic': our Hopper kernel (unmasked, per device); 'tpu_flash': jax's Pallas TPU flash attention
+# (unmasked, unbiased, per device); 'blockwise': the memory-efficient XLA attention at any size
 ATTENTION = ("xla", "blockwise", "cudnn", "mosaic", "tpu_flash")
 DECODE_ATTENTION = ("xla", "pallas", "pallas_interpret")  # 'pallas_interpret': the kernel off GPU (tests)
 # the largest score matrix (b·h·s·t entries) that 'xla' materialises: 2^27 float32 = 512 MiB
@@ -39,9 +42,10 @@ def dot_product_attention(q, k, v, *, mask=None, bias=None, scale=None, is_causa
     implementation: one of ATTENTION (None: 'xla'). 'xla': XLA's reference attention, or above
     PLAIN_MAX_SCORES score entries the blockwise one. 'blockwise': always the blockwise one.
     'cudnn' raises on unsupported inputs instead of silently falling back. 'mosaic' (Hopper GPUs,
-    bf16/fp16, no mask or bias, head dim 64, one device) runs `kernels.hopper_attention`: faster
-    than cuDNN's at the DiT's shape, same rounding. 'tpu_flash' runs `kernels.tpu_flash_attention`
-    where it applies (no mask or bias; causal allowed; head dim <= 128 or a multiple of 128), else 'xla'.
+    bf16/fp16, no mask or bias, head dim 64, per device: on a mesh inside `shard_map`) runs
+    `kernels.hopper_attention`: faster than cuDNN's at the DiT's shape, same rounding.
+    'tpu_flash' runs `kernels.tpu_flash_attention` where it applies (no mask or bias; causal
+    allowed; head dim <= 128 or a multiple of 128), else 'xla'.
     """
     impl = implementation or "xla"
     if impl not in ATTENTION:
@@ -61,6 +65,22 @@ def dot_product_attention(q, k, v, *, mask=None, bias=None, scale=None, is_causa
         return blockwise_attention(q, k, v, mask=mask, bias=bias, scale=scale, is_causal=is_causal)
     return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=scale, is_causal=is_causal,
                                         implementation=impl)
+
+
+def sequence_parallel_attention(q, k, v, split: SequenceSplit, *, scale=None, implementation=None):
+    """Unmasked attention over whole sequences of which this device holds the chunks q, k, v
+    [b chunk h d] (inside `shard_map`; see `parallel.SequenceSplit`) -> this chunk's output.
+
+    Ulysses-style: an all-to-all turns the chunks of every head into whole sequences of h/size
+    heads, the attention runs per device on those (any implementation, our kernels included),
+    and a second all-to-all turns the output back. Where `size` does not divide h (30 heads on
+    4 or 8 devices), zero heads pad h to the next multiple (their output is dropped): at 30 -> 32
+    heads that is 7 % more attention work, against moving whole keys and values around a ring.
+    """
+    heads = q.shape[2]
+    q, k, v = (split.heads_to_devices(x) for x in (q, k, v))
+    out = dot_product_attention(q, k, v, scale=scale, implementation=implementation)
+    return split.heads_to_chunks(out, heads)
 
 
 def decode_attention(q, cache_k, cache_v, start, length, *, implementation=None):

@@ -106,13 +106,15 @@ def _decode_chunked(params, latents, cfg: VAEConfig):
     return jnp.concatenate([first, rest], axis=1)
 
 
-def decode_latents(params, cfg: VAEConfig, latents, *, drop_last_even_frame: bool = False):
+def decode_latents(params, cfg: VAEConfig, latents, *, drop_last_even_frame: bool = False,
+                   compile_only: bool = False):
     """Chunked decode exactly as the original pipeline (CogWrapper.decode_latent):
     [b t h w z] sampler latents -> video [b 4(t-1)+1 H W 3] in [-1, 1], unclamped.
 
     One jitted function: chunk 0, then a lax.scan over the 2-frame chunks carrying the
     causal-conv caches. t must be odd and >= 3; with `drop_last_even_frame` an even t
-    loses its last latent frame, as the original does silently."""
+    loses its last latent frame, as the original does silently. compile_only: return the
+    compiled function for these inputs (params may be `jax.ShapeDtypeStruct`s) instead."""
     _check_latents(cfg, latents, "decode_latents")
     t = latents.shape[1]
     if t % 2 == 0:
@@ -126,6 +128,8 @@ def decode_latents(params, cfg: VAEConfig, latents, *, drop_last_even_frame: boo
         t -= 1
     if t < FIRST_CHUNK:
         raise ValueError(f"decode_latents: needs at least {FIRST_CHUNK} latent frames, got {t}; use decode_full")
+    if compile_only:
+        return _decode_chunked.lower(params, latents, cfg=cfg).compile()
     return _decode_chunked(params, latents, cfg=cfg)
 
 

@@ -22,12 +22,14 @@ E2E_CASE = "e2e/t2v_17f_64x96"
 
 
 def test_generate_cli_tiny_random_weights_writes_mp4(tmp_path):
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    cache = tmp_path / "xla_cache"
     cmd = [sys.executable, "tools/generate.py", "--preset", "tiny", "--random_weights", "--output_dir", str(tmp_path),
-           "--prompt", "a red fox", "--prompt", "snow falls on a quiet town"]
+           "--prompt", "a red fox", "--prompt", "snow falls on a quiet town", "--compilation_cache_dir", str(cache)]
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "RANDOM weights" in result.stdout
+    assert len(list(cache.iterdir())) > 5  # every stage's executables kept for the next run
     videos = sorted(tmp_path.glob("*.mp4"))
     assert [v.name for v in videos] == ["000_a_red_fox.mp4", "001_snow_falls_on_a_quiet_town.mp4"]
     cfg = LanDiffConfig.tiny()
