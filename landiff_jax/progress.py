@@ -16,7 +16,7 @@ from typing import Any, Callable, TextIO
 
 import jax
 
-UPDATES = 20  # in-loop reports per loop at most (plus the last step): 50 cost the LM 1.8 %
+UPDATES = 20  # in-loop reports per loop at most (plus the last step); LM overhead on an H200: 1.8 % at 50, 2.1 % at 20
 
 
 @dataclasses.dataclass(frozen=True)

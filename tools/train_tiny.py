@@ -173,15 +173,20 @@ def tokenizer_params(theia, trained, model_state) -> dict:
 
 
 def reused_components(directory: Path, cfg) -> dict:
-    """Every component but the diffusion model from a converted checkpoint of `cfg`'s system (its
-    VAE scale factor aside); one line naming what differs otherwise."""
+    """Every component but the diffusion model from a converted checkpoint whose configs of them
+    are `cfg`'s (the VAE's scale factor aside); one line naming those that differ otherwise."""
     import numpy as np
 
     from landiff_jax import checkpoint
 
     stored = checkpoint.load_config(directory, dtype="float32")
-    if dataclasses.replace(stored, vae=cfg.vae) != cfg:
-        raise SystemExit(f"train_tiny: --reuse {directory}: its config is not configs/tiny_landiff.py's system")
+    kept = ("t5_lm", "t5_dit", "tokenizer", "lm")
+    differ = [name for name in kept if getattr(stored, name) != getattr(cfg, name)]
+    if dataclasses.replace(stored.vae, scale_factor=cfg.vae.scale_factor) != cfg.vae:
+        differ.append("vae")
+    if differ:
+        raise SystemExit(f"train_tiny: --reuse {directory}: its {', '.join(differ)} config differs from "
+                         f"configs/tiny_landiff.py's")
     return {name: cast(checkpoint.load_component(directory, name), np.float32)
             for name in COMPONENTS if name != "diffusion"}
 
