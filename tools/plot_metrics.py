@@ -14,7 +14,7 @@ flags.DEFINE_bool("parts", False, "also draw every other logged metric that is n
 flags.DEFINE_bool("log", False, "logarithmic loss axis")
 FLAGS = flags.FLAGS
 
-NOT_LOSS = {"step", "lr", "grad_norm", "step_time_s", "examples_per_s", "tokens_per_s", "mfu"}
+NOT_LOSS = {"step", "lr", "grad_norm", "step_time_s", "examples_per_s", "tokens_per_s", "mfu", "data_wait"}
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -73,11 +73,13 @@ def train(config: TrainConfig, task: Task, data, workdir: str | Path, resume: bo
     writer = MetricsWriter(workdir, config.steps, enabled=distributed.is_main(), tensorboard=tensorboard)
     examples = config.batch_size
     peak = peak_flops(jax.devices()[0].device_kind)
-    window_start, window_updates = None, 0
+    window_start, window_updates, data_wait = None, 0, 0.0
     try:
         while update < last:
             for _ in range(accumulation):
+                waiting = time.perf_counter()
                 batch = first if first is not None else next(data)
+                data_wait += time.perf_counter() - waiting
                 first = None
                 batch = {name: batch[name] for name in task.example}  # a dataset may hold more fields
                 state, metrics = step_fn(state, distributed.global_batch(batch, mesh))
@@ -89,8 +91,11 @@ def train(config: TrainConfig, task: Task, data, workdir: str | Path, resume: bo
                 if window_start is not None:
                     metrics.update(throughput((now - window_start) / window_updates, examples, task.tokens_per_example,
                                               task.flops_per_example, jax.device_count(), peak))
+                    # the share of the window this host spent waiting for batches: near 1, the input
+                    # pipeline (not the accelerator) sets the pace
+                    metrics["data_wait"] = data_wait / (now - window_start)
                 writer.write(update, metrics)
-                window_start, window_updates = now, 0
+                window_start, window_updates, data_wait = now, 0, 0.0
             if update % config.checkpoint.every == 0 or update == last:
                 checkpoints.save(update, state, data, to_dict(config))
         checkpoints.wait()

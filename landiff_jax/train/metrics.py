@@ -70,8 +70,10 @@ def progress_line(step: int, total: int, metrics: dict[str, float]) -> str:
     bar = "#" * (20 * step // total)
     parts = [f"[{bar:<20}] {step:>{width}}/{total}", f"loss {metrics['loss']:.4f}"]
     for name, fmt in (("grad_norm", "{:.3g}"), ("lr", "{:.3g}"), ("step_time_s", "{:.3f}s"),
-                      ("examples_per_s", "{:.1f} ex/s"), ("tokens_per_s", "{:.0f} tok/s"), ("mfu", "{:.1%} MFU")):
+                      ("examples_per_s", "{:.1f} ex/s"), ("tokens_per_s", "{:.0f} tok/s"), ("mfu", "{:.1%} MFU"),
+                      ("data_wait", "{:.0%} waiting for data")):
         if name in metrics:
-            parts.append(("" if name in ("step_time_s", "examples_per_s", "tokens_per_s", "mfu") else name + " ")
+            parts.append(("" if name in ("step_time_s", "examples_per_s", "tokens_per_s", "mfu", "data_wait")
+                          else name + " ")
                          + fmt.format(metrics[name]))
     return "  ".join(parts)

@@ -4,6 +4,7 @@ multi-process runs equal to one device (subprocesses: the device count is fixed 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -61,6 +62,7 @@ def test_outputs_of_a_run(straight):
     workdir, final, _ = straight
     lines = (workdir / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == STEPS and '"grad_norm"' in lines[-1] and '"examples_per_s"' in lines[-1]
+    assert 0 <= json.loads(lines[-1])["data_wait"] <= 1
     assert list((workdir / "tb").glob("events.out.tfevents.*"))
     assert final["['step']"] == STEPS
     # the frozen params never move; the EMA differs from the params it follows
