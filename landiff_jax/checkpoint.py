@@ -22,8 +22,11 @@ no host copy of the whole component).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -59,8 +62,39 @@ def save_component(directory: Path, name: str, params) -> None:
     import orbax.checkpoint as ocp
 
     path = directory / "params" / name
-    ocp.PyTreeCheckpointer().save(path.absolute(), params)
+    with storage_output_held():
+        ocp.PyTreeCheckpointer().save(path.absolute(), params)
     write_manifest(path)
+
+
+@contextlib.contextmanager
+def storage_output_held():
+    """In quiet mode (absl verbosity under INFO: `cli.quiet_libraries`), hold back what the
+    storage libraries print while a write runs: orbax's absl log records and the tracebacks its
+    worker threads print to stderr when a write fails (disk full: ~150 lines). On success they
+    are shown as usual; on failure dropped: the raised exception carries the cause, which the
+    caller reports in one line (or as a traceback if unexpected). --verbose holds nothing."""
+    from absl import logging
+
+    if logging.get_verbosity() >= logging.INFO:
+        yield
+        return
+    logger, records = logging.get_absl_logger(), []
+
+    def hold(record) -> bool:
+        records.append(record)
+        return False
+
+    logger.addFilter(hold)
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(printed):
+            yield
+    finally:
+        logger.removeFilter(hold)
+    for record in records:  # reached only on success
+        logger.handle(record)
+    sys.stderr.write(printed.getvalue())
 
 
 # ---- integrity ------------------------------------------------------------------------------

@@ -215,7 +215,7 @@ def generation_jobs(cfg: LanDiffConfig, *, prompts: int = 1, num_frames: int | N
                    note=f"{b} prompt(s) with guidance ({2 * b} rows), {n} text tokens, {t} semantic frames")
 
     def semantic_feature(c: LanDiffConfig) -> Job:
-        fn = jax.jit(functools.partial(conditioner.semantic_feature, c.dit, c.tokenizer, num_frames=t))
+        fn = jax.jit(lambda p, codes: conditioner.semantic_feature(p, c.dit, c.tokenizer, codes, t))
         return Job("semantic_feature", fn, (params["diffusion"], codes), {"tokenizer.attention": c.tokenizer.attention})
 
     feature = jax.eval_shape(semantic_feature(xla_only(cfg)).fn, params["diffusion"], codes)
@@ -225,7 +225,7 @@ def generation_jobs(cfg: LanDiffConfig, *, prompts: int = 1, num_frames: int | N
     key = jax.eval_shape(lambda: jax.random.key(0))
 
     def dit_sample(c: LanDiffConfig) -> Job:
-        fn = jax.jit(functools.partial(dit_sampler.sample_loop, c.dit))
+        fn = jax.jit(functools.partial(dit_sampler.sample_loop, cfg=c.dit))
         args = (params["diffusion"]["dit"], steps, latents, context, context, feature, table, key)
         return Job("dit_sample", fn, args, {"dit.attention": c.dit.attention},
                    note=f"{c.sampler.num_steps} steps, guidance batch {2 * b}, {c.dit.num_video_tokens(t)} video "

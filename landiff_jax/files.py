@@ -3,8 +3,8 @@ renamed over the final name (and the directory fsynced); SIGTERM unwinds like an
 that every `finally` removes its temporaries; a lock file per output; stale temporaries of
 killed runs are found by their prefix.
 
-Temporary names: `.<final name>.tmp-<random>` beside the final path, so that a later run can
-find (and remove) what a SIGKILL left behind.
+Temporary names: `.<final name>.tmp-<pid>-<random>[<suffix>]` beside the final path, so that a
+later run can find (and remove) what a SIGKILL left behind, and tell a live writer's from a dead one's.
 """
 
 from __future__ import annotations
@@ -12,12 +12,16 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 TMP_MARK = ".tmp-"
+STARTED = time.time()  # (about) when this process started: temporaries older than it are not its own
+TEMP_NAME = re.compile(rf"\.(?P<final>.+){re.escape(TMP_MARK)}(?:(?P<pid>\d+)-)?[a-z0-9_]+")
 
 
 def file_digest(path: Path, algorithm: str) -> str:
@@ -28,7 +32,7 @@ def file_digest(path: Path, algorithm: str) -> str:
 
 def temp_sibling(path: Path, directory: bool = False) -> Path:
     """A new hidden temporary file (or directory) next to `path`, same suffix."""
-    prefix, suffix = f".{path.name}{TMP_MARK}", "" if directory else path.suffix
+    prefix, suffix = f".{path.name}{TMP_MARK}{os.getpid()}-", "" if directory else path.suffix
     if directory:
         return Path(tempfile.mkdtemp(prefix=prefix, dir=path.parent))
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
@@ -39,6 +43,22 @@ def temp_sibling(path: Path, directory: bool = False) -> Path:
 def stale_temporaries(path: Path) -> list[Path]:
     """Temporaries of `path` left by a killed run (files or directories)."""
     return sorted(path.parent.glob(f".{path.name}{TMP_MARK}*")) if path.parent.is_dir() else []
+
+
+def remove_stale_temporaries(directory: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """Remove the temporary files (`temp_sibling` names) of final names ending in one of
+    `suffixes` that a killed run left in `directory`: older than this process, and whose writer
+    (the pid in the name) is gone. Nothing else is touched. → the removed paths."""
+    removed = []
+    for path in sorted(directory.glob(f".*{TMP_MARK}*")) if directory.is_dir() else []:
+        match = TEMP_NAME.fullmatch(path.name.removesuffix(path.suffix))
+        if (match is None or not path.is_file() or path.suffix not in suffixes
+                or not match["final"].endswith(path.suffix) or path.stat().st_mtime >= STARTED
+                or (match["pid"] is not None and _alive(int(match["pid"])))):
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
 
 
 def fsync_path(path: Path) -> None:

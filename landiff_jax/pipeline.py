@@ -375,7 +375,7 @@ class LanDiff:
                 return
             self._lm_sample(params["lm"], hidden, mask.astype(bool), t, options, progress=relay, compile_only=True)
         codes = jnp.asarray(np.zeros((b, num_codes(cfg, t)), np.int32))
-        feature = conditioner.semantic_feature.lower(cfg.dit, cfg.tokenizer, params["diffusion"], codes, t,
+        feature = conditioner.semantic_feature.lower(params["diffusion"], cfg.dit, cfg.tokenizer, codes, t,
                                                      collect=False).compile()
         ids = self.tokenizers["t5_dit"].encode_diffusion(prompts, cfg.dit.text_length)
         if stopped():
@@ -456,7 +456,7 @@ class LanDiff:
 
     def semantic_feature(self, codes, latent_frames: int, *, collect: bool = False):
         """Semantic tokens → the control branch's feature [b t H W c], once per generation."""
-        return conditioner.semantic_feature(self.cfg.dit, self.cfg.tokenizer, self.params["diffusion"],
+        return conditioner.semantic_feature(self.params["diffusion"], self.cfg.dit, self.cfg.tokenizer,
                                             jnp.asarray(codes), latent_frames, collect=collect)
 
     def sampler_config(self, options: GenerateOptions):
@@ -480,7 +480,7 @@ class LanDiff:
         """The DiT sampler's call (`sample_latents`, `compile`)."""
         if key is None and init_noise is None:
             key = jax.random.fold_in(jax.random.key(options.seed), 1 << 20)
-        return sampler.sample(self.cfg.dit, self.sampler_config(options), params, context, uncond_context, feature,
+        return sampler.sample(params, self.cfg.dit, self.sampler_config(options), context, uncond_context, feature,
                               key=key, init_noise=init_noise, mesh=self.mesh, **kw)
 
     def decode(self, latents):

@@ -63,18 +63,18 @@ def report_step(progress: Callback | None, stage: str, done, total: int, interva
 
 
 def call_jitted(jitted, args: tuple, static: dict[str, Any], stage: str, progress: Callback | None,
-                leading: tuple = (), compile_only: bool = False):
-    """jitted(*leading, *args, **static) (`leading`: static positional args); with progress,
+                compile_only: bool = False):
+    """jitted(*args, **static); with progress,
     compiled explicitly first (JAX keeps the lowering and the executable, so a second call
     reports ~0 s) and the compile time reported. compile_only: return the compiled function
     (args may hold `jax.ShapeDtypeStruct`s; a later call with arrays like them compiles nothing)."""
     if compile_only:
-        return jitted.lower(*leading, *args, **static).compile()
+        return jitted.lower(*args, **static).compile()
     if progress is None:
-        return jitted(*leading, *args, **static)
+        return jitted(*args, **static)
     progress(Progress(stage, "compile"))
     start = time.perf_counter()
-    compiled = jitted.lower(*leading, *args, **static).compile()
+    compiled = jitted.lower(*args, **static).compile()
     progress(Progress(stage, "compiled", seconds=time.perf_counter() - start))
     return compiled(*args)
 

@@ -223,15 +223,16 @@ def conversion_steps(paths: ReleasePaths, cfg: LanDiffConfig):
 
     st = lambda path: lambda shapes_only: safetensors_shapes(path) if shapes_only else read_safetensors(path)  # noqa
     return [
-        ("t5_lm", st(paths.flan_t5), lambda sd: text.convert(sd, cfg.t5_lm, source=str(paths.flan_t5))),
-        ("t5_dit", st(paths.t5_v1_1), lambda sd: text.convert(sd, cfg.t5_dit, source=str(paths.t5_v1_1))),
-        ("lm", st(paths.llm), lambda sd: lm.convert(sd, cfg.lm, source=str(paths.llm))),
+        ("t5_lm", st(paths.flan_t5), lambda sd: text.convert_params(sd, cfg.t5_lm, source=str(paths.flan_t5))),
+        ("t5_dit", st(paths.t5_v1_1), lambda sd: text.convert_params(sd, cfg.t5_dit, source=str(paths.t5_v1_1))),
+        ("lm", st(paths.llm), lambda sd: lm.convert_params(sd, cfg.lm, source=str(paths.llm))),
         ("tokenizer", st(paths.tokenizer),
-         lambda sd: tokenizer.convert(sd, cfg.tokenizer, source=str(paths.tokenizer))),
+         lambda sd: tokenizer.convert_params(sd, cfg.tokenizer, source=str(paths.tokenizer))),
         ("diffusion", lambda shapes_only: (sat(paths.base_dit, shapes_only), sat(paths.diffusion, shapes_only)),
-         lambda sds: diffusion.convert(*sds, cfg.dit, cfg.tokenizer, source=f"{paths.base_dit} + {paths.diffusion}")),
+         lambda sds: diffusion.convert_params(*sds, cfg.dit, cfg.tokenizer,
+                                              source=f"{paths.base_dit} + {paths.diffusion}")),
         ("vae", lambda shapes_only: torch_shapes(paths.vae, "state_dict") if shapes_only
-         else read_torch(paths.vae, "state_dict"), lambda sd: vae.convert(sd, cfg.vae, source=str(paths.vae))),
+         else read_torch(paths.vae, "state_dict"), lambda sd: vae.convert_params(sd, cfg.vae, source=str(paths.vae))),
     ]
 
 

@@ -41,6 +41,7 @@ flags.DEFINE_enum("pixel_format", "yuv444p", ["yuv444p", "yuv420p"],
                   "32×48, yuv420p's half-resolution colour alone blurs a small circle into a square)")
 flags.DEFINE_integer("sheet_samples", 32, "samples on the contact sheet")
 flags.DEFINE_string("output_dir", "results/evaluate", "where results.json, contact_sheet.png and the videos go")
+flags.DEFINE_bool("verbose", False, "show the storage libraries' INFO logs (orbax, tensorstore)")
 FLAGS = flags.FLAGS
 
 
@@ -191,6 +192,7 @@ def contact_sheet(records, videos):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.quiet_libraries(FLAGS.verbose)
     check_flags()
     import io
 

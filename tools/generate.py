@@ -237,10 +237,13 @@ def main(argv):
         raise cli.UsageError(f"unexpected arguments: {argv[1:]}")
     cli.quiet_libraries(FLAGS.verbose)
     prompts, choice, options, codes = check_arguments()
+    from landiff_jax.files import remove_stale_temporaries
     from landiff_jax.pipeline import CompileFor, check_options, weight_bytes
     from landiff_jax.progress import Display
 
     out_dir = Path(FLAGS.output_dir)
+    for stale in remove_stale_temporaries(out_dir, (".mp4", ".npy")):
+        print(f"removed {stale} (left by an interrupted run)")
     dtype = cli.compute_dtype(FLAGS.dtype)
     if choice.warning:
         print(f"WARNING: {choice.warning}")

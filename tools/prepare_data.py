@@ -60,6 +60,7 @@ flags.DEFINE_bool("paraphrase", False, "synthetic_videos: training paraphrases i
 flags.DEFINE_float("motion_score", 0.1, "motion score of synthetic clips and of listed ones without one")
 flags.DEFINE_integer("batch_size", 8, "clips per jitted model call (a multiple of the device count)")
 flags.DEFINE_integer("decode_workers", 4, "videos decoded in parallel")
+flags.DEFINE_bool("verbose", False, "show the storage libraries' INFO logs (orbax, tensorstore)")
 FLAGS = flags.FLAGS
 PROGRESS_SECONDS = 10.0  # a progress line at least this often inside large shards
 
@@ -183,6 +184,7 @@ def main(argv):
     if len(argv) > 1:
         print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
         return 2
+    cli.quiet_libraries(FLAGS.verbose)
     try:
         check_arguments()
     except ValueError as e:

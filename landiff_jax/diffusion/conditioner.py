@@ -109,7 +109,7 @@ class SemanticCond(nn.Module):
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "tokenizer_cfg", "num_frames", "collect"))
-def semantic_feature(cfg: DiTConfig, tokenizer_cfg: TokenizerConfig, params, codes, num_frames: int | None = None,
+def semantic_feature(params, cfg: DiTConfig, tokenizer_cfg: TokenizerConfig, codes, num_frames: int | None = None,
                      collect: bool = False):
     """Semantic tokens [b N] → semantic feature [b t H W c] (once per generation).
 

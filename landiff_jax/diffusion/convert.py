@@ -164,7 +164,7 @@ def _check_pos_embeddings(state_dict: Mapping[str, np.ndarray], cfg: DiTConfig) 
     return problems
 
 
-def convert_diffusion(base: Mapping[str, np.ndarray], diffusion: Mapping[str, np.ndarray], cfg: DiTConfig,
+def convert_params(base: Mapping[str, np.ndarray], diffusion: Mapping[str, np.ndarray], cfg: DiTConfig,
                       tokenizer_cfg: TokenizerConfig, *, target=None, source: str = "diffusion checkpoints"):
     """(params, DiffusionReport) from the base DiT state dict and the diffusion state dict.
 
@@ -191,5 +191,5 @@ def load_diffusion(base_dir: str | Path, diffusion_dir: str | Path, cfg: DiTConf
     """`CogVideoX-2b-sat/transformer` and `diffusion` directories (each with a `latest` tracker) →
     (params, report)."""
     base_file, diffusion_file = read_latest(base_dir), read_latest(diffusion_dir)
-    return convert_diffusion(read_torch(base_file, "module"), read_torch(diffusion_file, "module"), cfg,
+    return convert_params(read_torch(base_file, "module"), read_torch(diffusion_file, "module"), cfg,
                              tokenizer_cfg, source=f"{base_file} + {diffusion_file}")

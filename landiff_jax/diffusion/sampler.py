@@ -126,9 +126,9 @@ def keep_prefix(x, prefix, prefix_frames):
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "trajectory", "mesh", "progress", "progress_every"))
-def sample_loop(cfg: DiTConfig, params, steps: StepInputs, x_init, context, uncond_context, semantic_feature,
-                sigma_table, key, prefix=None, prefix_frames=None, trajectory: bool = False, mesh: Mesh | None = None,
-                progress: P.Callback | None = None, progress_every: int | None = None):
+def sample_loop(params, steps: StepInputs, x_init, context, uncond_context, semantic_feature, sigma_table, key,
+                prefix=None, prefix_frames=None, *, cfg: DiTConfig, trajectory: bool = False,
+                mesh: Mesh | None = None, progress: P.Callback | None = None, progress_every: int | None = None):
     """The compiled loop behind `sample`: scan `guided_step` over `steps` (see `step_inputs`) from
     x_init; key draws the per-step noise when steps.noise is None. → (x, per-step outputs | None).
     prefix [b t H W c] / prefix_frames (int32 scalar): the clean frames kept (`keep_prefix`)
@@ -186,7 +186,7 @@ def injected_step_noise(step_noise, num_steps: int, shape):
     return jnp.concatenate([used, jnp.zeros((1, *shape), jnp.float32)])
 
 
-def sample(cfg: DiTConfig, sampler_cfg: SamplerConfig, params, context, uncond_context, semantic_feature, *,
+def sample(params, cfg: DiTConfig, sampler_cfg: SamplerConfig, context, uncond_context, semantic_feature, *,
            key=None, init_noise=None, step_noise=None, prefix=None, prefix_frames=None, trajectory: bool = False,
            mesh: Mesh | None = None, progress: P.Callback | None = None, progress_every: int | None = None,
            compile_only: bool = False):
@@ -227,10 +227,10 @@ def sample(cfg: DiTConfig, sampler_cfg: SamplerConfig, params, context, uncond_c
     table = jnp.asarray(denoiser_sigma_table(sampler_cfg.denoiser_num_idx, sampler_cfg.denoiser_shift_scale))
     args = (params, step_inputs(schedule, noise), x_init, context, jnp.asarray(uncond_context),
             jnp.asarray(semantic_feature), table, step_key, prefix, prefix_frames)
-    static = dict(trajectory=trajectory, mesh=mesh, progress=progress, progress_every=progress_every)
+    static = dict(cfg=cfg, trajectory=trajectory, mesh=mesh, progress=progress, progress_every=progress_every)
     if compile_only:
-        return P.call_jitted(sample_loop, args, static, STAGE, progress, leading=(cfg,), compile_only=True)
-    samples, per_step = P.call_jitted(sample_loop, args, static, STAGE, progress, leading=(cfg,))
+        return P.call_jitted(sample_loop, args, static, STAGE, progress, compile_only=True)
+    samples, per_step = P.call_jitted(sample_loop, args, static, STAGE, progress)
     if not trajectory:
         return samples
     names = ("step_x_in", "step_x_out", "step_denoised", "step_pair_denoised")

@@ -72,7 +72,7 @@ def with_null_embeddings(state_dict: Mapping[str, np.ndarray], cfg: LMConfig, in
     return out
 
 
-def convert_lm(state_dict: Mapping[str, np.ndarray], cfg: LMConfig, *, source: str = "LM checkpoint", target=None,
+def convert_params(state_dict: Mapping[str, np.ndarray], cfg: LMConfig, *, source: str = "LM checkpoint", target=None,
                init_key=None):
     """state dict of llm/model.safetensors -> (params, report); raises ConversionError naming every bad key.
 
@@ -86,5 +86,5 @@ def convert_lm(state_dict: Mapping[str, np.ndarray], cfg: LMConfig, *, source: s
 
 def load_lm(path: str | Path, cfg: LMConfig, *, init_key=None):
     """llm/model.safetensors -> plain params pytree (host numpy, cfg.param_dtype)."""
-    params, _ = convert_lm(read_safetensors(path), cfg, source=str(path), init_key=init_key)
+    params, _ = convert_params(read_safetensors(path), cfg, source=str(path), init_key=init_key)
     return params

@@ -45,7 +45,7 @@ def _setup(case_dir: Path, meta: dict):
 
 def _semantic(cfg, tokenizer_cfg, params, arrays):
     codes = np.asarray(arrays["semantic_tokens"]).reshape(1, -1)  # [1, 1, N] as registered
-    return semantic_feature(cfg, tokenizer_cfg, params, codes, collect=True)
+    return semantic_feature(params, cfg, tokenizer_cfg, codes, collect=True)
 
 
 def run_dit(case_dir: Path, meta: dict) -> list[Check]:
@@ -99,7 +99,7 @@ def _run_sampler(case_dir: Path, meta: dict) -> list[Check]:
     feature, _ = _semantic(cfg, tokenizer_cfg, params, arrays)
     check("semantic_feature", channels_first(feature))
     samples, steps = sample(
-        cfg, sampler_cfg, params["dit"], arrays["cond_context"], arrays["uncond_context"], feature,
+        params["dit"], cfg, sampler_cfg, arrays["cond_context"], arrays["uncond_context"], feature,
         init_noise=channels_last(arrays["init_noise"]), step_noise=channels_last(arrays["step_noise"]),
         trajectory=True)
     for name, value in steps.items():

@@ -1,7 +1,7 @@
 """Parity of the tokenizer (`tokenizer` cases) and of Theia feature extraction (`theia` cases).
 
 The model is built from meta.json's config, the case's checkpoint is converted with
-`convert_tokenizer`, codes and decoded features come from the user-facing `api.encode` /
+`convert_params`, codes and decoded features come from the user-facing `api.encode` /
 `api.decode` (batched), and the intermediates from the `trace_*` methods of the same modules.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 from landiff_jax.convert import read_safetensors
 from landiff_jax.parity.harness import Check, channels_first, channels_last, compare, load_case, tolerance_for
 from landiff_jax.tokenizer import api, masks
-from landiff_jax.tokenizer.convert import convert_tokenizer
+from landiff_jax.tokenizer.convert import convert_params
 from landiff_jax.tokenizer.model import VideoVQ
 from landiff_jax.tokenizer.original import tokenizer_config
 
@@ -27,7 +27,7 @@ def as_original_latent(x):  # [b n c] -> [b c 1 n] (TiTok's fake 2D layout)
 
 def _load(case_dir: Path, meta: dict):
     config = tokenizer_config(meta["config"])
-    params, _ = convert_tokenizer(read_safetensors(case_dir / meta["checkpoint"]["file"]), config,
+    params, _ = convert_params(read_safetensors(case_dir / meta["checkpoint"]["file"]), config,
                                   source=str(case_dir))
     return config, params
 

@@ -1,7 +1,7 @@
 """Parity of the tokenizer's training step (`tokenizer_train` cases).
 
 The training config comes from meta.json's `config` (`tokenizer.original.tokenizer_train_config`), the
-parameters from `convert_tokenizer` and the codebook state from `convert_train_state` on the case's
+parameters from `convert_params` and the codebook state from `convert_train_state` on the case's
 checkpoint. The original's dead-code draw (`dead_code_sample_index`) is injected. Losses, metrics,
 the new codebook, the intermediates and the gradients come from one jitted `losses.forward`
 (the body of `inner_loss` / `train_loss`); gradients are compared per parameter after converting
@@ -31,7 +31,7 @@ from landiff_jax.parity.harness import (
 from landiff_jax.parity.tokenizer import as_original_latent
 from landiff_jax.tokenizer import codebook, losses
 from landiff_jax.tokenizer.config import TokenizerTrainConfig
-from landiff_jax.tokenizer.convert import convert_tokenizer, convert_train_state, read_mean_std
+from landiff_jax.tokenizer.convert import convert_params, convert_train_state, read_mean_std
 from landiff_jax.tokenizer.original import tokenizer_train_config
 
 # io.npz arrays that are inputs (the checkpoint's state, the features, the injected draw)
@@ -72,7 +72,7 @@ def _expected_grads(case_dir: Path, meta: dict, cfg: TokenizerTrainConfig):
         grads = {k: z[k] for k in z.files}
     m = cfg.model
     grads["quantizer._codebook.embed"] = np.zeros((1, m.codebook_size, m.codebook_dim), np.float32)  # no gradient
-    tree, _ = convert_tokenizer(grads, m, theia=False, source=str(case_dir / meta["grads"]["file"]))
+    tree, _ = convert_params(grads, m, theia=False, source=str(case_dir / meta["grads"]["file"]))
     return losses.split_params(tree)[0]
 
 
@@ -81,7 +81,7 @@ def run(case_dir: Path, meta: dict) -> list[Check]:
     _, arrays = load_case(case_dir)
     cfg = tokenizer_train_config(meta["config"])
     state_dict = read_safetensors(case_dir / meta["checkpoint"]["file"])
-    params, _ = convert_tokenizer(state_dict, cfg.model, source=str(case_dir))
+    params, _ = convert_params(state_dict, cfg.model, source=str(case_dir))
     trainable, _ = losses.split_params(params)
     model_state, _ = convert_train_state(state_dict, cfg, source=str(case_dir))
     tol = meta.get("tolerance", {})

@@ -57,7 +57,7 @@ def _one_embedding(state_dict: Mapping[str, np.ndarray], source: str) -> dict[st
     return state
 
 
-def convert_t5(state_dict: Mapping[str, np.ndarray], cfg: T5Config, *, source: str = "T5 checkpoint",
+def convert_params(state_dict: Mapping[str, np.ndarray], cfg: T5Config, *, source: str = "T5 checkpoint",
                abstract_params=None):
     """HF T5 state dict → (params (numpy, cast to the target dtype), report). Raises
     ConversionError naming every missing, unexpected or misshaped key.
@@ -80,5 +80,5 @@ def load_t5(hf_dir: str | Path, dtype=jnp.float32) -> tuple[T5Config, dict]:
     except json.JSONDecodeError as e:
         raise CheckpointError(f"cannot parse {config_path}: {e}") from e
     cfg = t5_config(hf_config, dtype=dtype)
-    params, _ = convert_t5(read_safetensors(hf_dir), cfg, source=str(hf_dir))
+    params, _ = convert_params(read_safetensors(hf_dir), cfg, source=str(hf_dir))
     return cfg, jax.device_put(params)

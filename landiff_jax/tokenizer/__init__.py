@@ -1,14 +1,13 @@
 """Semantic video tokenizer: Theia features → TiTok I/P-frame encoder → VQ codes → TiTok decoder.
 
 The package's face (the same in text, tokenizer, lm, diffusion, vae): the config class with
-presets, `abstract_params(cfg, ...)`, `convert(state_dict, cfg, ...) -> (params, report)`, and one
+presets, `abstract_params(cfg, ...)`, `convert_params(state_dict, cfg, ...) -> (params, report)`, and one
 jitted entry point per job (`encode`, `decode`).
 """
 
 from landiff_jax.tokenizer.api import abstract_params, decode, encode
 from landiff_jax.tokenizer.config import TheiaConfig, TokenizerConfig, TokenizerTrainConfig
-from landiff_jax.tokenizer.convert import convert_tokenizer as convert
-from landiff_jax.tokenizer.convert import load_tokenizer, tokenizer_rules
+from landiff_jax.tokenizer.convert import convert_params, load_tokenizer, tokenizer_rules
 from landiff_jax.tokenizer.masks import decoder_mask, encoder_mask
 from landiff_jax.tokenizer.model import VideoVQ
 
@@ -18,7 +17,7 @@ __all__ = [
     "TokenizerTrainConfig",
     "VideoVQ",
     "abstract_params",
-    "convert",
+    "convert_params",
     "decode",
     "decoder_mask",
     "encode",

@@ -2,7 +2,7 @@
 `encode(params, config, video_or_features)` and `decode(params, config, codes)`.
 
 `config` is a `TokenizerConfig` (hashable, so it is a static argument); params come from
-`load_tokenizer` or `convert_tokenizer`.
+`load_tokenizer` or `convert_params`.
 """
 
 from __future__ import annotations

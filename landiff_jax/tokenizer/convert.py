@@ -140,7 +140,7 @@ def has_theia(state_dict: Mapping[str, np.ndarray], prefix: str = "") -> bool:
     return any(k.startswith(prefix + THEIA_BACKBONE) for k in state_dict)
 
 
-def convert_tokenizer(state_dict: Mapping[str, np.ndarray], config: TokenizerConfig, prefix: str = "",
+def convert_params(state_dict: Mapping[str, np.ndarray], config: TokenizerConfig, prefix: str = "",
                       *, theia: bool | None = None, decode_only: bool = False, abstract=None,
                       source: str = "tokenizer checkpoint"):
     """(params, report) from a VideoVQ state dict. `theia=None` converts Theia's backbone when its
@@ -175,7 +175,7 @@ def load_tokenizer(path: str | Path, config: TokenizerConfig | None = None, thei
     with_theia = has_theia(state_dict)
     if with_theia and config.theia is None:
         config = dataclasses.replace(config, theia=TokenizerConfig.full().theia)
-    params, report = convert_tokenizer(state_dict, config, theia=with_theia, source=str(path))
+    params, report = convert_params(state_dict, config, theia=with_theia, source=str(path))
     return VideoVQ(config), params, report
 
 
@@ -200,7 +200,7 @@ def train_state_rules(config: TokenizerTrainConfig, prefix: str = "") -> list[Ru
 def convert_train_state(state_dict: Mapping[str, np.ndarray], config: TokenizerTrainConfig, prefix: str = "",
                         *, source: str = "tokenizer checkpoint"):
     """(model_state, report) of a VideoVQ state dict: what `losses.train_loss` updates in the step
-    (the parameters come from `convert_tokenizer` and `losses.split_params`)."""
+    (the parameters come from `convert_params` and `losses.split_params`)."""
     abstract = jax.eval_shape(lambda: init_model_state(config, jax.random.key(0)))
     skipped = ("encoder.", "decoder.", "quantizer.project_in.", "quantizer.project_out.", THEIA_PREFIX)
     if not config.normalize:

@@ -2,7 +2,7 @@
 video, encode for training, and the `3d-vae.pt` converter.
 
 The package's face: `VAEConfig` (presets), `abstract_params(cfg, decode_only=...)`,
-`convert(state_dict, cfg) -> (params, report)`, the jitted entry points `decode_latents`
+`convert_params(state_dict, cfg) -> (params, report)`, the jitted entry points `decode_latents`
 (generation) and `encode` (training, reconstruction), and `LatentStream` (the same decode fed
 chunk by chunk: long videos).
 """
@@ -24,8 +24,7 @@ from landiff_jax.vae.api import (
     uint8_to_unit,
 )
 from landiff_jax.vae.config import VAEConfig
-from landiff_jax.vae.convert import convert_state_dict as convert
-from landiff_jax.vae.convert import load_vae
+from landiff_jax.vae.convert import convert_params, load_vae
 from landiff_jax.vae.model import Decoder, Encoder, abstract_params
 
 __all__ = [
@@ -34,7 +33,7 @@ __all__ = [
     "LatentStream",
     "VAEConfig",
     "abstract_params",
-    "convert",
+    "convert_params",
     "decode_full",
     "decode_latents",
     "encode",

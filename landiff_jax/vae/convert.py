@@ -71,7 +71,7 @@ def rules(cfg: VAEConfig) -> list[Rule]:
     return t.rules
 
 
-def convert_state_dict(state_dict, cfg: VAEConfig, *, source: str = "3d-vae.pt") -> tuple[dict, ConversionReport]:
+def convert_params(state_dict, cfg: VAEConfig, *, source: str = "3d-vae.pt") -> tuple[dict, ConversionReport]:
     """{torch key: array} -> ({'encoder': ..., 'decoder': ...} as numpy, report). Raises
     ConversionError naming every missing, unexpected or misshaped key."""
     return convert(rules(cfg), state_dict, abstract_params(cfg), ignore_prefixes=IGNORED_PREFIXES, source=source)
@@ -82,5 +82,5 @@ def load_vae(path: str | Path, cfg: VAEConfig | None = None) -> tuple[dict, VAEC
     cfg.param_dtype. `cfg` defaults to the released size."""
     cfg = cfg or VAEConfig.full()
     state_dict = read_torch(path, "state_dict")
-    params, report = convert_state_dict(state_dict, cfg, source=str(path))
+    params, report = convert_params(state_dict, cfg, source=str(path))
     return jax.tree.map(lambda a: jax.device_put(np.asarray(a)), params), cfg, report

@@ -17,7 +17,7 @@ from landiff_jax.diffusion.convert import (
     CONTROL_PREFIX,
     POS_EMBEDDING,
     abstract_params,
-    convert_diffusion,
+    convert_params,
 )
 from landiff_jax.diffusion.original import dit_config
 from landiff_jax.diffusion.pos_embed import full_pos_embedding
@@ -41,7 +41,7 @@ def test_full_size_coverage_against_manifests(fixtures_dir):
     standins = lambda keys: {k: pos if k.endswith(POS_EMBEDDING) else _standin(s) for k, s in keys.items()}
     abstract = abstract_params(cfg, tokenizer_cfg)
     shapes = nn.meta.unbox(abstract)
-    params, report = convert_diffusion(standins(base_keys), standins(diffusion_keys), cfg, tokenizer_cfg,
+    params, report = convert_params(standins(base_keys), standins(diffusion_keys), cfg, tokenizer_cfg,
                                        target=jax.tree.map(lambda s: _standin(s.shape), shapes))
     assert report.control_keys_from_base == 0
     assert report.conversion.used + sum(report.conversion.ignored.values()) == len(base_keys) + len(diffusion_keys)
@@ -67,7 +67,7 @@ def test_misshaped_key_is_named(tiny_case):
     key = CONTROL_PREFIX + "transformer.layers.0.attention.query_key_value.weight"
     bad = dict(diffusion, **{key: np.zeros((3 * cfg.hidden_size + 1, cfg.hidden_size), np.float32)})
     with pytest.raises(ConversionError, match=key.replace(".", r"\.")):
-        convert_diffusion(base, bad, cfg, tokenizer_cfg)
+        convert_params(base, bad, cfg, tokenizer_cfg)
 
 
 def test_unexpected_and_missing_keys_are_named(tiny_case):
@@ -76,7 +76,7 @@ def test_unexpected_and_missing_keys_are_named(tiny_case):
     bad_base = {k: v for k, v in base.items() if k != missing}
     bad_diffusion = dict(diffusion, **{CONTROL_PREFIX + "mixins.adaln_layer.zero_linears.9.weight": np.zeros((2, 2))})
     with pytest.raises(ConversionError) as err:
-        convert_diffusion(bad_base, bad_diffusion, cfg, tokenizer_cfg)
+        convert_params(bad_base, bad_diffusion, cfg, tokenizer_cfg)
     assert f"missing key '{missing}'" in str(err.value)
     assert f"unexpected key '{CONTROL_PREFIX}mixins.adaln_layer.zero_linears.9.weight'" in str(err.value)
 
@@ -85,14 +85,14 @@ def test_wrong_pos_embedding_is_named(tiny_case):
     cfg, tokenizer_cfg, base, diffusion = tiny_case
     key = CONTROL_PREFIX + POS_EMBEDDING
     with pytest.raises(ConversionError, match="differs from the 3D sincos table"):
-        convert_diffusion(base, dict(diffusion, **{key: diffusion[key] + 0.5}), cfg, tokenizer_cfg)
+        convert_params(base, dict(diffusion, **{key: diffusion[key] + 0.5}), cfg, tokenizer_cfg)
 
 
 def test_control_branch_falls_back_to_base_copy(tiny_case):
     """Control tensors absent from the diffusion checkpoint keep the base DiT's values."""
     cfg, tokenizer_cfg, base, diffusion = tiny_case
     key = CONTROL_PREFIX + "time_embed.0.weight"
-    params, report = convert_diffusion(base, {k: v for k, v in diffusion.items() if k != key}, cfg, tokenizer_cfg)
+    params, report = convert_params(base, {k: v for k, v in diffusion.items() if k != key}, cfg, tokenizer_cfg)
     assert report.control_keys_from_base == 1
     np.testing.assert_array_equal(params["dit"]["control"]["time_embed"]["fc1"]["kernel"],
                                   base[BASE_PREFIX + "time_embed.0.weight"].T)

@@ -34,7 +34,7 @@ def setup():
 
 def test_scan_equals_python_loop(setup):
     s = setup
-    samples, per_step = sample(CFG, SAMPLER, s["params"], s["context"], s["uncond"], s["semantic"], key=s["key"],
+    samples, per_step = sample(s["params"], CFG, SAMPLER, s["context"], s["uncond"], s["semantic"], key=s["key"],
                                trajectory=True)
     init_key, step_key = jax.random.split(s["key"])
     steps = step_inputs(step_schedule(SAMPLER))
@@ -67,7 +67,7 @@ def test_clean_prefix_is_reinjected_before_every_step_as_the_original(setup, com
     s = setup
     shape, p = s["shape"], 1
     prefix = np.asarray(jax.random.normal(jax.random.key(9), (shape[0], p, *shape[2:])), np.float32)
-    run = lambda **kw: sample(CFG, SAMPLER, s["params"], s["context"], s["uncond"], s["semantic"], key=s["key"],
+    run = lambda **kw: sample(s["params"], CFG, SAMPLER, s["context"], s["uncond"], s["semantic"], key=s["key"],
                               trajectory=True, **kw)
     samples, per_step = run(prefix=prefix)
 
@@ -109,7 +109,7 @@ def test_progress_reports_every_step_from_inside_the_scan_and_changes_nothing(se
     """A callback hears the compile and each of the steps (every=3 of 4: steps 3 and 4) from
     inside the compiled scan; the samples equal those without it."""
     s = setup
-    run = lambda **kw: sample(CFG, SAMPLER, s["params"], s["context"], s["uncond"], s["semantic"], key=s["key"], **kw)
+    run = lambda **kw: sample(s["params"], CFG, SAMPLER, s["context"], s["uncond"], s["semantic"], key=s["key"], **kw)
     events = []
     with_progress = run(progress=events.append, progress_every=3)
     assert [e.event for e in events] == ["compile", "compiled", "step", "step"]

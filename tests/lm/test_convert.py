@@ -11,7 +11,7 @@ import pytest
 
 from landiff_jax.convert import ConversionError, read_safetensors
 from landiff_jax.lm.config import LMConfig
-from landiff_jax.lm.convert import convert_lm, lm_rules
+from landiff_jax.lm.convert import convert_params, lm_rules
 from landiff_jax.lm.model import abstract_params
 from landiff_jax.lm.original import lm_config
 
@@ -29,7 +29,7 @@ def test_full_size_coverage_against_manifest(fixtures_dir):
     cfg = LMConfig.full()
     abstract = abstract_params(cfg)
     shapes = nn.meta.unbox(abstract)
-    params, report = convert_lm({k: _standin(s) for k, s in released.items()}, cfg,
+    params, report = convert_params({k: _standin(s) for k, s in released.items()}, cfg,
                                 target=jax.tree.map(lambda s: _standin(s.shape), shapes))
     assert report.used == 185
     assert jax.tree.map(np.shape, params) == jax.tree.map(lambda s: s.shape, shapes)
@@ -51,7 +51,7 @@ def test_misshaped_key_is_named(tiny_case):
     cfg, state = tiny_case
     bad = dict(state, **{"transformer.blocks.1.wqkv.weight": np.zeros((3 * cfg.hidden + 1, cfg.hidden), np.float32)})
     with pytest.raises(ConversionError, match=r"transformer\.blocks\.1\.wqkv\.weight"):
-        convert_lm(bad, cfg)
+        convert_params(bad, cfg)
 
 
 def test_unexpected_and_missing_keys_are_named(tiny_case):
@@ -59,6 +59,6 @@ def test_unexpected_and_missing_keys_are_named(tiny_case):
     bad = {k: v for k, v in state.items() if k != "transformer.head.weight"}
     bad["tokenizer.tokenizer.quantizer.project_in.weight"] = np.zeros((8, 32), np.float32)
     with pytest.raises(ConversionError) as err:
-        convert_lm(bad, cfg)
+        convert_params(bad, cfg)
     assert "unexpected key 'tokenizer.tokenizer.quantizer.project_in.weight'" in str(err.value)
     assert "missing key 'transformer.head.weight'" in str(err.value)

@@ -19,7 +19,7 @@ import pytest
 from landiff_jax.convert import read_safetensors
 from landiff_jax.lm import layout as L
 from landiff_jax.lm.config import LMConfig
-from landiff_jax.lm.convert import convert_lm, lm_rules, load_lm, null_key
+from landiff_jax.lm.convert import convert_params, lm_rules, load_lm, null_key
 from landiff_jax.lm.losses import Drops, draw_drops, init_train_state, lm_loss, train_loss
 from landiff_jax.lm.original import lm_config
 from landiff_jax.lm.sampler import SampleOptions, sample
@@ -175,8 +175,8 @@ def test_converter_creates_or_ignores_micro_null_embeddings(fixtures_dir):
     embeddings from the key; a checkpoint holding them loads into a config without drops."""
     released = read_safetensors(fixtures_dir / "lm_train" / "one_group_t3" / "model.safetensors")
     paper_cfg = LMConfig.tiny(frames_drop_prob=0.5, motion_score_drop_prob=0.5)
-    params, _ = convert_lm(released, paper_cfg, init_key=jax.random.key(3))
-    again, _ = convert_lm(released, paper_cfg, init_key=jax.random.key(3))
+    params, _ = convert_params(released, paper_cfg, init_key=jax.random.key(3))
+    again, _ = convert_params(released, paper_cfg, init_key=jax.random.key(3))
     nulls = np.stack([params["micro_cond"]["null_frames"], params["micro_cond"]["null_motion_score"]])
     np.testing.assert_array_equal(nulls[0], again["micro_cond"]["null_frames"])
     assert not np.allclose(nulls[0], nulls[1])
@@ -184,9 +184,9 @@ def test_converter_creates_or_ignores_micro_null_embeddings(fixtures_dir):
 
     with_nulls = read_safetensors(fixtures_dir / "lm_train" / "two_groups_t6_drops" / "model.safetensors")
     assert null_key("frames") in with_nulls
-    kept, _ = convert_lm(with_nulls, paper_cfg)
+    kept, _ = convert_params(with_nulls, paper_cfg)
     np.testing.assert_array_equal(kept["micro_cond"]["null_frames"], with_nulls[null_key("frames")])
-    plain, report = convert_lm(with_nulls, LMConfig.tiny())
+    plain, report = convert_params(with_nulls, LMConfig.tiny())
     assert "null_frames" not in plain["micro_cond"] and sum(report.ignored.values()) == 2
 
 

@@ -130,6 +130,62 @@ def test_full_disk_is_one_line(fixtures_dir, small_disk):
     assert list(small_disk.iterdir()) == []
 
 
+@pytest.fixture
+def quiet_mode():
+    """absl verbosity WARNING, as `cli.quiet_libraries(False)` leaves it."""
+    from absl import logging
+
+    before = logging.get_verbosity()
+    logging.set_verbosity(logging.WARNING)
+    yield
+    logging.set_verbosity(before)
+
+
+def convert_into(case: Path, out: Path):
+    config = json.loads((case / "meta.json").read_text())["config"]
+    convert_release(case / "ckpts/LanDiff", case / "flan-t5", out, config, verify=False, progress=lambda s: None)
+
+
+def test_disk_filling_during_the_write_prints_nothing_of_orbax(fixtures_dir, small_disk, monkeypatch, capfd,
+                                                               caplog, quiet_mode):
+    from landiff_jax import release
+
+    monkeypatch.setattr(release, "check_free_space", lambda out, needed: None)  # fill up inside orbax's write
+    with pytest.raises(CheckpointError, match=r"no space left on device writing .*out"):
+        convert_into(fixtures_dir / E2E_CASE, small_disk / "out")
+    assert capfd.readouterr().err == "" and not caplog.records  # orbax logs ERROR records on its threads
+    assert list(small_disk.iterdir()) == []
+
+
+def test_failed_save_output_held_back_and_successful_save_output_shown(fixtures_dir, tmp_path, monkeypatch, capfd,
+                                                                       caplog, quiet_mode):
+    """Without root (no tmpfs): a save that fails as orbax does on a full disk, noise included."""
+    import errno
+
+    import orbax.checkpoint as ocp
+    from absl import logging
+
+    def failing_save(self, path, *args, **kwargs):
+        logging.error("_SignalingThread.run() raised an exception: RESOURCE_EXHAUSTED")
+        print("Traceback (most recent call last):\nRuntimeError: Event loop is closed", file=sys.stderr)
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    with monkeypatch.context() as m:
+        m.setattr(ocp.PyTreeCheckpointer, "save", failing_save)
+        with pytest.raises(CheckpointError, match=r"no space left on device writing .*out"):
+            convert_into(fixtures_dir / E2E_CASE, tmp_path / "out")
+    assert capfd.readouterr().err == "" and not caplog.records
+    assert list(tmp_path.iterdir()) == []
+
+    from landiff_jax.checkpoint import storage_output_held
+
+    with storage_output_held():
+        logging.warning("kept warning")
+        print("kept print", file=sys.stderr)
+    assert "kept print" in capfd.readouterr().err
+    assert [r.getMessage() for r in caplog.records] == ["kept warning"]
+
+
 def test_sigterm_removes_the_temporary_directory(fixtures_dir, tmp_path):
     case = fixtures_dir / E2E_CASE
     out = tmp_path / "out"

@@ -164,3 +164,30 @@ def test_sigterm_mid_stream_leaves_nothing(tmp_path):
     time.sleep(0.2)
     assert processes_mentioning(str(out)) == []
     assert list(out.iterdir()) == []
+
+
+def test_next_run_removes_stale_temporaries_of_dead_writers_only(tmp_path):
+    from landiff_jax import files
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()  # a pid whose process is gone
+    old = files.STARTED - 60
+    names = {
+        f".a.mp4{files.TMP_MARK}{dead}-k3x9_q1z.mp4": True,  # a killed run's video and codes
+        f".a.npy{files.TMP_MARK}{dead}-p0w2e8rr.npy": True,
+        ".b.mp4.tmp-zq81xwdu.mp4": True,  # written before pids were in the names
+        f".c.mp4{files.TMP_MARK}{os.getpid()}-abcdefgh.mp4": False,  # a live writer's
+        f".d.txt{files.TMP_MARK}{dead}-abcdefgh.txt": False,  # not a suffix of the tool's
+        ".e.mp4.tmp-Mine.mp4": False, "e.mp4": False, ".e.mp4": False, "notes.tmp-1-x.mp4": False,  # user files
+    }
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+        os.utime(tmp_path / name, (old, old))
+    fresh = tmp_path / f".f.mp4{files.TMP_MARK}{dead}-abcdefgh.mp4"  # newer than this process: not judged stale
+    fresh.write_bytes(b"x")
+    removed = files.remove_stale_temporaries(tmp_path, (".mp4", ".npy"))
+    assert sorted(p.name for p in removed) == sorted(n for n, stale in names.items() if stale)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fresh.name] + [n for n, s in names.items() if not s])
+    assert files.remove_stale_temporaries(tmp_path / "absent", (".mp4",)) == []
+    tmp = files.temp_sibling(tmp_path / "g.mp4")  # today's names carry the writer's pid
+    assert tmp.name.startswith(f".g.mp4{files.TMP_MARK}{os.getpid()}-") and tmp.suffix == ".mp4"

@@ -13,7 +13,7 @@ from safetensors.numpy import save_file
 
 from landiff_jax.convert import CheckpointError, ConversionError
 from landiff_jax.text.config import T5Config
-from landiff_jax.text.convert import convert_t5, load_t5, t5_rules
+from landiff_jax.text.convert import convert_params, load_t5, t5_rules
 from landiff_jax.text.original import t5_config
 from landiff_jax.text.t5 import abstract_params
 
@@ -51,7 +51,7 @@ def _standin(shape):
 def _coverage(cfg, state_dict):
     abstract = abstract_params(cfg)
     zero_size = jax.tree.map(lambda s: _standin(s.shape), nn.meta.unbox(abstract))
-    params, _ = convert_t5(state_dict, cfg, abstract_params=zero_size)
+    params, _ = convert_params(state_dict, cfg, abstract_params=zero_size)
     got = jax.tree.map(lambda a: a.shape, params)
     assert got == jax.tree.map(lambda s: s.shape, nn.meta.unbox(abstract))
     return abstract
@@ -96,7 +96,7 @@ def test_small_converts_and_ignores_decoder(small_state):
     cfg = t5_config(SMALL)
     extra = {"decoder.block.0.layer.0.SelfAttention.q.weight": np.zeros((12, 8), np.float32),
              "lm_head.weight": np.zeros((64, 8), np.float32)}
-    params, _ = convert_t5(small_state | extra, cfg)
+    params, _ = convert_params(small_state | extra, cfg)
     q = small_state["encoder.block.1.layer.0.SelfAttention.q.weight"]
     np.testing.assert_array_equal(params["layers"]["attention"]["q"]["kernel"][1], q.T)
 
@@ -105,13 +105,13 @@ def test_embedding_alias(small_state):
     cfg = t5_config(SMALL)
     only_alias = dict(small_state)
     only_alias["encoder.embed_tokens.weight"] = only_alias.pop("shared.weight")
-    params, _ = convert_t5(only_alias, cfg)
+    params, _ = convert_params(only_alias, cfg)
     np.testing.assert_array_equal(params["token_embedding"]["embedding"], small_state["shared.weight"])
     both = small_state | {"encoder.embed_tokens.weight": small_state["shared.weight"].copy()}
-    convert_t5(both, cfg)
+    convert_params(both, cfg)
     both["encoder.embed_tokens.weight"] = both["encoder.embed_tokens.weight"] + 1
     with pytest.raises(ConversionError, match="encoder.embed_tokens.weight"):
-        convert_t5(both, cfg)
+        convert_params(both, cfg)
 
 
 def test_bad_keys_are_named(small_state):
@@ -121,7 +121,7 @@ def test_bad_keys_are_named(small_state):
     bad["encoder.block.0.layer.0.SelfAttention.bogus.weight"] = np.zeros((3,), np.float32)
     del bad["encoder.block.0.layer.1.layer_norm.weight"]
     with pytest.raises(ConversionError) as err:
-        convert_t5(bad, cfg)
+        convert_params(bad, cfg)
     message = str(err.value)
     assert "encoder.block.1.layer.1.DenseReluDense.wo.weight" in message and "(8, 12)" in message
     assert "unexpected key 'encoder.block.0.layer.0.SelfAttention.bogus.weight'" in message

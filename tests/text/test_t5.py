@@ -11,7 +11,7 @@ import pytest
 
 from landiff_jax.nn import RMSNorm, dot_product_attention
 from landiff_jax.text.config import T5Config
-from landiff_jax.text.convert import convert_t5
+from landiff_jax.text.convert import convert_params
 from landiff_jax.text.encoders import encode_ids
 from landiff_jax.text.original import t5_config
 from landiff_jax.text.t5 import (
@@ -70,7 +70,7 @@ def test_matches_hf_torch_model(inputs, torch):
                 p.copy_(1 + 0.2 * torch.randn_like(p))
     state = {k: v.numpy() for k, v in model.state_dict().items()}
     assert t5_config(model.config.to_dict()) == CFG
-    params, _ = convert_t5(state, CFG)
+    params, _ = convert_params(state, CFG)
     ids, mask = inputs
     for attention_mask in (mask, None):
         with torch.no_grad():

@@ -13,7 +13,7 @@ from safetensors.numpy import save_file
 from landiff_jax.convert import CheckpointError, ConversionError
 from landiff_jax.tokenizer import TokenizerConfig, abstract_params, api
 from landiff_jax.tokenizer.convert import (
-    convert_tokenizer,
+    convert_params,
     load_tokenizer,
     tokenizer_rules,
 )
@@ -43,7 +43,7 @@ def test_full_size_manifest_coverage(fixtures_dir, theia):
     state = {e["key"]: _standin(e["shape"]) for e in entries if theia or e["in_released_file"]}
     config = TokenizerConfig.full()
     abstract, zero_size = _zero_size(config, theia)
-    params, report = convert_tokenizer(state, config, theia=theia, abstract=zero_size)
+    params, report = convert_params(state, config, theia=theia, abstract=zero_size)
     assert jax.tree.map(lambda a: a.shape, params) == jax.tree.map(lambda s: s.shape, nn.meta.unbox(abstract))
     ignored = report.ignored
     assert ignored["mean"] == ignored["std"] == ignored["quantizer._codebook.embed_avg"] == 1
@@ -62,9 +62,9 @@ def test_diffusion_prefix(fixtures_dir):
     state = {prefix + e["key"]: _standin(e["shape"]) for e in _manifest(fixtures_dir) if e["in_released_file"]}
     config = TokenizerConfig.full()
     _, zero_size = _zero_size(config, False)
-    convert_tokenizer(state, config, prefix, abstract=zero_size)
+    convert_params(state, config, prefix, abstract=zero_size)
     decode_only = jax.tree.map(lambda s: _standin(s.shape), nn.meta.unbox(abstract_params(config, decode_only=True)))
-    params, _ = convert_tokenizer(state, config, prefix, decode_only=True, abstract=decode_only)
+    params, _ = convert_params(state, config, prefix, decode_only=True, abstract=decode_only)
     assert set(params) == {"quantizer", "decoder"} and set(params["quantizer"]) == {"codebook", "project_out"}
     rules = tokenizer_rules(config, prefix, param_prefix="semantic/")
     assert all(r.param.startswith("semantic/") and all(k.startswith(prefix) for k in r.key_list) for r in rules)
@@ -95,7 +95,7 @@ def test_bad_keys_are_named(tiny_state):
     bad["encoder.surprise"] = np.zeros(2, np.float32)
     del bad["decoder.ln_post.bias"]
     with pytest.raises(ConversionError) as err:
-        convert_tokenizer(bad, config)
+        convert_params(bad, config)
     message = str(err.value)
     for key in ("decoder.transformer.1.attn.wq.weight", "encoder.surprise", "decoder.ln_post.bias"):
         assert key in message

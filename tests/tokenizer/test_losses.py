@@ -14,7 +14,7 @@ import pytest
 from landiff_jax.convert import CheckpointError, read_safetensors
 from landiff_jax.parity import tokenizer_train as train_parity
 from landiff_jax.tokenizer import codebook, losses
-from landiff_jax.tokenizer.convert import convert_tokenizer, convert_train_state, read_mean_std, tokenizer_rules
+from landiff_jax.tokenizer.convert import convert_params, convert_train_state, read_mean_std, tokenizer_rules
 from landiff_jax.tokenizer.original import tokenizer_train_config
 
 
@@ -55,7 +55,7 @@ def test_train_state_converter(fixtures_dir, torch):
     np.testing.assert_array_equal(state["std"], io["std"])
     assert report.used == 6
     # a converted checkpoint and a from-scratch start give the trainer the same trees
-    params, _ = convert_tokenizer(read_safetensors(case / "model.safetensors"), cfg.model)
+    params, _ = convert_params(read_safetensors(case / "model.safetensors"), cfg.model)
     trainable, frozen = losses.split_params(params)
     fresh = jax.eval_shape(lambda: losses.init_train_state(cfg, jax.random.key(0)))
     assert jax.tree.structure(trainable) == jax.tree.structure(fresh[0]) and frozen == fresh[1] == {}

@@ -11,7 +11,7 @@ import pytest
 from landiff_jax.convert import read_torch
 from landiff_jax.parity import RUNNERS, compare, load_case, tolerance_for
 from landiff_jax.tokenizer import VideoVQ, api
-from landiff_jax.tokenizer.convert import convert_tokenizer, load_tokenizer
+from landiff_jax.tokenizer.convert import convert_params, load_tokenizer
 from landiff_jax.tokenizer.original import (
     tokenizer_config,
     tokenizer_config_from_overrides,
@@ -62,8 +62,8 @@ def test_dit_tokenizer_copy_decodes(fixtures_dir, torch):
     prefix = "model.control_model.diffusion_model.semantic_conditioner.semantic_model.model."
     state = read_torch(case / "diffusion" / "1" / "mp_rank_00_model_states.pt", "module")
     state = {k: v for k, v in state.items() if k.startswith(prefix)}
-    params, _ = convert_tokenizer(state, config, prefix)
-    decoder_params, report = convert_tokenizer(state, config, prefix, decode_only=True)
+    params, _ = convert_params(state, config, prefix)
+    decoder_params, report = convert_params(state, config, prefix, decode_only=True)
     assert "encoder" not in decoder_params and report.ignored[prefix + "encoder."] > 0
     for p in (params, decoder_params):
         _check_decode(VideoVQ(config), p, meta, arrays, "semantic_tokens")

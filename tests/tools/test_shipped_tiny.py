@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,7 @@ def evaluation(tmp_path_factory):
          "--seed", "9001", "--batch_size", str(SUBSET), "--sheet_samples", "0", "--output_dir", str(out)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert not re.search(r"^I\d{4} ", result.stderr, re.M), "storage INFO logs without --verbose"
     return out, json.loads((out / "results.json").read_text())
 
 

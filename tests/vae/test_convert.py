@@ -9,7 +9,7 @@ import pytest
 
 from landiff_jax.convert import ConversionError
 from landiff_jax.vae.config import VAEConfig
-from landiff_jax.vae.convert import convert_state_dict, load_vae
+from landiff_jax.vae.convert import convert_params, load_vae
 from landiff_jax.vae.original import vae_config
 
 
@@ -24,7 +24,7 @@ def test_full_size_table_covers_manifest(fixtures_dir):
     assert cfg == VAEConfig.full()
     state_dict = stand_ins(manifest["keys"])
     state_dict["loss.discriminator.blocks.0.net.0.conv.weight"] = np.zeros((2, 2), np.float32)
-    params, report = convert_state_dict(state_dict, cfg)
+    params, report = convert_params(state_dict, cfg)
     assert report.used == manifest["num_keys"] == 436
     assert report.ignored == {"loss": 1}
     assert sum(a.size for a in _leaves(params)) == manifest["num_parameters"]
@@ -54,7 +54,7 @@ def test_misshaped_key_raises_naming_it(tiny_state_dict):
     key = "decoder.up.2.block.0.conv1.conv.weight"
     bad = dict(sd, **{key: np.zeros((1, 2, 3, 3, 3), np.float32)})
     with pytest.raises(ConversionError, match=key.replace(".", r"\.")):
-        convert_state_dict(bad, cfg)
+        convert_params(bad, cfg)
 
 
 def test_unexpected_and_missing_keys_raise_naming_them(tiny_state_dict):
@@ -62,7 +62,7 @@ def test_unexpected_and_missing_keys_raise_naming_them(tiny_state_dict):
     bad = dict(sd, **{"decoder.up.0.attn.0.q.weight": np.zeros((4, 4), np.float32)})
     del bad["encoder.norm_out.bias"]
     with pytest.raises(ConversionError) as info:
-        convert_state_dict(bad, cfg)
+        convert_params(bad, cfg)
     message = str(info.value)
     assert "unexpected key 'decoder.up.0.attn.0.q.weight'" in message
     assert "missing key 'encoder.norm_out.bias'" in message

@@ -138,7 +138,7 @@ def main(argv):
     if peak:
         figures.update(matmul_peak_tflops=round(peak / 1e12, 1), mfu_measured=round(flops / (step_ms / 1e3) / peak, 4))
     if args.loop:
-        loop = jax.jit(lambda p_, xs_, x_, *rest: sample_loop(cfg, p_, xs_, x_, *rest)[0])
+        loop = jax.jit(lambda p_, xs_, x_, *rest: sample_loop(p_, xs_, x_, *rest, cfg=cfg)[0])
         loop_compile_s, loop_ms = time_jitted(loop, case.params, case.xs, case.x, case.context, case.uncond,
                                               case.semantic, case.table, case.key, repeats=args.loop_repeats)
         figures.update(loop_ms_per_step=round(loop_ms / steps, 3), loop_total_s=round(loop_ms / 1e3, 3),
