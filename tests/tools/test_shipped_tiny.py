@@ -36,7 +36,10 @@ SUBSET = 8
 def evaluation(tmp_path_factory):
     assert DEFAULT_CHECKPOINT.is_dir(), f"the shipped checkpoint is missing: {DEFAULT_CHECKPOINT}"
     out = tmp_path_factory.mktemp("evaluate")
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    # XLA's optimised CPU code: 8 samples × 20 guided DiT steps run 3× faster with it, more than the
+    # longer compile costs (tests/conftest.py turns LLVM's optimisation off for the session)
+    flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_backend_optimization_level" not in f)
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags)
     result = subprocess.run(
         [sys.executable, "tools/evaluate.py", "--subset", str(SUBSET), "--subset_seed", "2026", "--seeds", "1",
          "--seed", "9001", "--batch_size", str(SUBSET), "--sheet_samples", "0", "--output_dir", str(out)],
