@@ -112,6 +112,19 @@ def run(main: Callable[[list[str]], int | None], *, compiles: bool = False) -> N
     app.run(guarded)
 
 
+SHIPPED_CHECKPOINT_HELP = "converted checkpoint directory (tools/convert.py; default: the shipped checkpoints/tiny)"
+
+
+def define_model_flags(checkpoint_help: str = SHIPPED_CHECKPOINT_HELP) -> None:
+    """The flags a tool's model is chosen by (`choose_model`): --checkpoint, --config, --preset,
+    --random_weights."""
+    flags.DEFINE_string("checkpoint", None, checkpoint_help)
+    flags.DEFINE_string("config", None, "with --random_weights: the system config file (configs/*.py)")
+    flags.DEFINE_enum("preset", None, ["full", "tiny"], "with --random_weights: shorthand for --config "
+                      "configs/<preset>.py (default: tiny)")
+    flags.DEFINE_bool("random_weights", False, "use RANDOM weights of --config (shows the code path; output is noise)")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelChoice:
     """The system a tool serves: a converted checkpoint, or RANDOM weights of a config."""

@@ -18,12 +18,7 @@ from absl import flags
 
 from landiff_jax import cli
 
-flags.DEFINE_string("checkpoint", None, "converted checkpoint directory (tools/convert.py; default: the shipped "
-                    "checkpoints/tiny)")
-flags.DEFINE_string("config", None, "with --random_weights: the system config file (configs/*.py)")
-flags.DEFINE_enum("preset", None, ["full", "tiny"], "with --random_weights: shorthand for --config configs/<preset>.py "
-                  "(default: tiny)")
-flags.DEFINE_bool("random_weights", False, "use RANDOM weights of --config (shows the code path; output is noise)")
+cli.define_model_flags()
 flags.DEFINE_string("host", "127.0.0.1", "address the page is served on (0.0.0.0: every interface)")
 flags.DEFINE_integer("port", 7860, "port the page is served on")
 flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "compute dtype (default: bfloat16 on GPU, float32 on CPU)")

@@ -34,12 +34,7 @@ from landiff_jax import cli
 
 flags.DEFINE_multi_string("prompt", None, "a prompt (repeat for several)")
 flags.DEFINE_string("prompts_file", None, "a text file with one prompt per line")
-flags.DEFINE_string("checkpoint", None, "converted checkpoint directory (tools/convert.py; default: the shipped "
-                    "checkpoints/tiny)")
-flags.DEFINE_string("config", None, "with --random_weights: the system config file (configs/*.py)")
-flags.DEFINE_enum("preset", None, ["full", "tiny"], "with --random_weights: shorthand for --config configs/<preset>.py "
-                  "(default: tiny)")
-flags.DEFINE_bool("random_weights", False, "use RANDOM weights of --config (shows the code path; output is noise)")
+cli.define_model_flags()
 flags.DEFINE_integer("seed", 42, "seed of every random draw")
 flags.DEFINE_float("lm_guidance", 7.5, "LM classifier-free guidance scale")
 flags.DEFINE_float("temperature", 1.0, "LM sampling temperature")

@@ -20,12 +20,8 @@ from absl import flags
 
 from landiff_jax import cli
 
-flags.DEFINE_string("checkpoint", None, "converted checkpoint directory (tools/convert.py, tools/train_tiny.py); its "
-                    "tokenizer must hold Theia's weights")
-flags.DEFINE_string("config", None, "with --random_weights: the system config file (configs/*.py)")
-flags.DEFINE_enum("preset", None, ["full", "tiny"], "with --random_weights: shorthand for --config configs/<preset>.py "
-                  "(default: tiny)")
-flags.DEFINE_bool("random_weights", False, "use RANDOM weights of --config (shows the code path; output is noise)")
+cli.define_model_flags("converted checkpoint directory (tools/convert.py, tools/train_tiny.py); its tokenizer must "
+                       "hold Theia's weights")
 flags.DEFINE_string("caption", None, "the video's caption for the DiT (default: the null text)")
 flags.DEFINE_integer("num_frames", None, "video frames reconstructed from the start of the video (default: the "
                      "model's maximum)")

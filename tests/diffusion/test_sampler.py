@@ -32,16 +32,22 @@ def setup():
                 key=k[3])
 
 
-def test_scan_equals_python_loop(setup):
-    s = setup
-    samples, per_step = sample(s["params"], CFG, SAMPLER, s["context"], s["uncond"], s["semantic"], key=s["key"],
-                               trajectory=True)
+def python_loop(s):
+    """The sampler written by hand: its initial key, the per-step inputs and one jitted guided step."""
     init_key, step_key = jax.random.split(s["key"])
     steps = step_inputs(step_schedule(SAMPLER))
     table = jnp.asarray(denoiser_sigma_table(SAMPLER.denoiser_num_idx, SAMPLER.denoiser_shift_scale))
     context_pair = jnp.concatenate([s["uncond"], s["context"]])
     one_step = jax.jit(lambda carry, step: guided_step(CFG, s["params"], context_pair, s["semantic"], table,
                                                        step_key, carry, step))
+    return init_key, steps, one_step
+
+
+def test_scan_equals_python_loop(setup):
+    s = setup
+    samples, per_step = sample(s["params"], CFG, SAMPLER, s["context"], s["uncond"], s["semantic"], key=s["key"],
+                               trajectory=True)
+    init_key, steps, one_step = python_loop(s)
     x = initial_latent(s["shape"], key=init_key)
     carry = Carry(x, jnp.zeros_like(x))
     for i in range(SAMPLER.num_steps):
@@ -71,12 +77,7 @@ def test_clean_prefix_is_reinjected_before_every_step_as_the_original(setup, com
                               trajectory=True, **kw)
     samples, per_step = run(prefix=prefix)
 
-    init_key, step_key = jax.random.split(s["key"])
-    steps = step_inputs(step_schedule(SAMPLER))
-    table = jnp.asarray(denoiser_sigma_table(SAMPLER.denoiser_num_idx, SAMPLER.denoiser_shift_scale))
-    context_pair = jnp.concatenate([s["uncond"], s["context"]])
-    one_step = jax.jit(lambda carry, step: guided_step(CFG, s["params"], context_pair, s["semantic"], table,
-                                                       step_key, carry, step))
+    init_key, steps, one_step = python_loop(s)
     x = np.array(initial_latent(shape, key=init_key))
     old_denoised = np.zeros(shape, np.float32)
     for i in range(SAMPLER.num_steps):
