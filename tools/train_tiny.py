@@ -178,11 +178,16 @@ def reused_components(directory: Path, cfg) -> dict:
     import numpy as np
 
     from landiff_jax import checkpoint
+    from landiff_jax.convert.io import CheckpointError
 
-    stored = checkpoint.load_config(directory, dtype="float32")
+    try:
+        stored = checkpoint.load_config(directory, dtype="float32")
+    except CheckpointError as e:
+        raise SystemExit(f"train_tiny: --reuse: {e}")
     kept = ("t5_lm", "t5_dit", "tokenizer", "lm")
     differ = [name for name in kept if getattr(stored, name) != getattr(cfg, name)]
-    if dataclasses.replace(stored.vae, scale_factor=cfg.vae.scale_factor) != cfg.vae:
+    # the stored precision follows the stored dtype (a bf16 checkpoint's VAE says 'default')
+    if dataclasses.replace(stored.vae, scale_factor=cfg.vae.scale_factor, precision=cfg.vae.precision) != cfg.vae:
         differ.append("vae")
     if differ:
         raise SystemExit(f"train_tiny: --reuse {directory}: its {', '.join(differ)} config differs from "
