@@ -15,8 +15,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = ("render clips", "train vae", "frozen models", "prepare features", "train tokenizer", "tokenizer checkpoint",
-         "prepare codes", "measure latent scale", "train lm", "train dit", "base checkpoint", "train control",
-         "final checkpoint")
+         "prepare lm codes", "train lm", "coded checkpoint", "prepare latents", "measure latent scale", "train dit",
+         "base checkpoint", "train control", "final checkpoint")
 
 
 def train_tiny(workdir: Path) -> subprocess.CompletedProcess:
@@ -29,7 +29,8 @@ def train_tiny(workdir: Path) -> subprocess.CompletedProcess:
 def test_quick_run_writes_a_loadable_system_and_resumes(tmp_path):
     first = train_tiny(tmp_path)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    assert list(json.loads((tmp_path / "times.json").read_text())) == list(STEPS)
+    # the pixel and semantic branches run side by side: their steps interleave
+    assert sorted(json.loads((tmp_path / "times.json").read_text())) == sorted(STEPS)
     for stage in ("vae", "tokenizer", "lm", "dit", "control"):
         assert (tmp_path / "plots" / f"{stage}.png").stat().st_size > 0
     scale = json.loads((tmp_path / "scale_factor.json").read_text())["scale_factor"]
@@ -44,3 +45,20 @@ def test_quick_run_writes_a_loadable_system_and_resumes(tmp_path):
     second = train_tiny(tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stdout.count("done already") == len(STEPS)
+
+
+def reuse(directory: Path) -> subprocess.CompletedProcess:
+    code = ("import sys, jax; sys.path.insert(0, 'tools'); from pathlib import Path; import train_tiny as t; "
+            f"r = t.reused_components(Path({str(directory)!r}), t.load_config('tiny_landiff.py')); "
+            "print(sorted(r), sorted({str(a.dtype) for c in r.values() for a in jax.tree.leaves(c)}))")
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_reuse_takes_the_shipped_checkpoint_in_float32_and_refuses_a_non_checkpoint(tmp_path):
+    kept = reuse(REPO / "checkpoints" / "tiny")  # stored in bfloat16
+    assert kept.returncode == 0, kept.stderr[-3000:]
+    assert kept.stdout.strip().splitlines()[-1] == "['lm', 't5_dit', 't5_lm', 'tokenizer', 'vae'] ['float32']"
+    refused = reuse(tmp_path)
+    assert refused.returncode == 1 and refused.stderr.strip().splitlines()[-1] == (
+        f"train_tiny: --reuse: not a converted LanDiff checkpoint (no landiff_config.json): {tmp_path}")
