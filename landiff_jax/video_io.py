@@ -27,6 +27,21 @@ class VideoWriteError(OSError):
     """The encoder failed (disk full, bad size ...) or wrote a file that does not decode."""
 
 
+def ffmpeg_exe() -> str:
+    """The ffmpeg binary imageio-ffmpeg ships; VideoWriteError in one line when there is none. The
+    tools that write mp4 call it before any heavy work, so a missing encoder is not found after
+    the video has been generated."""
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except ImportError:
+        raise VideoWriteError("video files need ffmpeg, from the imageio-ffmpeg package, which is not "
+                              "installed (pip install imageio-ffmpeg)") from None
+    except RuntimeError as e:  # installed without a usable binary
+        raise VideoWriteError(f"imageio-ffmpeg has no usable ffmpeg binary: {e}") from None
+
+
 def to_uint8(frames) -> np.ndarray:
     """[f H W 3] floats in [0, 1] (clipped) or uint8 → uint8; non-finite values are refused."""
     frames = np.asarray(frames)
@@ -77,13 +92,11 @@ class Mp4Stream:
             self.abort()
 
     def _start(self, height: int, width: int) -> None:
-        import imageio_ffmpeg
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = temp_sibling(self.path)
         self.errors = tempfile.TemporaryFile()
         # crf 10 is imageio's quality=8 for libx264 (what the project wrote before)
-        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error",
+        cmd = [ffmpeg_exe(), "-y", "-loglevel", "error",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(self.fps), "-i", "pipe:0",
                "-an", "-c:v", "libx264", "-crf", "10", "-pix_fmt", self.pixelformat, "-f", "mp4", str(self.tmp)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.errors,

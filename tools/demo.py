@@ -16,7 +16,7 @@ import tempfile
 
 from absl import flags
 
-from landiff_jax import cli
+from landiff_jax import cli, video_io
 
 cli.define_model_flags()
 flags.DEFINE_string("host", "127.0.0.1", "address the page is served on (0.0.0.0: every interface)")
@@ -49,6 +49,7 @@ def main(argv):
     except ImportError:
         raise cli.UsageError("the demo needs Gradio: pip install -e '.[demo]'")
     cli.quiet_libraries(FLAGS.verbose)
+    video_io.ffmpeg_exe()  # the demo serves mp4s
     choice = cli.choose_model(FLAGS.checkpoint, FLAGS.config, FLAGS.preset, FLAGS.random_weights)
     from landiff_jax.demo import Demo, build_app
     from landiff_jax.progress import Display

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from landiff_jax import cli
+from landiff_jax import cli, video_io
 from landiff_jax.cli import DEFAULT_CHECKPOINT
 
 ATTRIBUTES = ("background", "colour", "motion", "shape")
@@ -75,6 +75,7 @@ def read_prompts():
 
 
 def check_flags():
+    video_io.ffmpeg_exe()  # the videos are measured after an mp4 round trip
     if FLAGS.seeds < 1 or FLAGS.batch_size < 1 or FLAGS.sheet_samples < 0:
         raise app.UsageError("--seeds and --batch_size must be ≥ 1, --sheet_samples ≥ 0")
     model_only = ("checkpoint", "steps", "dtype")

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from absl import flags
 
-from landiff_jax import cli
+from landiff_jax import cli, video_io
 
 flags.DEFINE_multi_string("prompt", None, "a prompt (repeat for several)")
 flags.DEFINE_string("prompts_file", None, "a text file with one prompt per line")
@@ -206,6 +206,7 @@ def check_arguments():
     choice = cli.choose_model(FLAGS.checkpoint, FLAGS.config, FLAGS.preset, FLAGS.random_weights)
     prompts = read_prompts(choice.checkpoint is None)
     check_output_dir(Path(FLAGS.output_dir))
+    video_io.ffmpeg_exe()  # the encoder exists before anything is generated
     cfg = choice.cfg
     options = GenerateOptions(
         seed=FLAGS.seed, num_frames=FLAGS.num_frames, lm_guidance=FLAGS.lm_guidance, temperature=FLAGS.temperature,

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from absl import flags  # noqa: E402
 
-from landiff_jax import cli  # noqa: E402
+from landiff_jax import cli, video_io  # noqa: E402
 
 STAGES = ("tokenizer", "diffusion", "lm")
 VIDEO_SOURCES = ("videos", "synthetic_videos")
@@ -85,6 +85,7 @@ def check_arguments():
             raise ValueError("--source videos needs --list FILE (and takes no --num_examples: every usable clip)")
         if not Path(FLAGS.list).is_file():
             raise ValueError(f"--list {FLAGS.list}: no such file")
+        video_io.ffmpeg_exe()  # decodes the clips
     elif FLAGS.num_examples is None:
         raise ValueError("--source synthetic_videos needs --num_examples")
     if (FLAGS.checkpoint is None) == (not FLAGS.random_weights):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from absl import flags
 
-from landiff_jax import cli
+from landiff_jax import cli, video_io
 
 cli.define_model_flags("converted checkpoint directory (tools/convert.py, tools/train_tiny.py); its tokenizer must "
                        "hold Theia's weights")
@@ -51,6 +51,7 @@ def check_arguments(argv):
         raise cli.UsageError(f"{video.parent} is not writable (the reconstruction is written beside the video)")
     if FLAGS.caption is not None and not FLAGS.caption.strip():
         raise cli.UsageError("--caption is empty (leave it out for the null text)")
+    video_io.ffmpeg_exe()  # decodes the video and encodes the reconstruction
 
     from landiff_jax.checkpoint import load_config
     from landiff_jax.config import LanDiffConfig
