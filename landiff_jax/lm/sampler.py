@@ -198,14 +198,14 @@ def sample_loop(params, text_hidden, text_mask, micro, rng, options: SampleOptio
         guided, draw, fed = choose(step, logits)
         out = record(out, step, logits, guided, draw, fed)
         logits, caches = step_rows(params, layers, jnp.tile(fed, rows // batch), caches, prefix + step, pads)
-        P.report_step(progress, STAGE, step + 1, steps, interval, anchor=logits[0, 0])
         return caches, logits, out
 
     out = dict(tokens=jnp.zeros((batch, steps), jnp.int32), draws=jnp.zeros((batch, steps), jnp.int32))
     if trace:
         out.update(logits=jnp.zeros((steps, rows, cfg.vocab_size), jnp.float32),
                    guided=jnp.zeros((steps, batch, cfg.vocab_size), jnp.float32))
-    _, logits, out = fori_loop(0, steps - 1, body, (caches, logits, out))
+    _, logits, out = P.fori_loop_reporting(0, steps - 1, body, (caches, logits, out), progress, STAGE, steps, interval,
+                                           anchor=lambda state: state[1][0, 0], fori_loop=fori_loop)
     out = record(out, steps - 1, logits, *choose(steps - 1, logits))
     P.report_step(progress, STAGE, steps, steps, interval, anchor=out["tokens"][0, -1])
 

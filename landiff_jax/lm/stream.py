@@ -64,11 +64,11 @@ def group_loop(params, caches, logits, index, first_step, pads, rng, options: Sa
         _, _, fed = draw(first_step + j, logits, allow[j], forced[j], options, rng, vocab, batch)
         tokens = jax.lax.dynamic_update_index_in_dim(tokens, fed, j, 1)
         logits, caches = decode(params, layers, jnp.tile(fed, rows // batch), caches, index + j, pads)
-        P.report_step(progress, STAGE, first_step + j + 1, total, interval, anchor=logits[0, 0])
         return caches, logits, tokens
 
     tokens = jnp.zeros((batch, forced.shape[0]), jnp.int32)
-    return jax.lax.fori_loop(0, forced.shape[0], body, (caches, logits, tokens))
+    return P.fori_loop_reporting(0, forced.shape[0], body, (caches, logits, tokens), progress, STAGE, total, interval,
+                                 anchor=lambda state: state[1][0, 0], offset=first_step)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "start", "shift"), donate_argnames="caches")

@@ -91,3 +91,16 @@ def test_slide_moves_later_slots_down_with_keys_rotated_back():
     np.testing.assert_allclose(np.asarray(k2)[:, :, start:t - shift, 0::2], rotated.real, atol=1e-5)
     np.testing.assert_allclose(np.asarray(k2)[:, :, start:t - shift, 1::2], rotated.imag, atol=1e-5)
     np.testing.assert_array_equal(np.asarray(v2)[:, :, start:t - shift], v[:, :, start + shift:])
+
+
+def test_progress_reports_across_the_groups_and_changes_nothing(setup):
+    """Reports every 5th step of the whole sequence (the groups start off that grid) and the last."""
+    events = []
+    plain, reported = stream(setup, 7), stream(setup, 7, progress=events.append, progress_every=5)
+    codes = [plain.next_group() for _ in range(plain.groups)]
+    codes_reported = [reported.next_group() for _ in range(reported.groups)]
+    np.testing.assert_array_equal(np.concatenate(codes, 1), np.concatenate(codes_reported, 1))
+    (total,) = {e.total for e in events if e.event == "step"}
+    group = total // reported.groups
+    assert total % 5 != 0 and group % 5 != 0
+    assert sorted(e.step for e in events if e.event == "step") == list(range(5, total, 5)) + [total]
