@@ -13,12 +13,13 @@ Sizes (capacity for the world's 315 captions, trainable in ≤ 30 min on one H20
 - semantic tokenizer (trained): width 128, 3 layers, codebook 256 × 8, I-frame 16 tokens,
   P-frame 8 tokens (I + 2·P = 32 codes per clip), features of 64 channels.
 - LM (trained): hidden 192, 4 layers, 6 heads, MLP 512, the tokenizer's codebook and layout.
-- DiT (trained as a base text → latent model, then a control branch on it): hidden 160,
-  6 layers (control branch: 3), 5 heads, patch 2 → 8×12 patches × 3 frames, 96 text rows.
+- DiT (trained as a base text → latent model, then a control branch on it): hidden 192,
+  6 layers (control branch: 3), 6 heads, patch 2 → 8×12 patches × 3 frames, 96 text rows
+  (hidden 160 drew blurrier shapes: BUILD_NOTES, fourth training).
 - VAE (trained): ch 32, ch_mult (1, 2, 2), 1 res block, 8 latent channels, ×4 space, ×4 time
   (latents 3×16×24). At ×8 (2×2 latents per object) the VAE learned the backgrounds and lost the
   object; at ×4 a 16-pixel object spans 4×4 latents.
-12.7M parameters in all (25 MB in bfloat16).
+14.2M parameters in all (28 MB in bfloat16; the shipped checkpoint is 22 MB on disk).
   `vae.scale_factor` is a placeholder: train_tiny.py measures 1 / std of the training latents
   after the VAE stage and records the measured value in the shipped checkpoint's config.
 - sampler: 20 steps (the released 50 are not needed at this size; the CPU demo stays fast).
@@ -56,7 +57,7 @@ def get_config() -> LanDiffConfig:
     )
     vae = VAEConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=8, scale_factor=1.0)
     dit = DiTConfig(
-        hidden_size=160, num_heads=5, num_layers=6, control_layers=3, time_embed_dim=80,
+        hidden_size=192, num_heads=6, num_layers=6, control_layers=3, time_embed_dim=96,
         text_length=TEXT_LENGTH, text_hidden_size=t5.d_model, patch_size=2,
         in_channels=vae.z_channels, out_channels=vae.z_channels, latent_frames=FRAMES,
         latent_height=HEIGHT // vae.spatial_factor, latent_width=WIDTH // vae.spatial_factor,
