@@ -6,7 +6,7 @@ Margin: 8 samples (fixed prompts and seeds, none tuned on); one sample is 12.5 p
 of 10 points allows one miss of background or colour and two of motion, for the float differences
 of another CPU (XLA's kernels, ffmpeg's codec) flipping a borderline measurement.
 
-Shape is not asserted: the shipped model misses its target (22.9 % on 48 prompts, BUILD_NOTES.md,
+Shape is not asserted: the shipped model misses its target (41.7 % on 48 prompts, BUILD_NOTES.md,
 issue 18 open), and a subset this small cannot tell (8 samples vary by ±15 points). Add "shape"
 to the attributes below with the model that meets it.
 """
