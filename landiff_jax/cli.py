@@ -5,8 +5,8 @@ exit; an unexpected internal error keeps its traceback.
     if __name__ == "__main__":
         cli.run(main)                  # cli.run(main, compiles=True) for a tool that compiles
 
-User errors: `app.UsageError` and `UsageError` (exit 2); a bad checkpoint, config file, dataset,
-video write, files that do not fit the config, an output another process is writing
+User errors: a flag absl cannot parse, `app.UsageError` and `UsageError` (exit 2); a bad checkpoint,
+config file, dataset, video write, files that do not fit the config, an output another process is writing
 (`CheckpointError`, `ConfigError`, `RecordError`, `VideoWriteError`, `ConversionError`,
 `FileExistsError`) and a full disk or a permission refused (exit 1). Ctrl-C / SIGTERM: one line, exit 130 / 143.
 
@@ -109,7 +109,19 @@ def run(main: Callable[[list[str]], int | None], *, compiles: bool = False) -> N
             print(f"{tool}: interrupted", file=sys.stderr)
             return 130
 
-    app.run(guarded)
+    app.run(guarded, flags_parser=lambda argv: parse_flags(tool, argv))
+
+
+def parse_flags(tool: str, argv: list[str]) -> list[str]:
+    """absl's parsing of argv, with a flag it cannot parse (`--steps ten`, an unknown flag or enum
+    value, a missing required flag) as one line and the hint --help, exit 2; absl's own parser
+    prints two lines and exits 1."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        message = " ".join(str(e).split())
+        print(f"{tool}: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
 
 
 SHIPPED_CHECKPOINT_HELP = "converted checkpoint directory (tools/convert.py; default: the shipped checkpoints/tiny)"
