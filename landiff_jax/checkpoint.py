@@ -73,7 +73,8 @@ def storage_output_held():
     storage libraries print while a write runs: orbax's absl log records and the tracebacks its
     worker threads print to stderr when a write fails (disk full: ~150 lines). On success they
     are shown as usual; on failure dropped: the raised exception carries the cause, which the
-    caller reports in one line (or as a traceback if unexpected). --verbose holds nothing."""
+    caller reports in one line (or as a traceback if unexpected). Restores too: orbax warns about
+    a damaged checkpoint before it raises. --verbose holds nothing."""
     from absl import logging
 
     if logging.get_verbosity() >= logging.INFO:
@@ -111,7 +112,8 @@ def write_manifest(path: Path) -> None:
 
 def verify_directory(path: Path, level: str = "cheap", what: str | None = None) -> bool:
     """Check the directory `path` against its manifest (see the module docstring for `level`);
-    raise CheckpointError naming `what` and every bad file. False when there is no manifest."""
+    raise CheckpointError naming `what` and every bad file. False when there is no manifest (a
+    checkpoint written before manifests); a manifest missing beside others' was removed: an error."""
     if level not in VERIFY_LEVELS:
         raise ValueError(f"verify must be one of {VERIFY_LEVELS}, got {level!r}")
     what = what or str(path)
@@ -119,6 +121,10 @@ def verify_directory(path: Path, level: str = "cheap", what: str | None = None) 
     if level == "none":
         return True
     if not manifest.exists():
+        others = sorted(p.name for p in path.parent.glob(f"*{MANIFEST_SUFFIX}"))
+        if others:
+            raise CheckpointError(f"{what} has no checksum manifest ({manifest.name}) while {', '.join(others)} "
+                                  f"exist beside it: it was removed, and the files cannot be checked; {RECONVERT}")
         return False
     try:
         expected = json.loads(manifest.read_text())
@@ -202,19 +208,21 @@ def load_component(directory: str | Path, name: str, abstract: Any = None, verif
         warnings.warn(f"{path}: no checksum manifest (converted by an older landiff-jax); its integrity is not "
                       f"checked", stacklevel=2)
     try:
-        if abstract is None:
-            return jax.tree.map(np.asarray, ocp.PyTreeCheckpointer().restore(path.absolute()))
-        import flax.linen as nn
+        with storage_output_held():  # orbax's warnings about a damaged checkpoint: the error says it
+            if abstract is None:
+                return jax.tree.map(np.asarray, ocp.PyTreeCheckpointer().restore(path.absolute()))
+            import flax.linen as nn
 
-        item = nn.meta.unbox(abstract)
-        if shardings is None:
-            restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
-        else:  # the stored shapes first: orbax's refusal of a mismatch names no key
-            check_restored(name, stored_arrays(path), item)
-            restore_args = jax.tree.map(lambda a, s: ocp.ArrayRestoreArgs(sharding=s, global_shape=a.shape,
-                                                                          dtype=dtype), item, shardings)
-        restored = ocp.PyTreeCheckpointer().restore(
-            path.absolute(), args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True))
+            item = nn.meta.unbox(abstract)
+            if shardings is None:
+                restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+            else:  # the stored shapes first: orbax's refusal of a mismatch names no key
+                check_restored(name, stored_arrays(path), item)
+                restore_args = jax.tree.map(lambda a, s: ocp.ArrayRestoreArgs(sharding=s, global_shape=a.shape,
+                                                                              dtype=dtype), item, shardings)
+            restored = ocp.PyTreeCheckpointer().restore(
+                path.absolute(), args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args,
+                                                             partial_restore=True))
     except (ValueError, KeyError, OSError) as e:  # a missing key, an unreadable or damaged file
         raise CheckpointError(f"component '{name}' cannot be restored from {path}: "
                               f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e

@@ -45,6 +45,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceShardin
 from landiff_jax import checkpoint, diffusion, lm, runtime, text, tokenizer, vae
 from landiff_jax import progress as P
 from landiff_jax.config import LanDiffConfig
+from landiff_jax.convert.io import CheckpointError
 from landiff_jax.diffusion import conditioner, sampler
 from landiff_jax.diffusion.config import SamplerConfig
 from landiff_jax.diffusion.schedule import step_schedule
@@ -345,7 +346,11 @@ class LanDiff:
         level of each component (`checkpoint.load_component`). compile_for: compile the stages of
         that coming `generate` call in a thread while the weights load (`compile`)."""
         cfg = checkpoint.load_config(directory, dtype)
-        check_memory(cfg, mesh, job, lm_placement)
+        try:
+            check_memory(cfg, mesh, job, lm_placement)
+        except ArithmeticError as e:  # a size of 0 where a model divides by it: a damaged config
+            raise CheckpointError(f"{Path(directory) / checkpoint.CONFIG_FILE}: its sizes describe no model "
+                                  f"({e}); {checkpoint.RECONVERT}") from e
         tokenizers = {c: checkpoint.text_tokenizer(directory, c) for c in TEXT_COMPONENTS}
         pipe = cls(cfg, {}, tokenizers, mesh=mesh, dit_attention=dit_attention, lm_placement=lm_placement, job=job)
         stop = threading.Event()  # a failed load stops the compiling after its current stage
