@@ -27,6 +27,7 @@ import io
 import json
 import shutil
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -73,8 +74,10 @@ def storage_output_held():
     storage libraries print while a write runs: orbax's absl log records and the tracebacks its
     worker threads print to stderr when a write fails (disk full: ~150 lines). On success they
     are shown as usual; on failure dropped: the raised exception carries the cause, which the
-    caller reports in one line (or as a traceback if unexpected). Restores too: orbax warns about
-    a damaged checkpoint before it raises. --verbose holds nothing."""
+    caller reports in one line (or as a traceback if unexpected). A failed write's operations still
+    in flight report later (tracebacks of callbacks into orbax's closed event loop): the failure
+    waits until they have been quiet for half a second (at most SETTLE_SECONDS). Restores too:
+    orbax warns about a damaged checkpoint before it raises. --verbose holds nothing."""
     from absl import logging
 
     if logging.get_verbosity() >= logging.INFO:
@@ -90,12 +93,30 @@ def storage_output_held():
     printed = io.StringIO()
     try:
         with contextlib.redirect_stderr(printed):
-            yield
+            try:
+                yield
+            except BaseException:
+                _settle(printed)
+                raise
     finally:
         logger.removeFilter(hold)
     for record in records:  # reached only on success
         logger.handle(record)
     sys.stderr.write(printed.getvalue())
+
+
+SETTLE_SECONDS = 5.0
+
+
+def _settle(printed: io.StringIO) -> None:
+    """Wait until nothing more was printed for 0.5 s (at most SETTLE_SECONDS)."""
+    deadline, size, quiet_since = time.monotonic() + SETTLE_SECONDS, -1, time.monotonic()
+    while time.monotonic() < deadline:
+        if len(printed.getvalue()) != size:
+            size, quiet_since = len(printed.getvalue()), time.monotonic()
+        elif time.monotonic() - quiet_since >= 0.5:
+            return
+        time.sleep(0.1)
 
 
 # ---- integrity ------------------------------------------------------------------------------

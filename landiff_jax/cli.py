@@ -8,7 +8,8 @@ exit; an unexpected internal error keeps its traceback.
 User errors: a flag absl cannot parse, `app.UsageError` and `UsageError` (exit 2); a bad checkpoint,
 config file, dataset, video write, files that do not fit the config, an output another process is writing
 (`CheckpointError`, `ConfigError`, `RecordError`, `VideoWriteError`, `ConversionError`,
-`FileExistsError`) and a full disk or a permission refused (exit 1). Ctrl-C / SIGTERM: one line, exit 130 / 143.
+`FileExistsError`) and a full disk, a file-size limit or a permission refused (exit 1).
+Ctrl-C / SIGTERM: one line, exit 130 / 143.
 
 The model a tool serves (tools/generate.py, tools/demo.py): `choose_model` from the flags
 --checkpoint / --config / --preset / --random_weights, then `load_model`.
@@ -32,7 +33,7 @@ from absl import app, flags, logging
 
 from landiff_jax.files import describe_os_error, exit_on_sigterm
 
-ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
+ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS)
 # the trained tiny system shipped in the repository: the tools' model when no flag names one
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "tiny"
 

@@ -98,6 +98,8 @@ def describe_os_error(e: OSError) -> str:
     where = f" ({e.filename})" if getattr(e, "filename", None) else ""
     if e.errno == errno.ENOSPC:
         return f"no space left on device{where}"
+    if e.errno == errno.EFBIG:
+        return f"file too large for the file system or the file-size limit (ulimit -f){where}"
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"not writable{where}: {e.strerror}"
     return f"{e.strerror or e}{where}"

@@ -284,13 +284,16 @@ def check_free_space(out: Path, needed: int) -> None:
                               f"{free / 2**20:.1f} MiB are free on {existing}")
 
 
-def _disk_full(e: BaseException) -> bool:
-    """ENOSPC anywhere in the exception's chain (tensorstore reports it in its message)."""
+def _write_refused(e: BaseException) -> str | None:
+    """Why the file system refused a write, when anywhere in the exception's chain (tensorstore
+    reports it in its message): the disk is full, or a file exceeds the file-size limit."""
     while e is not None:
         if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(e):
-            return True
+            return "no space left on device"
+        if getattr(e, "errno", None) == errno.EFBIG or "File too large" in str(e):
+            return "a file exceeds the file system's or the process's file-size limit (ulimit -f)"
         e = e.__cause__ or e.__context__
-    return False
+    return None
 
 
 def config_from_original(config: Mapping[str, Any], t5_lm: Mapping[str, Any],
@@ -356,9 +359,10 @@ def _convert_locked(paths: ReleasePaths, out: Path, cfg: LanDiffConfig, verify: 
         tmp.chmod(0o755)
         tmp.rename(out)
     except Exception as e:
-        if _disk_full(e):
+        refused = _write_refused(e)
+        if refused:
             free = shutil.disk_usage(out.parent).free
-            raise CheckpointError(f"no space left on device writing {out} ({free / 2**20:.1f} MiB free); "
+            raise CheckpointError(f"{refused} writing {out} ({free / 2**20:.1f} MiB free); "
                                   f"nothing was written") from None
         if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise CheckpointError(f"cannot write {out}: {describe_os_error(e)}") from None
