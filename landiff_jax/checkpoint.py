@@ -169,12 +169,20 @@ def verify_directory(path: Path, level: str = "cheap", what: str | None = None) 
 
 
 def verify(directory: str | Path, level: str = "cheap", components=COMPONENTS) -> None:
-    """Every component's params and both text tokenizers against their manifests."""
+    """Every component's params and both text tokenizers against their manifests (a component
+    without one, from an older landiff-jax: a warning)."""
     directory = Path(directory)
     for name in components:
-        verify_directory(directory / "params" / name, level, f"component '{name}'")
+        path = directory / "params" / name
+        if path.is_dir() and not verify_directory(path, level, f"component '{name}'"):
+            warn_unchecked(path)
     for sub in TEXT_DIRS.values():
         verify_directory(directory / "text" / sub, level, f"text tokenizer '{sub}'")
+
+
+def warn_unchecked(path: Path) -> None:
+    warnings.warn(f"{path}: no checksum manifest (converted by an older landiff-jax); its integrity is not checked",
+                  stacklevel=3)
 
 
 def write_config(directory: Path, cfg: LanDiffConfig, converted_from: str, checksums: dict | None = None) -> None:
@@ -226,8 +234,7 @@ def load_component(directory: str | Path, name: str, abstract: Any = None, verif
     if not path.exists():
         raise CheckpointError(f"{directory}: missing component '{name}' (no {path})")
     if not verify_directory(path, verify, f"component '{name}'"):
-        warnings.warn(f"{path}: no checksum manifest (converted by an older landiff-jax); its integrity is not "
-                      f"checked", stacklevel=2)
+        warn_unchecked(path)
     try:
         with storage_output_held():  # orbax's warnings about a damaged checkpoint: the error says it
             if abstract is None:
