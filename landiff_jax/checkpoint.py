@@ -245,7 +245,7 @@ def load_component(directory: str | Path, name: str, abstract: Any = None, verif
             if shardings is None:
                 restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
             else:  # the stored shapes first: orbax's refusal of a mismatch names no key
-                check_restored(name, stored_arrays(path), item)
+                check_stored(directory, name, item)
                 restore_args = jax.tree.map(lambda a, s: ocp.ArrayRestoreArgs(sharding=s, global_shape=a.shape,
                                                                               dtype=dtype), item, shardings)
             restored = ocp.PyTreeCheckpointer().restore(
@@ -256,6 +256,23 @@ def load_component(directory: str | Path, name: str, abstract: Any = None, verif
                               f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
     check_restored(name, restored, item)
     return restored
+
+
+def check_stored(directory: str | Path, name: str, abstract) -> None:
+    """A component's stored shapes and dtypes (its metadata, no data read) against `abstract`
+    (e.g. before compiling starts: a mismatch is found in a second)."""
+    import flax.linen as nn
+
+    path = Path(directory) / "params" / name
+    if not path.exists():
+        raise CheckpointError(f"{directory}: missing component '{name}' (no {path})")
+    try:
+        with storage_output_held():
+            stored = stored_arrays(path)
+    except (ValueError, KeyError, OSError) as e:
+        raise CheckpointError(f"component '{name}' cannot be read from {path}: "
+                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+    check_restored(name, stored, nn.meta.unbox(abstract))
 
 
 def stored_arrays(path: Path):

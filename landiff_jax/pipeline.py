@@ -353,13 +353,16 @@ class LanDiff:
                                   f"({e}); {checkpoint.RECONVERT}") from e
         tokenizers = {c: checkpoint.text_tokenizer(directory, c) for c in TEXT_COMPONENTS}
         pipe = cls(cfg, {}, tokenizers, mesh=mesh, dit_attention=dit_attention, lm_placement=lm_placement, job=job)
+        trees = abstract_params(pipe.cfg, job)
+        for name, tree in trees.items():  # metadata only, before compiling starts: a mismatch is found at once
+            checkpoint.check_stored(directory, name, tree)
         stop = threading.Event()  # a failed load stops the compiling after its current stage
         compiling = threading.Thread(target=pipe._compile_or_warn, args=(compile_for, stop))
         if compile_for is not None:
             compiling.start()
         start = time.perf_counter()
         try:
-            for name, tree in abstract_params(pipe.cfg, job).items():
+            for name, tree in trees.items():
                 dtype_ = COMPONENTS[name].config(pipe.cfg).param_dtype
                 pipe.place(name, checkpoint.load_component(directory, name, tree, verify=verify,
                                                            shardings=pipe.shardings[name], dtype=dtype_))

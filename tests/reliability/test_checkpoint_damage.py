@@ -91,3 +91,20 @@ def test_damage_is_found_before_loading_and_compiling(ckpt, capsys):
     with pytest.raises(CheckpointError, match="component 'lm' is corrupted"):
         cli.load_model(cli.choose_model(str(ckpt)), "float32", compile_for=object())  # (never reached)
     assert "loading" not in capsys.readouterr().out
+
+
+def test_stored_shapes_are_checked_before_compiling_starts(ckpt, monkeypatch):
+    """A config that disagrees with the stored arrays was reported after the compiles beside the
+    restores (60 s on 2 busy cores); the stored metadata is checked first."""
+    from landiff_jax.pipeline import CompileFor, LanDiff
+
+    config = ckpt / checkpoint.CONFIG_FILE
+    record = json.loads(config.read_text())
+    record["config"]["lm"]["num_layers"] += 1
+    config.write_text(json.dumps(record))
+    compiled = []
+    monkeypatch.setattr(LanDiff, "_compile_or_warn", lambda self, *args: compiled.append(args))
+    with pytest.raises(CheckpointError, match=r"component 'lm' does not match the checkpoint's config: .* has shape "
+                                              r"\(4, .*the config gives \(5, "):
+        LanDiff.from_checkpoint(ckpt, compile_for=CompileFor(["a fox"]))
+    assert compiled == []
