@@ -267,12 +267,11 @@ def check_stored(directory: str | Path, name: str, abstract) -> None:
     if not path.exists():
         raise CheckpointError(f"{directory}: missing component '{name}' (no {path})")
     try:
-        with storage_output_held():
-            stored = stored_arrays(path)
+        with storage_output_held():  # orbax's warnings about damaged metadata: the error says it
+            check_restored(name, stored_arrays(path), nn.meta.unbox(abstract))
     except (ValueError, KeyError, OSError) as e:
         raise CheckpointError(f"component '{name}' cannot be read from {path}: "
                               f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
-    check_restored(name, stored, nn.meta.unbox(abstract))
 
 
 def stored_arrays(path: Path):

@@ -46,6 +46,8 @@ def test_orbax_warnings_about_a_damaged_component_stay_behind_the_error(ckpt, ca
         abstract = vae.abstract_params(checkpoint.load_config(ckpt).vae, decode_only=True)
         with pytest.raises(CheckpointError, match="component 'vae' cannot be restored"):
             checkpoint.load_component(ckpt, "vae", abstract)
+        with pytest.raises(CheckpointError, match="component 'vae'"):  # its metadata alone, before compiling
+            checkpoint.check_stored(ckpt, "vae", abstract)
     finally:
         logging.set_verbosity(before)
     assert capfd.readouterr().err == "" and not caplog.records
