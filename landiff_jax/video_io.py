@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -127,7 +128,12 @@ class Mp4Stream:
         if status != 0:
             self.errors.seek(0)
             lines = self.errors.read().decode(errors="replace").strip().splitlines()
-            raise VideoWriteError(f"ffmpeg failed writing {self.tmp.name} (exit {status}): "
+            if status < 0:  # a signal: SIGXFSZ is the file-size limit's
+                why = f"killed by {signal.Signals(-status).name}" + (
+                    ": the file exceeds the file-size limit (ulimit -f)" if -status == signal.SIGXFSZ else "")
+            else:
+                why = f"exit {status}"
+            raise VideoWriteError(f"ffmpeg failed writing {self.tmp.name} ({why}): "
                                   f"{lines[-1] if lines else 'no message'}")
 
     def finish(self) -> Path:
