@@ -45,10 +45,9 @@ from typing import Callable
 import numpy as np
 from absl import flags
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run as a script: the package and tools/ of this checkout
+from landiff_jax import cli
 
-from landiff_jax import cli  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 flags.DEFINE_string("out", None, "working directory of the sweep (inputs, outputs, logs); emptied first", required=True)
 flags.DEFINE_string("only", None, "run only the cases whose '<category>/<name>' matches this regular expression")
