@@ -27,6 +27,7 @@ import io
 import json
 import shutil
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,10 @@ def storage_output_held():
     storage libraries print while a write runs: orbax's absl log records and the tracebacks its
     worker threads print to stderr when a write fails (disk full: ~150 lines). On success they
     are shown as usual; on failure dropped: the raised exception carries the cause, which the
-    caller reports in one line (or as a traceback if unexpected). --verbose holds nothing."""
+    caller reports in one line (or as a traceback if unexpected). A failed write's operations still
+    in flight report later (tracebacks of callbacks into orbax's closed event loop): the failure
+    waits until they have been quiet for half a second (at most SETTLE_SECONDS). Restores too:
+    orbax warns about a damaged checkpoint before it raises. --verbose holds nothing."""
     from absl import logging
 
     if logging.get_verbosity() >= logging.INFO:
@@ -89,12 +93,30 @@ def storage_output_held():
     printed = io.StringIO()
     try:
         with contextlib.redirect_stderr(printed):
-            yield
+            try:
+                yield
+            except BaseException:
+                _settle(printed)
+                raise
     finally:
         logger.removeFilter(hold)
     for record in records:  # reached only on success
         logger.handle(record)
     sys.stderr.write(printed.getvalue())
+
+
+SETTLE_SECONDS = 5.0
+
+
+def _settle(printed: io.StringIO) -> None:
+    """Wait until nothing more was printed for 0.5 s (at most SETTLE_SECONDS)."""
+    deadline, size, quiet_since = time.monotonic() + SETTLE_SECONDS, -1, time.monotonic()
+    while time.monotonic() < deadline:
+        if len(printed.getvalue()) != size:
+            size, quiet_since = len(printed.getvalue()), time.monotonic()
+        elif time.monotonic() - quiet_since >= 0.5:
+            return
+        time.sleep(0.1)
 
 
 # ---- integrity ------------------------------------------------------------------------------
@@ -111,7 +133,8 @@ def write_manifest(path: Path) -> None:
 
 def verify_directory(path: Path, level: str = "cheap", what: str | None = None) -> bool:
     """Check the directory `path` against its manifest (see the module docstring for `level`);
-    raise CheckpointError naming `what` and every bad file. False when there is no manifest."""
+    raise CheckpointError naming `what` and every bad file. False when there is no manifest (a
+    checkpoint written before manifests); a manifest missing beside others' was removed: an error."""
     if level not in VERIFY_LEVELS:
         raise ValueError(f"verify must be one of {VERIFY_LEVELS}, got {level!r}")
     what = what or str(path)
@@ -119,6 +142,10 @@ def verify_directory(path: Path, level: str = "cheap", what: str | None = None) 
     if level == "none":
         return True
     if not manifest.exists():
+        others = sorted(p.name for p in path.parent.glob(f"*{MANIFEST_SUFFIX}"))
+        if others:
+            raise CheckpointError(f"{what} has no checksum manifest ({manifest.name}) while {', '.join(others)} "
+                                  f"exist beside it: it was removed, and the files cannot be checked; {RECONVERT}")
         return False
     try:
         expected = json.loads(manifest.read_text())
@@ -142,12 +169,20 @@ def verify_directory(path: Path, level: str = "cheap", what: str | None = None) 
 
 
 def verify(directory: str | Path, level: str = "cheap", components=COMPONENTS) -> None:
-    """Every component's params and both text tokenizers against their manifests."""
+    """Every component's params and both text tokenizers against their manifests (a component
+    without one, from an older landiff-jax: a warning)."""
     directory = Path(directory)
     for name in components:
-        verify_directory(directory / "params" / name, level, f"component '{name}'")
+        path = directory / "params" / name
+        if path.is_dir() and not verify_directory(path, level, f"component '{name}'"):
+            warn_unchecked(path)
     for sub in TEXT_DIRS.values():
         verify_directory(directory / "text" / sub, level, f"text tokenizer '{sub}'")
+
+
+def warn_unchecked(path: Path) -> None:
+    warnings.warn(f"{path}: no checksum manifest (converted by an older landiff-jax); its integrity is not checked",
+                  stacklevel=3)
 
 
 def write_config(directory: Path, cfg: LanDiffConfig, converted_from: str, checksums: dict | None = None) -> None:
@@ -199,27 +234,44 @@ def load_component(directory: str | Path, name: str, abstract: Any = None, verif
     if not path.exists():
         raise CheckpointError(f"{directory}: missing component '{name}' (no {path})")
     if not verify_directory(path, verify, f"component '{name}'"):
-        warnings.warn(f"{path}: no checksum manifest (converted by an older landiff-jax); its integrity is not "
-                      f"checked", stacklevel=2)
+        warn_unchecked(path)
     try:
-        if abstract is None:
-            return jax.tree.map(np.asarray, ocp.PyTreeCheckpointer().restore(path.absolute()))
-        import flax.linen as nn
+        with storage_output_held():  # orbax's warnings about a damaged checkpoint: the error says it
+            if abstract is None:
+                return jax.tree.map(np.asarray, ocp.PyTreeCheckpointer().restore(path.absolute()))
+            import flax.linen as nn
 
-        item = nn.meta.unbox(abstract)
-        if shardings is None:
-            restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
-        else:  # the stored shapes first: orbax's refusal of a mismatch names no key
-            check_restored(name, stored_arrays(path), item)
-            restore_args = jax.tree.map(lambda a, s: ocp.ArrayRestoreArgs(sharding=s, global_shape=a.shape,
-                                                                          dtype=dtype), item, shardings)
-        restored = ocp.PyTreeCheckpointer().restore(
-            path.absolute(), args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True))
+            item = nn.meta.unbox(abstract)
+            if shardings is None:
+                restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+            else:  # the stored shapes first: orbax's refusal of a mismatch names no key
+                check_stored(directory, name, item)
+                restore_args = jax.tree.map(lambda a, s: ocp.ArrayRestoreArgs(sharding=s, global_shape=a.shape,
+                                                                              dtype=dtype), item, shardings)
+            restored = ocp.PyTreeCheckpointer().restore(
+                path.absolute(), args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args,
+                                                             partial_restore=True))
     except (ValueError, KeyError, OSError) as e:  # a missing key, an unreadable or damaged file
         raise CheckpointError(f"component '{name}' cannot be restored from {path}: "
                               f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
     check_restored(name, restored, item)
     return restored
+
+
+def check_stored(directory: str | Path, name: str, abstract) -> None:
+    """A component's stored shapes and dtypes (its metadata, no data read) against `abstract`
+    (e.g. before compiling starts: a mismatch is found in a second)."""
+    import flax.linen as nn
+
+    path = Path(directory) / "params" / name
+    if not path.exists():
+        raise CheckpointError(f"{directory}: missing component '{name}' (no {path})")
+    try:
+        with storage_output_held():  # orbax's warnings about damaged metadata: the error says it
+            check_restored(name, stored_arrays(path), nn.meta.unbox(abstract))
+    except (ValueError, KeyError, OSError) as e:
+        raise CheckpointError(f"component '{name}' cannot be read from {path}: "
+                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
 
 
 def stored_arrays(path: Path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import types
 import typing
 from typing import Any, Mapping
@@ -224,14 +225,41 @@ def _build(cls, data, path: str):
 
 
 def _value(hint, value, path: str, name: str):
+    """A field's value from its plain form, checked against the field's type (a stored config may
+    be damaged: each problem names the field)."""
     if name in ("dtype", "param_dtype"):
-        return jnp.dtype(value)
-    if value is None:
-        return None
+        try:
+            dtype = jnp.dtype(value)
+        except TypeError:
+            dtype = None
+        if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+            raise ValueError(f"LanDiff config: '{path}' must name a floating-point dtype, got {value!r}")
+        return dtype
     union = typing.get_origin(hint) in (typing.Union, types.UnionType)
-    for option in typing.get_args(hint) if union else (hint,):
+    options = typing.get_args(hint) if union else (hint,)
+    if value is None:
+        if type(None) not in options:
+            raise ValueError(f"LanDiff config: '{path}' must not be null")
+        return None
+    for option in options:
         if dataclasses.is_dataclass(option):
             return _build(option, value, path)
         if typing.get_origin(option) is tuple:
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(f"LanDiff config: '{path}' must be a list, got {value!r}")
             return tuple(tuple(v) if isinstance(v, list) else v for v in value)
-    return value
+    kinds = {int: "a whole number >= 0", float: "a finite number", str: "a string", bool: "true or false"}
+    expected = [o for o in options if o in kinds]
+    if expected and not any(_is(o, value) for o in expected):
+        raise ValueError(f"LanDiff config: '{path}' must be {' or '.join(kinds[o] for o in expected)}, got {value!r}")
+    return float(value) if float in expected and not isinstance(value, bool) and isinstance(value, int) else value
+
+
+def _is(kind, value) -> bool:
+    if kind is bool or isinstance(value, bool):
+        return kind is bool and isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and value >= 0
+    if kind is float:
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, kind)

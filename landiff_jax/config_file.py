@@ -1,7 +1,9 @@
 """Experiment files: `configs/<name>.py` defines `get_config()` returning a (frozen) dataclass,
 and command-line `key=value` overrides replace fields, dotted for nested dataclasses
 (`optimizer.learning_rate=3e-4`, `lm.layers=4`). Values are Python literals (`ast.literal_eval`);
-a bare word that is not a literal is taken as a string (`data.path=/tmp/shards`).
+a bare word that is not a literal is taken as a string (`data.path=/tmp/shards`). A value must fit
+the kind of the field's current one (a whole number for an int, a number for a float, true or
+false for a bool; a string field takes the text as written).
 """
 
 from __future__ import annotations
@@ -48,8 +50,26 @@ def apply_overrides(config: Any, overrides: Sequence[str], source: str = "config
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not of the form key=value")
-        config = _replace(config, key.split("."), parse_value(value), key, source)
+        config = _replace(config, key.split("."), value, key, source)
     return config
+
+
+KINDS = {bool: "True or False", int: "a whole number", float: "a number", str: "a string"}
+
+
+def _typed(old: Any, text: str, key: str) -> Any:
+    """The override's text as a value of the kind of the field's current value `old`."""
+    value = parse_value(text)
+    kind = next((k for k in KINDS if isinstance(old, k)), None)  # (bool before int: True is an int)
+    if kind is None or value is None:
+        return value
+    if kind is str:
+        return value if isinstance(value, str) else text
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise ConfigError(f"override {key!r}: expected {KINDS[kind]} (as {old!r}), got {text!r}")
+    return value
 
 
 def _replace(node: Any, parts: list[str], value: Any, key: str, source: str) -> Any:
@@ -62,6 +82,8 @@ def _replace(node: Any, parts: list[str], value: Any, key: str, source: str) -> 
                           f"(fields of {type(node).__name__}: {', '.join(sorted(names))})")
     if len(parts) > 1:
         value = _replace(getattr(node, head), parts[1:], value, key, source)
+    else:
+        value = _typed(getattr(node, head), value, key)
     try:
         return dataclasses.replace(node, **{head: value})
     except (TypeError, ValueError) as e:  # a config's own validation (__post_init__)

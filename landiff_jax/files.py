@@ -9,6 +9,7 @@ later run can find (and remove) what a SIGKILL left behind, and tell a live writ
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -16,6 +17,7 @@ import re
 import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -96,6 +98,8 @@ def describe_os_error(e: OSError) -> str:
     where = f" ({e.filename})" if getattr(e, "filename", None) else ""
     if e.errno == errno.ENOSPC:
         return f"no space left on device{where}"
+    if e.errno == errno.EFBIG:
+        return f"file too large for the file system or the file-size limit (ulimit -f){where}"
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"not writable{where}: {e.strerror}"
     return f"{e.strerror or e}{where}"
@@ -109,6 +113,31 @@ def exit_on_sigterm() -> None:
         sys.exit(128 + signum)
 
     signal.signal(signal.SIGTERM, handler)
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """SIGINT and SIGTERM that arrive inside the block act when it ends, so that a step such as
+    "start a child process and keep its handle" is never cut in two: a signal inside
+    `subprocess.Popen` would leave the child running, unknown to the code that stops it. Only in
+    the main thread (Python runs signal handlers there; elsewhere the block is a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in (signal.SIGINT,
+                                                                                          signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if pending:  # as the handler in place before the block would have acted
+            handler = previous[pending[0]]
+            if callable(handler):
+                handler(pending[0], None)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), pending[0])
 
 
 class Lock:

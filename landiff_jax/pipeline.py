@@ -45,7 +45,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceShardin
 from landiff_jax import checkpoint, diffusion, lm, runtime, text, tokenizer, vae
 from landiff_jax import progress as P
 from landiff_jax.config import LanDiffConfig
+from landiff_jax.convert.io import CheckpointError
 from landiff_jax.diffusion import conditioner, sampler
+from landiff_jax.diffusion.config import SamplerConfig
+from landiff_jax.diffusion.schedule import step_schedule
 from landiff_jax.nn.init import random_params
 from landiff_jax.parallel import param_shardings
 from landiff_jax.video_io import to_uint8
@@ -207,14 +210,46 @@ def check_options(cfg: LanDiffConfig, options: GenerateOptions) -> int:
     for name, value in numbers.items():
         if value is not None and not np.isfinite(value):
             raise ValueError(f"{name} must be a finite number, got {value}")
+    for name in ("lm_guidance", "dit_guidance"):  # 0 turns guidance off
+        if numbers[name] is not None and numbers[name] < 0:
+            raise ValueError(f"{name} must be >= 0 (0: no guidance), got {numbers[name]:g}")
     if not SEED_RANGE[0] <= options.seed <= SEED_RANGE[1]:
         raise ValueError(f"seed must be in [{SEED_RANGE[0]}, {SEED_RANGE[1]}], got {options.seed}")
-    if options.steps is not None and options.steps < 1:
-        raise ValueError(f"steps must be >= 1, got {options.steps}")
     if options.lm_window is not None and options.lm_window < 1:
         raise ValueError(f"lm_window must be >= 1 (LM groups), got {options.lm_window}")
+    if options.top_k is not None and options.top_k > cfg.lm.vocab_size:
+        raise ValueError(f"top_k must be <= {cfg.lm.vocab_size} (the LM's vocabulary), got {options.top_k}")
     lm_options(options)
+    check_sampler(sampler_config(cfg, options))
     return cfg.latent_frames(options.num_frames, streaming=True)
+
+
+def sampler_config(cfg: LanDiffConfig, options: GenerateOptions) -> SamplerConfig:
+    """The config's sampler with the options' steps and dynamic CFG (those not None)."""
+    replace = {k: v for k, v in dict(num_steps=options.steps, cfg_num_steps=options.steps,
+                                     cfg_scale=options.dit_guidance, cfg_exp=options.dit_guidance_exp).items()
+               if v is not None}
+    return dataclasses.replace(cfg.sampler, **replace)
+
+
+def check_sampler(s: SamplerConfig) -> None:
+    """The sampler's schedule can be computed and is finite in float32, named by generate's options:
+    one step has no zero-SNR schedule (its rescale divides by zero), and the dynamic CFG raises a
+    negative step fraction to the exponent (a fraction gives a complex number, a large one overflows)."""
+    if not 2 <= s.num_steps < s.num_timesteps:
+        raise ValueError(f"steps must be in [2, {s.num_timesteps - 1}], got {s.num_steps}")
+    if s.cfg_exp != int(s.cfg_exp):
+        raise ValueError(f"dit_guidance_exp must be a whole number (the dynamic CFG raises a negative step fraction "
+                         f"to it), got {s.cfg_exp:g}")
+    try:
+        scales = step_schedule(s).cfg_scale
+    except (OverflowError, ZeroDivisionError):
+        raise ValueError(f"dit_guidance_exp {s.cfg_exp:g} makes the dynamic CFG scale overflow over {s.num_steps} "
+                         f"steps; use a smaller one") from None
+    with np.errstate(over="ignore"):
+        if not np.isfinite(scales.astype(np.float32)).all():
+            raise ValueError(f"dit_guidance {s.cfg_scale:g} with dit_guidance_exp {s.cfg_exp:g} gives a guidance "
+                             f"scale beyond float32; use a smaller one")
 
 
 def lm_options(options: GenerateOptions) -> lm.SampleOptions:
@@ -311,16 +346,23 @@ class LanDiff:
         level of each component (`checkpoint.load_component`). compile_for: compile the stages of
         that coming `generate` call in a thread while the weights load (`compile`)."""
         cfg = checkpoint.load_config(directory, dtype)
-        check_memory(cfg, mesh, job, lm_placement)
+        try:
+            check_memory(cfg, mesh, job, lm_placement)
+        except ArithmeticError as e:  # a size of 0 where a model divides by it: a damaged config
+            raise CheckpointError(f"{Path(directory) / checkpoint.CONFIG_FILE}: its sizes describe no model "
+                                  f"({e}); {checkpoint.RECONVERT}") from e
         tokenizers = {c: checkpoint.text_tokenizer(directory, c) for c in TEXT_COMPONENTS}
         pipe = cls(cfg, {}, tokenizers, mesh=mesh, dit_attention=dit_attention, lm_placement=lm_placement, job=job)
+        trees = abstract_params(pipe.cfg, job)
+        for name, tree in trees.items():  # metadata only, before compiling starts: a mismatch is found at once
+            checkpoint.check_stored(directory, name, tree)
         stop = threading.Event()  # a failed load stops the compiling after its current stage
         compiling = threading.Thread(target=pipe._compile_or_warn, args=(compile_for, stop))
         if compile_for is not None:
             compiling.start()
         start = time.perf_counter()
         try:
-            for name, tree in abstract_params(pipe.cfg, job).items():
+            for name, tree in trees.items():
                 dtype_ = COMPONENTS[name].config(pipe.cfg).param_dtype
                 pipe.place(name, checkpoint.load_component(directory, name, tree, verify=verify,
                                                            shardings=pipe.shardings[name], dtype=dtype_))
@@ -460,11 +502,7 @@ class LanDiff:
                                             jnp.asarray(codes), latent_frames, collect=collect)
 
     def sampler_config(self, options: GenerateOptions):
-        s = self.cfg.sampler
-        replace = {k: v for k, v in dict(num_steps=options.steps, cfg_num_steps=options.steps,
-                                         cfg_scale=options.dit_guidance, cfg_exp=options.dit_guidance_exp).items()
-                   if v is not None}
-        return dataclasses.replace(s, **replace)
+        return sampler_config(self.cfg, options)
 
     def sample_latents(self, context, uncond_context, feature, options: GenerateOptions, *, key=None,
                        prefix=None, prefix_frames=None, init_noise=None, step_noise=None, trajectory: bool = False,

@@ -74,21 +74,27 @@ class ReleasePaths:
     def t5_v1_1(self) -> Path:
         return self.root / "CogVideoX-2b-sat" / "t5-v1_1-xxl"
 
-    def missing_files(self) -> list[Path]:
-        """Every required file that is absent (all of them, not just the first)."""
+    def release_files(self) -> list[Path]:
+        """Every file of the released tree that the conversion reads."""
         required = [self.llm, self.tokenizer, self.vae]
         for sat_dir in (self.diffusion, self.base_dit):
             required.append(sat_dir / "latest")
             latest = sat_dir / "latest"
             if latest.exists():
                 required.append(sat_dir / latest.read_text().strip() / "mp_rank_00_model_states.pt")
-        for hf_dir in (self.t5_v1_1, self.flan_t5):
-            required += [hf_dir / name for name in HF_T5_FILES]
-            required += safetensors_files(hf_dir)
-        return [p for p in required if not p.exists()]
+        return required + hf_t5_files(self.t5_v1_1)
+
+    def missing_files(self) -> list[Path]:
+        """Every required file that is absent (all of them, not just the first)."""
+        return [p for p in self.release_files() + hf_t5_files(self.flan_t5) if not p.exists()]
 
     def safetensors_files(self) -> list[Path]:
         return [self.llm, self.tokenizer, *safetensors_files(self.t5_v1_1), *safetensors_files(self.flan_t5)]
+
+
+def hf_t5_files(hf_dir: Path) -> list[Path]:
+    """The files of a Hugging Face T5 directory that the conversion reads."""
+    return [hf_dir / name for name in HF_T5_FILES] + safetensors_files(hf_dir)
 
 
 def safetensors_files(hf_dir: Path) -> list[Path]:
@@ -124,7 +130,12 @@ def check_safetensors_size(path: Path) -> str | None:
 def read_checksums(path: Path) -> dict[str, str]:
     """`<md5>  ./<relative path>` lines -> {relative path: md5}."""
     sums = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{path}: not a checksum list ('<md5>  <path>' lines of text): {e.reason} at byte "
+                              f"{e.start}") from None
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split(maxsplit=1)
@@ -135,8 +146,9 @@ def read_checksums(path: Path) -> dict[str, str]:
 
 
 def verify_checksums(root: Path, checksum_file: Path | None = None, progress: Callable[[str], None] = print,
-                     label: str = "release") -> tuple[Path, list[str]]:
-    """Check every file the checksum list names; raise naming each missing or corrupted file.
+                     label: str = "release", required: list[Path] = ()) -> tuple[Path, list[str]]:
+    """Check every file the checksum list names; raise naming each missing or corrupted file, and
+    each of the `required` files (those the conversion reads) that the list does not name.
 
     Returns the checksum file used (`checksum_file`, else the tree's own `CHECKSUM.md5`, else the
     published sums shipped with the package) and, when that is not the published list, the files
@@ -148,6 +160,11 @@ def verify_checksums(root: Path, checksum_file: Path | None = None, progress: Ca
     if not checksum_file.is_file():
         raise CheckpointError(f"checksum list not found: {checksum_file}")
     sums = read_checksums(checksum_file)
+    unnamed = [str(p.relative_to(root)) for p in required if str(p.relative_to(root)) not in sums]
+    if unnamed:
+        raise CheckpointError(f"the checksum list {checksum_file} does not name {len(unnamed)} file(s) the "
+                              f"conversion reads, so they cannot be verified: {', '.join(unnamed[:4])}"
+                              + (", ..." if len(unnamed) > 4 else "") + " (give a complete list, or --noverify)")
     differing = []
     if label == "release" and checksum_file.resolve() != PUBLISHED_CHECKSUMS.resolve():
         published = read_checksums(PUBLISHED_CHECKSUMS)
@@ -267,13 +284,16 @@ def check_free_space(out: Path, needed: int) -> None:
                               f"{free / 2**20:.1f} MiB are free on {existing}")
 
 
-def _disk_full(e: BaseException) -> bool:
-    """ENOSPC anywhere in the exception's chain (tensorstore reports it in its message)."""
+def _write_refused(e: BaseException) -> str | None:
+    """Why the file system refused a write, when anywhere in the exception's chain (tensorstore
+    reports it in its message): the disk is full, or a file exceeds the file-size limit."""
     while e is not None:
         if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(e):
-            return True
+            return "no space left on device"
+        if getattr(e, "errno", None) == errno.EFBIG or "File too large" in str(e):
+            return "a file exceeds the file system's or the process's file-size limit (ulimit -f)"
         e = e.__cause__ or e.__context__
-    return False
+    return None
 
 
 def config_from_original(config: Mapping[str, Any], t5_lm: Mapping[str, Any],
@@ -308,11 +328,13 @@ def _convert_locked(paths: ReleasePaths, out: Path, cfg: LanDiffConfig, verify: 
     record: dict[str, Any] = {"verified": False}
     if verify:
         progress(f"verifying md5 sums of {paths.root}")
-        used, differing = verify_checksums(paths.root, checksum_file, progress)
+        used, differing = verify_checksums(paths.root, checksum_file, progress,
+                                           required=paths.release_files())
         progress(f"  all files match {used}")
         record = {"verified": True, "list": str(used), "differs_from_published": differing}
         if flan_t5_checksums is not None:
-            used_t5, _ = verify_checksums(paths.flan_t5, flan_t5_checksums, progress, label="Flan-T5")
+            used_t5, _ = verify_checksums(paths.flan_t5, flan_t5_checksums, progress, label="Flan-T5",
+                                          required=safetensors_files(paths.flan_t5))  # at least its weights
             progress(f"  Flan-T5 files match {used_t5}")
             record["flan_t5_list"] = str(used_t5)
         sizes = [p for p in map(check_safetensors_size, paths.safetensors_files()) if p]
@@ -337,9 +359,10 @@ def _convert_locked(paths: ReleasePaths, out: Path, cfg: LanDiffConfig, verify: 
         tmp.chmod(0o755)
         tmp.rename(out)
     except Exception as e:
-        if _disk_full(e):
+        refused = _write_refused(e)
+        if refused:
             free = shutil.disk_usage(out.parent).free
-            raise CheckpointError(f"no space left on device writing {out} ({free / 2**20:.1f} MiB free); "
+            raise CheckpointError(f"{refused} writing {out} ({free / 2**20:.1f} MiB free); "
                                   f"nothing was written") from None
         if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise CheckpointError(f"cannot write {out}: {describe_os_error(e)}") from None

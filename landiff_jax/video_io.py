@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from landiff_jax.files import commit, temp_sibling, write_bytes  # noqa: F401  (write_bytes: re-exported)
+from landiff_jax.files import commit, signals_deferred, temp_sibling, write_bytes  # noqa: F401  (write_bytes: re-exported)
 
 
 class VideoWriteError(OSError):
@@ -93,14 +94,15 @@ class Mp4Stream:
 
     def _start(self, height: int, width: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = temp_sibling(self.path)
         self.errors = tempfile.TemporaryFile()
-        # crf 10 is imageio's quality=8 for libx264 (what the project wrote before)
-        cmd = [ffmpeg_exe(), "-y", "-loglevel", "error",
-               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(self.fps), "-i", "pipe:0",
-               "-an", "-c:v", "libx264", "-crf", "10", "-pix_fmt", self.pixelformat, "-f", "mp4", str(self.tmp)]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.errors,
-                                     close_fds=True, process_group=0)
+        with signals_deferred():  # the temporary and ffmpeg exist only once `abort` knows them
+            self.tmp = temp_sibling(self.path)
+            # crf 10 is imageio's quality=8 for libx264 (what the project wrote before)
+            cmd = [ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+                   "-s", f"{width}x{height}", "-r", str(self.fps), "-i", "pipe:0",
+                   "-an", "-c:v", "libx264", "-crf", "10", "-pix_fmt", self.pixelformat, "-f", "mp4", str(self.tmp)]
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.errors,
+                                         close_fds=True, process_group=0)
 
     def write(self, frames) -> None:
         """Append frames [f H W 3] (uint8, or floats in [0, 1]); every call the same H and W."""
@@ -126,7 +128,12 @@ class Mp4Stream:
         if status != 0:
             self.errors.seek(0)
             lines = self.errors.read().decode(errors="replace").strip().splitlines()
-            raise VideoWriteError(f"ffmpeg failed writing {self.tmp.name} (exit {status}): "
+            if status < 0:  # a signal: SIGXFSZ is the file-size limit's
+                why = f"killed by {signal.Signals(-status).name}" + (
+                    ": the file exceeds the file-size limit (ulimit -f)" if -status == signal.SIGXFSZ else "")
+            else:
+                why = f"exit {status}"
+            raise VideoWriteError(f"ffmpeg failed writing {self.tmp.name} ({why}): "
                                   f"{lines[-1] if lines else 'no message'}")
 
     def finish(self) -> Path:

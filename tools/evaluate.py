@@ -55,8 +55,12 @@ def read_prompts():
         path = Path(FLAGS.prompts_file)
         if not path.is_file():
             raise app.UsageError(f"prompts file not found: {path}")
+        try:
+            lines = path.read_bytes().decode("utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise app.UsageError(f"prompts file {path} is not UTF-8 text ({e.reason} at byte {e.start})")
         prompts = []
-        for number, line in enumerate(path.read_text().splitlines(), 1):
+        for number, line in enumerate(lines, 1):
             if line.strip():
                 try:
                     prompts.append((line.strip(), parse_caption(line)))
@@ -92,18 +96,21 @@ def check_flags():
             raise app.UsageError(str(e))
 
 
-def load_model():
-    """The pipeline of --checkpoint (default: the shipped tiny checkpoint), checked before loading."""
+def load_model(prompts):
+    """The pipeline of --checkpoint (default: the shipped tiny checkpoint) for `prompts`, checked before loading."""
     directory = Path(FLAGS.checkpoint) if FLAGS.checkpoint else DEFAULT_CHECKPOINT
     if not directory.is_dir():
         hint = "" if FLAGS.checkpoint else " (the shipped tiny checkpoint is not in this checkout; give --checkpoint DIR)"
         raise app.UsageError(f"checkpoint directory not found: {directory}{hint}")
     from landiff_jax.checkpoint import load_config
     from landiff_jax.convert.io import CheckpointError
-    from landiff_jax.pipeline import LanDiff
+    from landiff_jax.pipeline import GenerateOptions, LanDiff, check_options
 
-    try:
-        load_config(directory).latent_frames(FLAGS.num_frames)
+    try:  # every seed of the batches (seed + batch number), the frames and steps against the config
+        last_seed = FLAGS.seed + (FLAGS.seeds * len(prompts) - 1) // FLAGS.batch_size
+        for seed in (FLAGS.seed, last_seed):
+            check_options(load_config(directory), GenerateOptions(seed=seed, num_frames=FLAGS.num_frames,
+                                                                  steps=FLAGS.steps))
     except (CheckpointError, ValueError) as e:
         raise app.UsageError(str(e))
     dtype = cli.compute_dtype(FLAGS.dtype)
@@ -203,7 +210,7 @@ def main(argv):
     from landiff_jax.video_io import read_mp4, to_uint8, write_bytes, write_mp4
 
     prompts = read_prompts()
-    source = ground_truth_videos(prompts) if FLAGS.ground_truth else model_videos(load_model(), prompts)
+    source = ground_truth_videos(prompts) if FLAGS.ground_truth else model_videos(load_model(prompts), prompts)
     out_dir = Path(FLAGS.output_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -205,6 +205,8 @@ def check_arguments():
 
     choice = cli.choose_model(FLAGS.checkpoint, FLAGS.config, FLAGS.preset, FLAGS.random_weights)
     prompts = read_prompts(choice.checkpoint is None)
+    if FLAGS.fps < 1:
+        raise cli.UsageError(f"--fps must be >= 1, got {FLAGS.fps}")
     check_output_dir(Path(FLAGS.output_dir))
     video_io.ffmpeg_exe()  # the encoder exists before anything is generated
     cfg = choice.cfg

@@ -2,10 +2,12 @@
 
 usage: python tools/parity.py ../shared/fixtures/t5 [more dirs...]
 Prints `component/case PASS|FAIL worst-error (array)` per case, then `N passed, M failed`.
-A missing directory, one without cases or a case whose meta.json is not JSON is a one-line error.
+A missing directory, one without cases, or a case whose meta.json is not a JSON object or whose
+io.npz is missing or unreadable is a one-line error before any case runs.
 """
 
 import json
+import zipfile
 from pathlib import Path
 
 from landiff_jax import cli
@@ -19,10 +21,28 @@ def check_roots(roots: list[str]) -> None:
         if not metas:
             raise cli.UsageError(f"no fixture cases (meta.json) below {root}")
         for meta in metas:
-            try:
-                json.loads(meta.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise cli.UsageError(f"{meta} is not valid JSON ({e})")
+            check_case(meta)
+
+
+def check_case(meta: Path) -> None:
+    """A case's meta.json is a JSON object and its io.npz an archive numpy reads (its index only)."""
+    import numpy as np
+
+    try:
+        if not isinstance(json.loads(meta.read_text()), dict):
+            raise cli.UsageError(f"{meta} is not a JSON object")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise cli.UsageError(f"{meta} is not valid JSON ({e})")
+    arrays = meta.with_name("io.npz")
+    if not arrays.is_file():
+        raise cli.UsageError(f"{arrays} not found (every case holds its inputs and expected outputs there)")
+    if not zipfile.is_zipfile(arrays):
+        raise cli.UsageError(f"{arrays} is not an .npz archive (not a zip file)")
+    try:
+        with np.load(arrays, allow_pickle=False) as npz:
+            npz.files
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise cli.UsageError(f"{arrays} is not a readable .npz archive ({str(e).splitlines()[0]})")
 
 
 def main(argv):

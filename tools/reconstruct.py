@@ -51,6 +51,8 @@ def check_arguments(argv):
         raise cli.UsageError(f"{video.parent} is not writable (the reconstruction is written beside the video)")
     if FLAGS.caption is not None and not FLAGS.caption.strip():
         raise cli.UsageError("--caption is empty (leave it out for the null text)")
+    if FLAGS.fps < 1:
+        raise cli.UsageError(f"--fps must be >= 1, got {FLAGS.fps}")
     video_io.ffmpeg_exe()  # decodes the video and encodes the reconstruction
 
     from landiff_jax.checkpoint import load_config

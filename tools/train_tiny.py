@@ -42,7 +42,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from absl import app, flags, logging
+from absl import flags, logging
+
+from landiff_jax import cli
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -172,11 +174,9 @@ def tokenizer_params(theia, trained, model_state) -> dict:
     return {**inference_params(trained, model_state), "feature_extractor": theia}
 
 
-def reused_components(directory: Path, cfg) -> dict:
-    """Every component but the diffusion model from a converted checkpoint whose configs of them
-    are `cfg`'s (the VAE's scale factor aside); one line naming those that differ otherwise."""
-    import numpy as np
-
+def check_reuse(directory: Path, cfg) -> None:
+    """`directory` is a converted checkpoint whose configs of every component but the diffusion
+    model are `cfg`'s (the VAE's scale factor aside); one line naming those that differ otherwise."""
     from landiff_jax import checkpoint
     from landiff_jax.convert.io import CheckpointError
 
@@ -192,6 +192,15 @@ def reused_components(directory: Path, cfg) -> dict:
     if differ:
         raise SystemExit(f"train_tiny: --reuse {directory}: its {', '.join(differ)} config differs from "
                          f"configs/tiny_landiff.py's")
+
+
+def reused_components(directory: Path, cfg) -> dict:
+    """Every component but the diffusion model from a converted checkpoint (`check_reuse`), in float32."""
+    import numpy as np
+
+    from landiff_jax import checkpoint
+
+    check_reuse(directory, cfg)
     return {name: cast(checkpoint.load_component(directory, name), np.float32)
             for name in COMPONENTS if name != "diffusion"}
 
@@ -267,17 +276,22 @@ def train_stage(steps: Steps, workdir: Path, stage: str, config: str, data: Path
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+        raise cli.UsageError(f"unexpected arguments {argv[1:]}")
     if FLAGS.clips < 1:
-        raise app.UsageError(f"--clips must be >= 1, got {FLAGS.clips}")
+        raise cli.UsageError(f"--clips must be >= 1, got {FLAGS.clips}")
     logging.set_verbosity(logging.WARNING)  # orbax's INFO lines for every component written
     workdir = Path(FLAGS.workdir).absolute()
     out = Path(FLAGS.out).absolute() if FLAGS.out else workdir / "checkpoints" / "tiny"
+    for name, path in (("--workdir", workdir), ("--out", out)):
+        if path.exists() and not path.is_dir():
+            raise cli.UsageError(f"{name} {path} is not a directory")
     quick, seed = FLAGS.quick, FLAGS.seed
     clips = QUICK_CLIPS if quick else FLAGS.clips
+    cfg = load_config("tiny_landiff.py")
+    if FLAGS.reuse:
+        check_reuse(Path(FLAGS.reuse), cfg)  # before anything is written
     workdir.mkdir(parents=True, exist_ok=True)
     steps = Steps(workdir)
-    cfg = load_config("tiny_landiff.py")
     data, ckpts = workdir / "data", workdir / "checkpoints"
     total = time.perf_counter()
 
@@ -338,4 +352,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

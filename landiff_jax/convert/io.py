@@ -86,7 +86,12 @@ def read_torch_tensor(path: str | Path) -> np.ndarray:
 
 
 def _torch_load(path: Path, mmap: bool = False):
-    """(torch, the object) of `torch.load(weights_only=True)`, with one-line errors."""
+    """(torch, the object) of `torch.load(weights_only=True)`, with one-line errors. mmap applies
+    to zip-format files (torch.save's since 1.6); an older file is read whole."""
+    import pickle
+    import warnings
+    import zipfile
+
     _require(path, "torch checkpoint")
     try:
         import torch
@@ -94,9 +99,25 @@ def _torch_load(path: Path, mmap: bool = False):
         raise CheckpointError(f"reading {path} needs torch: pip install 'landiff-jax[convert]' "
                               "(its CPU build: see the README)") from e
     try:
-        return torch, torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+        with warnings.catch_warnings():  # a plain pickle's protocol: the refusal below says what matters
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch, torch.load(str(path), map_location="cpu", weights_only=True,
+                                     mmap=mmap and zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as e:
+        # torch's message (several paragraphs) suggests weights_only=False: never for a file that names code
+        code = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line), None)
+        if code:
+            raise CheckpointError(f"{path} is refused: not a plain tensor checkpoint ({code}); a released "
+                                  f"checkpoint holds tensors only, and this one could run code if loaded") from None
+        why = next((line.strip() for line in str(e).splitlines() if "Unsupported" in line), _first_line(e))
+        raise CheckpointError(f"cannot read torch checkpoint {path}: not a torch checkpoint, or damaged ({why})") \
+            from None
     except Exception as e:
-        raise CheckpointError(f"cannot read torch checkpoint {path}: {e}") from e
+        raise CheckpointError(f"cannot read torch checkpoint {path}: {_first_line(e)}") from e
+
+
+def _first_line(e: BaseException) -> str:
+    return next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
 
 
 def _to_numpy(torch, v) -> np.ndarray:

@@ -44,7 +44,7 @@ V = TINY.tokenizer.codebook_size
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--steps", "0"], "steps must be >= 1"),
+    (["--steps", "0"], r"steps must be in \[2, 999\]"),
     (["--temperature", "nan"], "temperature must be a finite number"),
     (["--temperature", "0"], "temperature must be > 0"),
     (["--top_p", "inf"], "top_p must be a finite number"),
@@ -107,5 +107,5 @@ def test_usage_error_is_one_line(tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "tools" / "generate.py"), "--random_weights", "--steps", "-3",
                              "--output_dir", str(out)], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["generate.py: error: steps must be >= 1, got -3 (see --help)"]
+    assert result.stderr.strip().splitlines() == ["generate.py: error: steps must be in [2, 999], got -3 (see --help)"]
     assert "Traceback" not in result.stdout + result.stderr and not (tmp_path / "new").exists()

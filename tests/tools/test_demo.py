@@ -54,7 +54,7 @@ def test_request_writes_the_video_and_compiles_nothing_after_warm_up(demo, compi
     ("", 9, 4, r"empty prompt\(s\) at position\(s\) \[0\]"),
     ("   ", 9, 4, r"empty prompt\(s\) at position\(s\) \[0\]"),
     (PROMPT, 8, 4, r"num_frames=8 is not supported; choose one of \[9\]"),
-    (PROMPT, 9, 0, r"steps must be >= 1, got 0"),
+    (PROMPT, 9, 0, r"steps must be in \[2, 999\], got 0"),
 ])
 def test_bad_input_is_a_one_line_gradio_error(demo, prompt, frames, steps, message):
     with pytest.raises(gr.Error) as error:
