@@ -278,9 +278,16 @@ def check_codes(cfg: LanDiffConfig, codes, latent_frames: int, batch: int) -> np
 
 
 def abstract_params(cfg: LanDiffConfig, job: str = "generate") -> dict[str, Any]:
-    """Shapes (with logical axis names) of the params `job` reads, per component."""
+    """Shapes (with logical axis names) of the params `job` reads, per component. Traced once
+    per config and job (a few seconds of tracing each model's init; building a pipeline asks
+    three times): the trees are shared, the dict is the caller's."""
     if job not in JOBS:
         raise ValueError(f"job must be one of {JOBS}, got {job!r}")
+    return dict(_abstract_params(cfg, job))
+
+
+@functools.lru_cache(maxsize=8)
+def _abstract_params(cfg: LanDiffConfig, job: str) -> dict[str, Any]:
     trees = {name: component.abstract(cfg, job) for name, component in COMPONENTS.items()}
     return {name: tree for name, tree in trees.items() if tree is not None}
 

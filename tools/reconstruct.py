@@ -79,6 +79,10 @@ def check_arguments(argv):
             cfg = load_config(FLAGS.checkpoint)
         except CheckpointError as e:
             raise cli.UsageError(str(e))
+        if not holds_theia(FLAGS.checkpoint):
+            raise cli.UsageError(f"{FLAGS.checkpoint}: its tokenizer holds no Theia weights ('feature_extractor'), "
+                                 "which encoding a video needs: convert a release whose tokenizer file has them "
+                                 "(feature_extractor.model.backbone.*)")
     if cfg.tokenizer.theia is None:
         raise cli.UsageError("the tokenizer's config has no Theia feature extractor: videos cannot be encoded")
     options = GenerateOptions(seed=FLAGS.seed, num_frames=FLAGS.num_frames, steps=FLAGS.steps,
@@ -88,6 +92,17 @@ def check_arguments(argv):
     except ValueError as e:
         raise cli.UsageError(str(e))
     return video, cfg, options
+
+
+def holds_theia(checkpoint: str) -> bool:
+    """Whether the checkpoint's tokenizer holds Theia's weights, from its metadata alone (True
+    when that cannot be read: loading it then says what is wrong)."""
+    from landiff_jax.checkpoint import stored_arrays
+
+    try:
+        return "feature_extractor" in stored_arrays(Path(checkpoint) / "params" / "tokenizer")
+    except (ValueError, KeyError, OSError):  # missing, damaged
+        return True
 
 
 def compute_dtype() -> str:
@@ -121,8 +136,8 @@ def feature_errors(features, decoded) -> dict[str, float]:
 
 
 def main(argv):
+    cli.quiet_libraries(FLAGS.verbose)  # (checking reads the tokenizer's metadata)
     video_path, cfg, options = check_arguments(argv)
-    cli.quiet_libraries(FLAGS.verbose)
     # decoded before JAX's backend starts (ffmpeg is a forked subprocess) and any weight is read
     frames = read_video(video_path, cfg, options)
     cfg = cfg.with_dtype(compute_dtype())
@@ -130,7 +145,6 @@ def main(argv):
     import numpy as np
 
     from landiff_jax import prepare, tokenizer
-    from landiff_jax.convert.io import CheckpointError
     from landiff_jax.pipeline import LanDiff
     from landiff_jax.progress import Display
     from landiff_jax.video_io import write_mp4
@@ -145,12 +159,6 @@ def main(argv):
         print(f"loading {FLAGS.checkpoint}", flush=True)
         try:
             pipe = LanDiff.from_checkpoint(FLAGS.checkpoint, dtype=compute_dtype(), job="reconstruct")
-        except CheckpointError as e:
-            if "['feature_extractor']" not in str(e):
-                raise
-            raise cli.UsageError(f"{FLAGS.checkpoint}: its tokenizer holds no Theia weights ('feature_extractor'), "
-                                 "which encoding a video needs: convert a release whose tokenizer file has them "
-                                 "(feature_extractor.model.backbone.*)")
         except ValueError as e:
             raise cli.UsageError(str(e))
     cfg = pipe.cfg
