@@ -52,7 +52,15 @@ def test_sigterm_while_ffmpeg_starts_stops_it_and_leaves_nothing(tmp_path, monke
             proc.wait()
 
 
-def test_deferred_signals_act_at_the_end_as_before(sigterm_exits):
+@pytest.fixture
+def sigint_interrupts():
+    """SIGINT raises KeyboardInterrupt, as in a tool (a pytest-xdist worker ignores it), restored afterwards."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_deferred_signals_act_at_the_end_as_before(sigterm_exits, sigint_interrupts):
     steps = []
     with pytest.raises(SystemExit):
         with files.signals_deferred():
