@@ -19,6 +19,7 @@ the tools the tests run share it and write nothing to ~/.cache.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import sys
@@ -116,3 +117,31 @@ class Compilations:
 def compilations():
     with Compilations() as counter:
         yield counter
+
+
+@pytest.fixture(scope="session")
+def tool_module():
+    """tool_module(name): tools/<name>.py loaded as a module, once per session (a tool defines
+    absl flags, which a second load would define again)."""
+    loaded = {}
+
+    def load(name: str):
+        if name not in loaded:
+            spec = importlib.util.spec_from_file_location(f"{name}_tool", REPO / "tools" / f"{name}.py")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            loaded[name] = module
+        return loaded[name]
+
+    return load
+
+
+@pytest.fixture
+def quiet_mode():
+    """absl verbosity WARNING, as `cli.quiet_libraries(False)` leaves it."""
+    from absl import logging
+
+    before = logging.get_verbosity()
+    logging.set_verbosity(logging.WARNING)
+    yield
+    logging.set_verbosity(before)

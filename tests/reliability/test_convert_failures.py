@@ -130,17 +130,6 @@ def test_full_disk_is_one_line(fixtures_dir, small_disk):
     assert list(small_disk.iterdir()) == []
 
 
-@pytest.fixture
-def quiet_mode():
-    """absl verbosity WARNING, as `cli.quiet_libraries(False)` leaves it."""
-    from absl import logging
-
-    before = logging.get_verbosity()
-    logging.set_verbosity(logging.WARNING)
-    yield
-    logging.set_verbosity(before)
-
-
 def convert_into(case: Path, out: Path):
     config = json.loads((case / "meta.json").read_text())["config"]
     convert_release(case / "ckpts/LanDiff", case / "flan-t5", out, config, verify=False, progress=lambda s: None)

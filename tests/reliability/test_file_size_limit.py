@@ -51,16 +51,6 @@ def test_a_limited_video_write_keeps_the_old_video(tmp_path):
     assert good.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]
 
 
-@pytest.fixture
-def quiet_mode():
-    from absl import logging
-
-    before = logging.get_verbosity()
-    logging.set_verbosity(logging.WARNING)
-    yield
-    logging.set_verbosity(before)
-
-
 def test_late_output_of_a_failed_write_is_held_too(capfd, quiet_mode):
     from landiff_jax.checkpoint import storage_output_held
 

@@ -2,7 +2,6 @@
 weight is read (in-process, `check_arguments`), and a usage error is one line plus the hint
 --help, exit 2, no traceback and no output directory (as a user runs it)."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -19,11 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def generate():
-    spec = importlib.util.spec_from_file_location("generate_tool", REPO / "tools" / "generate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def generate(tool_module):
+    return tool_module("generate")
 
 
 def check(generate, tmp_path, *args):

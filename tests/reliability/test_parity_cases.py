@@ -2,23 +2,16 @@
 io.npz that is no archive, or whose meta.json is a list, into a traceback; each is one line now,
 before any case runs."""
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from landiff_jax import cli
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def parity_tool():
-    spec = importlib.util.spec_from_file_location("parity_tool", REPO / "tools" / "parity.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def parity_tool(tool_module):
+    return tool_module("parity")
 
 
 @pytest.mark.parametrize("meta, npz, message", [
