@@ -15,7 +15,6 @@ import time
 from typing import Any, Callable, TextIO
 
 import jax
-import jax.numpy as jnp
 
 UPDATES = 20  # reports per loop at most (plus the last step); H200 LM overhead with a callback in every step: 2.1 %
 
@@ -63,31 +62,40 @@ def report_step(progress: Callback | None, stage: str, done, total: int, interva
     jax.lax.cond((done % interval == 0) | (done == total), lambda: jax.debug.callback(emit, *args), lambda: None)
 
 
+def block_length(steps: int, interval: int) -> int:
+    """The static length of a reporting block in a loop of `steps` steps, about `interval`: a
+    divisor of `steps` in [interval, 2·interval] when there is one (then every block is one inner
+    loop), else `interval` (the remainder becomes a second inner loop, compiled apart)."""
+    interval = max(1, min(interval, steps))
+    return next((d for d in range(interval, min(2 * interval, steps) + 1) if steps % d == 0), interval)
+
+
 def fori_loop_reporting(lower: int, upper: int, body, init, progress: Callback | None, stage: str, total: int,
                         interval: int, anchor: Callable, offset: int = 0, fori_loop: Callable = jax.lax.fori_loop):
     """`fori_loop(lower, upper, body, init)` (static bounds) that reports `offset + i + 1` of
-    `total` after each step i where that count is a multiple of `interval` or is `total` (offset
-    may be traced), from OUTSIDE the step loop: an outer loop over blocks of steps that end at
-    those counts, each block an inner loop whose body holds no host callback (a callback in a loop
-    body keeps XLA from running the body as one GPU command buffer: a fixed cost on every step of a
-    fast loop, the LM's). anchor(state): a scalar of the state that the report waits for. Without
-    progress: the plain loop."""
+    `total` after every `block_length(upper - lower, interval)` steps from `lower` and after the
+    last step (offset may be traced), from OUTSIDE the step loop: an outer loop over blocks, each
+    block an inner loop of a static trip count whose body holds no host callback (a callback in a
+    loop body, or a trip count known only at run time, keeps XLA from running the loop as it runs
+    the plain one: a fixed cost on every step of a fast loop, the LM's). anchor(state): a scalar of
+    the state that the report waits for. Without progress: the plain loop."""
     if progress is None or upper <= lower:
         return fori_loop(lower, upper, body, init)
     emit = lambda d, *_: progress(Progress(stage, "step", int(d), total))  # noqa: E731
-    first_end = lower + interval - (offset + lower) % interval  # the first step count on the grid, as an end
-    blocks = 1 + jnp.maximum(0, -(-(upper - first_end) // interval))
+    length = block_length(upper - lower, interval)
+    blocks, rest = divmod(upper - lower, length)
 
     def block(k, state):
-        start = jnp.where(k == 0, lower, first_end + (k - 1) * interval)
-        end = jnp.minimum(first_end + k * interval, upper)
-        state = fori_loop(start, end, body, state)
-        done = offset + end
-        jax.lax.cond((done % interval == 0) | (done == total), lambda: jax.debug.callback(emit, done, anchor(state)),
-                     lambda: None)
+        start = lower + k * length
+        state = fori_loop(0, length, lambda j, s: body(start + j, s), state)
+        jax.debug.callback(emit, offset + start + length, anchor(state))
         return state
 
-    return jax.lax.fori_loop(0, blocks, block, init)
+    state = jax.lax.fori_loop(0, blocks, block, init)
+    if rest:
+        state = fori_loop(upper - rest, upper, body, state)
+        jax.debug.callback(emit, offset + upper, anchor(state))
+    return state
 
 
 def call_jitted(jitted, args: tuple, static: dict[str, Any], stage: str, progress: Callback | None,

@@ -1,5 +1,6 @@
-"""progress.fori_loop_reporting: the steps run once each, in order, and the reports land on the
-grid of `interval` (offset included, traced or not) and on `total`, from outside the step loop."""
+"""progress.fori_loop_reporting: the steps run once each, in order, and the reports land after
+every block of static length (offset included, traced or not) and after the last step, from
+outside the step loop."""
 
 import jax
 import jax.numpy as jnp
@@ -9,14 +10,15 @@ import pytest
 from landiff_jax import progress as P
 
 
-@pytest.mark.parametrize("lower, upper, offset, interval, total", [
-    (0, 11, 0, 5, 12),  # the LM sampler: the last step is reported after the loop
-    (0, 12, 0, 4, 12),  # the grid ends on total
-    (0, 7, 9, 4, 16),  # a group of the streamed LM starting at step 9, ending on total
-    (0, 7, 2, 3, 21),  # a middle group
-    (3, 4, 0, 2, 10),  # one step, on the grid
+@pytest.mark.parametrize("lower, upper, offset, interval, total, reported", [
+    (0, 11, 0, 5, 12, [5, 10, 11]),  # the LM sampler (its last step is reported after the loop); a remainder
+    (0, 12, 0, 4, 12, [4, 8, 12]),  # blocks that divide the loop
+    (0, 14, 0, 4, 14, [7, 14]),  # a divisor within twice the interval is preferred: no remainder loop
+    (0, 7, 9, 4, 16, [16]),  # a group of the streamed LM starting at step 9: one block of 7, ending on total
+    (0, 7, 2, 3, 21, [5, 8, 9]),  # a middle group
+    (3, 4, 0, 2, 10, [4]),  # one step
 ])
-def test_reports_land_on_the_grid_and_every_step_runs_once(lower, upper, offset, interval, total):
+def test_reports_after_each_block_and_every_step_runs_once(lower, upper, offset, interval, total, reported):
     events = []
 
     def body(i, state):  # the state records the order of the steps
@@ -32,8 +34,7 @@ def test_reports_land_on_the_grid_and_every_step_runs_once(lower, upper, offset,
     order, count = jax.block_until_ready(run(jnp.int32(offset)))  # offset traced, as in the streamed LM
     np.testing.assert_array_equal(order, np.arange(lower, upper))
     assert int(count) == upper - lower
-    counts = [offset + i + 1 for i in range(lower, upper)]
-    assert sorted(e.step for e in events) == [c for c in counts if c % interval == 0 or c == total]
+    assert [e.step for e in events] == reported
     assert {(e.stage, e.event, e.total) for e in events} <= {("stage", "step", total)}
 
 
@@ -46,3 +47,8 @@ def test_without_progress_it_is_the_plain_loop():
 
     out = P.fori_loop_reporting(2, 9, lambda i, s: s + i, 0, None, "stage", 9, 3, anchor=lambda s: s, fori_loop=fori)
     assert int(out) == sum(range(2, 9)) and calls == [(2, 9)]
+
+
+@pytest.mark.parametrize("steps, interval, length", [(1243, 63, 113), (331, 63, 63), (75, 63, 75), (5, 63, 5)])
+def test_block_length_prefers_a_divisor(steps, interval, length):
+    assert P.block_length(steps, interval) == length

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from landiff_jax import progress as P
 from landiff_jax.lm import layout as L
 from landiff_jax.lm.config import LMConfig
 from landiff_jax.lm.convert import load_lm
@@ -146,20 +147,21 @@ def test_bad_inputs_are_refused(params, text):
 
 
 def test_progress_reports_from_inside_the_loop_and_changes_nothing(params, text, keys, batch):
-    """With a callback, the loop reports every k-th sampled position and the last one (through
-    the host, from inside the compiled loop), once each, plus its compile; the samples are the
-    same as without (the shared `batch`)."""
+    """With a callback, the loop reports after each block of about k sampled positions
+    (`progress.block_length`) and the last one (through the host, from inside the compiled loop),
+    once each, plus its compile; the samples are the same as without (the shared `batch`)."""
     hidden, mask = text
     events = []
     every = 5
     out = sample(params, CFG, hidden, mask, num_frames=FRAMES, motion_score=SCORES, options=OPTIONS, rng=keys,
                  trace=True, progress=events.append, progress_every=every)
     steps = batch.tokens.shape[1]
-    assert steps > 2 * every and steps % every != 0  # the test sees several reports and a final one off the grid
+    length = P.block_length(steps - 1, every)
+    assert (steps - 1) // length >= 2 and (steps - 1) % length  # several blocks and a remainder loop
     assert [e.event for e in events[:2]] == ["compile", "compiled"]
     reported = [e.step for e in events if e.event == "step"]
-    want = list(range(every, steps, every)) + [steps]
-    assert sorted(reported) == want, (reported, want)
+    want = list(range(length, steps - 1, length)) + [steps - 1, steps]
+    assert reported == want, (reported, want)
     assert {(e.stage, e.total) for e in events[2:]} == {("LM sampler", steps)}
     np.testing.assert_array_equal(out.tokens, batch.tokens)
     np.testing.assert_array_equal(out.codes, batch.codes)

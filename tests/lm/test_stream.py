@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from landiff_jax import progress as P
 from landiff_jax.lm import layout as L
 from landiff_jax.lm.config import LMConfig
 from landiff_jax.lm.model import abstract_params
@@ -94,7 +95,8 @@ def test_slide_moves_later_slots_down_with_keys_rotated_back():
 
 
 def test_progress_reports_across_the_groups_and_changes_nothing(setup):
-    """Reports every 5th step of the whole sequence (the groups start off that grid) and the last."""
+    """Each group's loop reports after each block of about 5 steps (`progress.block_length`) and
+    after its last step, counted over the whole sequence."""
     events = []
     plain, reported = stream(setup, 7), stream(setup, 7, progress=events.append, progress_every=5)
     codes = [plain.next_group() for _ in range(plain.groups)]
@@ -102,5 +104,7 @@ def test_progress_reports_across_the_groups_and_changes_nothing(setup):
     np.testing.assert_array_equal(np.concatenate(codes, 1), np.concatenate(codes_reported, 1))
     (total,) = {e.total for e in events if e.event == "step"}
     group = total // reported.groups
-    assert total % 5 != 0 and group % 5 != 0
-    assert sorted(e.step for e in events if e.event == "step") == list(range(5, total, 5)) + [total]
+    length = P.block_length(group, 5)
+    assert group // length >= 2  # several reports in every group
+    want = [g * group + end for g in range(reported.groups) for end in [*range(length, group, length), group]]
+    assert [e.step for e in events if e.event == "step"] == want

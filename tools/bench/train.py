@@ -1,8 +1,11 @@
 """Benchmark of one training update of a stage through the trainer's own step (the jitted,
 sharded, donated train_step of landiff_jax/train), with random weights of the stage's shapes.
 
-usage: python -m tools.bench.train lm --preset full [--batch 8] [--remat none] [--steps 10]
-       [--text_len 256] [--dtype bfloat16] [--mesh data,fsdp,tensor]
+usage: python -m tools.bench.train lm|tokenizer|control|dit --preset full [--batch 8] [--remat none]
+       [--steps 10] [--text_len 256] [--dtype bfloat16] [--mesh data,fsdp,tensor]
+The tokenizer, control and dit stages are their recipe configs (configs/tokenizer{,_tiny}.py,
+configs/diffusion_control{,_tiny}.py; dit = the same in mode 'base') with random weights instead of
+`init_from`, and random examples of the task's fields (normal floats, codes of the codebook).
 LM sequences: BOS, 2 micro conditions, `text_len` text rows, then SOI … EOS of 13 semantic
 frames (1,244 positions with 1,218 codes at full size). Prints one JSON line: median ms per
 update after compile, compile seconds, tokens/s, examples/s, model TFLOP/s, MFU against the
@@ -17,7 +20,9 @@ half of the S×S square). Conditioning MLPs (text rows only) are left out.
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from pathlib import Path
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -40,7 +45,8 @@ def lm_config(args) -> TrainConfig:
     text_len = args.text_len or (256 if args.preset == "full" else 8)
     mesh = [int(v) for v in args.mesh.split(",")]
     return TrainConfig(
-        stage="lm", model=model, steps=1000, batch_size=args.batch, compute_dtype=args.dtype, remat=args.remat,
+        stage="lm", model=model, steps=1000, batch_size=args.batch, compute_dtype=args.dtype,
+        remat=args.remat or "none",
         optimizer=OptimizerConfig(learning_rate=1e-3, warmup_steps=100), mesh=MeshConfig(*mesh),
         data=DataConfig(frames=frames, text_len=text_len),
     )
@@ -60,17 +66,62 @@ def lm_batch(task, config: TrainConfig, rows: int, seed: int = 0) -> dict[str, n
     }
 
 
-STAGES = {"lm": (lm_config, lm_batch)}
+def recipe_config(name: str, **model_fields):
+    """TrainConfig of configs/<name>.py (full) or its _tiny variant, with the bench's batch, remat,
+    dtype and mesh, no checkpoint to start from."""
+    def make(args) -> TrainConfig:
+        from landiff_jax import config_file
+
+        path = REPO / "configs" / f"{name}{'' if args.preset == 'full' else '_tiny'}.py"
+        config = config_file.load(path)
+        mesh = [int(v) for v in args.mesh.split(",")]
+        model = dataclasses.replace(config.model, **model_fields) if model_fields else config.model
+        return config.replace(model=model, batch_size=args.batch, compute_dtype=args.dtype, mesh=MeshConfig(*mesh),
+                              init_from="", **({"remat": args.remat} if args.remat else {}))
+    return make
+
+
+def random_batch(task, config: TrainConfig, rows: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random examples of the task's fields: normal floats, integers below the codebook size."""
+    rng = np.random.default_rng(seed)
+    batch = {}
+    for name, field in task.example.items():
+        shape = (rows, *field.shape)
+        if np.issubdtype(field.dtype, np.integer):
+            tokenizer = getattr(config.model, "tokenizer", None)
+            batch[name] = rng.integers(0, tokenizer.codebook_size, shape).astype(field.dtype)
+        else:
+            batch[name] = rng.normal(size=shape).astype(field.dtype)
+    if "latent_std" in batch:
+        batch["latent_std"] = np.abs(batch["latent_std"]) * 0.1
+    return batch
+
+
+def training_attention(config: TrainConfig) -> str | None:
+    """The attention kernel the stage's transformer trains with (LM: causal; DiT), None for others."""
+    model = getattr(config.model, "dit", config.model)
+    policy = apply_policy(model, config)
+    return getattr(policy, "train_attention", None) or (getattr(policy, "attention", None) if model is not config.model
+                                                         else None)
+
+
+STAGES = {
+    "lm": (lm_config, lm_batch),
+    "tokenizer": (recipe_config("tokenizer"), random_batch),
+    "control": (recipe_config("diffusion_control"), random_batch),
+    "dit": (recipe_config("diffusion_control", mode="base"), random_batch),
+}
 
 
 flags.DEFINE_enum("preset", "tiny", ["tiny", "full"], "model sizes")
 flags.DEFINE_integer("batch", 8, "global sequences per update")
-flags.DEFINE_string("remat", "none", "remat policy name of the model config")
+flags.DEFINE_string("remat", None, "remat policy name (default: none for lm, else the recipe config's)")
 flags.DEFINE_integer("steps", 10, "timed updates after the compile")
 flags.DEFINE_integer("text_len", None, "text rows per sequence (default 256 full, 8 tiny)")
 flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "compute dtype")
 flags.DEFINE_string("mesh", "-1,1,1", "data,fsdp,tensor sizes (-1: the rest)")
 FLAGS = flags.FLAGS
+REPO = Path(__file__).resolve().parents[2]
 
 
 def main(argv):
@@ -105,8 +156,8 @@ def main(argv):
     flops = config.batch_size * task.flops_per_example / seconds
     peak = peak_flops(jax.devices()[0].device_kind)
     emit({
-        "stage": argv[1], "preset": args.preset, "batch": config.batch_size, "remat": args.remat,
-        "attention": getattr(apply_policy(config.model, config), "train_attention", None), "dtype": args.dtype,
+        "stage": argv[1], "preset": args.preset, "batch": config.batch_size, "remat": config.remat,
+        "attention": training_attention(config), "dtype": args.dtype,
         "tokens_per_sequence": task.tokens_per_example, "ms_per_update": round(seconds * 1e3, 2),
         "compile_s": round(compile_s, 1), "examples_per_s": round(config.batch_size / seconds, 2),
         "tokens_per_s": round(config.batch_size * task.tokens_per_example / seconds, 1),
