@@ -71,6 +71,9 @@ class TokenizerConfig:
     rope_one_dim_max_time: int = 100000
     theia: TheiaConfig | None = TheiaConfig()
     attention: str = "xla"  # nn.attention.ATTENTION, chosen by `runtime`
+    # training: "none" or a key of nn.dense.REMAT_POLICIES for the scanned encoder/decoder layers (a clip
+    # of 13 frames is 18,768 tokens: ~45 GB of saved activations per example without remat)
+    remat: str = "none"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 

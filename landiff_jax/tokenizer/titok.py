@@ -34,7 +34,7 @@ class _Trunk(nn.Module):
         x = LayerNorm(cfg.ln_eps, name="ln_pre", **kw)(x)
         aux = {"ln_pre": x}
         layers = scan_layers(
-            TransformerBlock, cfg.num_layers, in_axes=(nn.broadcast, nn.broadcast), name="layers",
+            TransformerBlock, cfg.num_layers, in_axes=(nn.broadcast, nn.broadcast), name="layers", remat=cfg.remat,
             num_heads=cfg.num_heads, mlp_dim=4 * cfg.width, attn_bias=cfg.attn_bias, ln_eps=cfg.ln_eps,
             collect=self.collect, attention=cfg.attention, **kw,
         )
