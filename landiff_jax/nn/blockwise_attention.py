@@ -87,6 +87,9 @@ def _logits(qi, kj, mask, bias, i, j, scale, causal, t_valid, bq, bk):
     if bias is not None:
         logits = logits + _block(bias, i, j, bq, bk).astype(jnp.float32)
     allowed = None if mask is None else _block(mask, i, j, bq, bk)
+    if allowed is not None:  # tied to the logits: else, under an outer scan (layers), the mask's
+        # broadcast is loop-invariant and gets hoisted for every (i, j) block: [nq nk b h bq bk]
+        allowed, logits = lax.optimization_barrier((allowed, logits))
     keys = j * bk + jnp.arange(bk)
     if causal:
         below = (i * bq + jnp.arange(bq))[:, None] >= keys[None, :]

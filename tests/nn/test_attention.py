@@ -102,6 +102,28 @@ def test_long_sequences_never_build_the_score_matrix():
         == 2 * 256 * 256 * 4
 
 
+
+def test_a_mask_is_not_stacked_per_batch_and_head_under_a_layer_scan():
+    """A mask shared by scanned layers (the tokenizer's frame-group masks) stays of the mask's
+    size when the layers are differentiated: JAX once hoisted its per-block broadcast out of the
+    layer loop, one copy per (query chunk, key block, batch row, head): 14 GB per example for the
+    13-frame tokenizer."""
+    b, s, h, d = 4, 1024, 8, 32
+    x = jax.ShapeDtypeStruct((b, s, h, d), jnp.bfloat16)
+    w = jax.ShapeDtypeStruct((2,), jnp.bfloat16)
+
+    def grads(q, w):
+        i = jnp.arange(s)
+        mask = (i[:, None] // 300 >= i[None, :] // 300)[None, None]  # [1 1 s s], like the tokenizer's
+
+        def layer(x, w_l):
+            return x + w_l * blockwise_attention(x, x, x, mask=mask, block_q=256, block_k=256), None
+
+        return jax.grad(lambda q, w: jax.lax.scan(layer, q, w)[0].astype(jnp.float32).sum(), (0, 1))(q, w)
+
+    size, shape = largest_tensor(_lowered_text(grads, x, w))
+    assert size <= max(b * s * h * d * 4, b * h * 256 * 256 * 4, s * s), (size, shape)  # inputs, a score block
+
 # ---- jax's Pallas TPU flash attention -----------------------------------------------------
 
 def _interpret():
