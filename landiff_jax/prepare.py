@@ -103,6 +103,17 @@ def load_frozen_models(checkpoint_dir: str | Path | None = None, *, preset: str 
     return FrozenModels(cfg, params, tokenizers, {"checkpoint": str(Path(checkpoint_dir).resolve())})
 
 
+FULL_CLIP_PIXELS = 49 * 480 * 720  # one full-size clip: ~35 GB of VAE-encoder working set (CPU compile)
+MAX_CLIPS_PER_DEVICE = 8
+
+
+def default_batch_size(spec: ClipSpec, devices: int) -> int:
+    """Clips per jitted call: per device, as many as hold the pixels of one full-size clip (the VAE
+    encoder runs a clip whole: its GroupNorms see every frame), between 1 and 8."""
+    pixels = spec.num_frames * spec.height * spec.width
+    return devices * min(MAX_CLIPS_PER_DEVICE, max(1, FULL_CLIP_PIXELS // pixels))
+
+
 # --- one batch through the models ------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)

@@ -58,7 +58,8 @@ flags.DEFINE_enum("diffusion_condition", None, ["codes", "features", "both"],
                   "semantic condition in diffusion examples (default: codes with --codes, else features)")
 flags.DEFINE_bool("paraphrase", False, "synthetic_videos: training paraphrases instead of canonical captions")
 flags.DEFINE_float("motion_score", 0.1, "motion score of synthetic clips and of listed ones without one")
-flags.DEFINE_integer("batch_size", 8, "clips per jitted model call (a multiple of the device count)")
+flags.DEFINE_integer("batch_size", None, "clips per jitted model call, a multiple of the device count "
+                     "(default: per device, 8 tiny clips or 1 full-size one: prepare.default_batch_size)")
 flags.DEFINE_integer("decode_workers", 4, "videos decoded in parallel")
 flags.DEFINE_bool("verbose", False, "show the storage libraries' INFO logs (orbax, tensorstore)")
 FLAGS = flags.FLAGS
@@ -163,7 +164,8 @@ def video_datasets():
 
         mesh = make_mesh()
     examples = prepare.StageExamples(
-        source, models, tuple(FLAGS.stages), FLAGS.max_text or models.cfg.dit.text_length, FLAGS.batch_size,
+        source, models, tuple(FLAGS.stages), FLAGS.max_text or models.cfg.dit.text_length,
+        FLAGS.batch_size or prepare.default_batch_size(spec, jax.device_count()),
         FLAGS.codes, FLAGS.diffusion_condition or ("codes" if FLAGS.codes else "features"), FLAGS.decode_workers,
         mesh)
     report = prepare.write_report(FLAGS.out, examples, clip_report)

@@ -261,3 +261,10 @@ def test_models_from_a_converted_checkpoint(models, fixtures_dir, tmp_path):
         for got, want in zip(jax.tree.leaves(loaded.params[name]), jax.tree.leaves(models.params[name])):
             np.testing.assert_array_equal(got, want)
     assert all(type(t).__name__ == "T5TextTokenizer" for t in loaded.tokenizers.values())  # not byte-level ids
+
+
+def test_default_batch_size_holds_one_full_size_clip_per_device():
+    full, tiny = clips.ClipSpec(49, 480, 720), clips.ClipSpec(9, 64, 96)
+    assert [prepare.default_batch_size(full, n) for n in (1, 2)] == [1, 2]
+    assert [prepare.default_batch_size(tiny, n) for n in (1, 4)] == [8, 32]
+    assert prepare.default_batch_size(clips.ClipSpec(49, 240, 360), 1) == 4

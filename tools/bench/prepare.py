@@ -2,7 +2,7 @@
 at 8 fps, centre-cropped and resized, then Theia features, the VAE posterior, the tokenizer's
 codes and both T5 embeddings, with RANDOM weights of the preset, in clips/s.
 
-  python -m tools.bench.prepare --preset full --dtype bfloat16 --clips 96 --batch_size 8
+  python -m tools.bench.prepare --preset full --dtype bfloat16 --clips 96
 
 The source is one ffmpeg test-pattern video (--source_size, --source_fps, --seconds) copied
 --clips times. Three figures, one JSON line: the list scan (every video decoded once, as
@@ -27,7 +27,7 @@ from tools.bench.common import emit, peak_memory_gb
 flags.DEFINE_enum("preset", "full", ["tiny", "full"], "model sizes")
 flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "compute dtype")
 flags.DEFINE_integer("clips", 96, "clips (copies of the source video)")
-flags.DEFINE_integer("batch_size", 8, "clips per jitted model call")
+flags.DEFINE_integer("batch_size", None, "clips per jitted model call (default: prepare.default_batch_size)")
 flags.DEFINE_integer("decode_workers", 16, "videos decoded in parallel")
 flags.DEFINE_string("source_size", "720x1280", "height x width of the source video")
 flags.DEFINE_integer("source_fps", 24, "frame rate of the source video")
@@ -67,25 +67,26 @@ def main(argv):
         scan_s = time.perf_counter() - start
 
         start = time.perf_counter()
-        for _ in clips.ordered_map(source.clip, range(len(source)), FLAGS.decode_workers, 2 * FLAGS.batch_size):
+        for _ in clips.ordered_map(source.clip, range(len(source)), FLAGS.decode_workers, 16):
             pass
         decode_s = time.perf_counter() - start
 
         start = time.perf_counter()
         models = prepare.load_frozen_models(None, preset=FLAGS.preset, dtype=FLAGS.dtype)
+        batch = FLAGS.batch_size or prepare.default_batch_size(spec, 1)
         examples = prepare.StageExamples(source, models, ("tokenizer", "diffusion", "lm"), models.cfg.dit.text_length,
-                                         FLAGS.batch_size, True, "codes", FLAGS.decode_workers)
+                                         batch, True, "codes", FLAGS.decode_workers)
         build_s = time.perf_counter() - start
         start, first_s = time.perf_counter(), None
         for done, _ in enumerate(examples.examples(0, len(source)), 1):
-            if done == FLAGS.batch_size:
+            if done == batch:
                 first_s = time.perf_counter() - start
                 start = time.perf_counter()
-        steady = len(source) - FLAGS.batch_size
+        steady = len(source) - batch
         seconds = time.perf_counter() - start
     emit({"stage": "prepare_data", "preset": FLAGS.preset, "dtype": FLAGS.dtype, "clips": len(source),
           "clip": f"{spec.num_frames}x{spec.height}x{spec.width}", "source": f"{FLAGS.source_size}@{FLAGS.source_fps}",
-          "batch_size": FLAGS.batch_size, "decode_workers": FLAGS.decode_workers,
+          "batch_size": batch, "decode_workers": FLAGS.decode_workers,
           "scan_clips_per_s": round(len(source) / scan_s, 2), "decode_clips_per_s": round(len(source) / decode_s, 2),
           "build_s": round(build_s, 1), "first_batch_s": round(first_s, 1),
           "clips_per_s": round(steady / seconds, 2), "devices": jax.device_count(), **peak_memory_gb()})
