@@ -9,7 +9,9 @@ User errors: a flag absl cannot parse, `app.UsageError` and `UsageError` (exit 2
 config file, dataset, video write, files that do not fit the config, an output another process is writing
 (`CheckpointError`, `ConfigError`, `RecordError`, `VideoWriteError`, `ConversionError`,
 `FileExistsError`) and a full disk, a file-size limit or a permission refused (exit 1).
-Ctrl-C / SIGTERM: one line, exit 130 / 143.
+Ctrl-C / SIGTERM: one line, exit 130 / 143. A closed stdout (`tool --help | head -3`): quiet, exit 141
+(128 + SIGPIPE, what the shell shows for a program that a closed pipe ended; `closed_stdout`).
+An output directory a tool will make: `check_output_dir` before any work.
 
 The model a tool serves (tools/generate.py, tools/demo.py): `choose_model` from the flags
 --checkpoint / --config / --preset / --random_weights, then `load_model`.
@@ -25,13 +27,15 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+import select
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 from absl import app, flags, logging
 
-from landiff_jax.files import describe_os_error, exit_on_sigterm
+from landiff_jax.files import describe_os_error, exit_on_sigterm, nearest_existing
 
 ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS)
 # the trained tiny system shipped in the repository: the tools' model when no flag names one
@@ -110,7 +114,46 @@ def run(main: Callable[[list[str]], int | None], *, compiles: bool = False) -> N
             print(f"{tool}: interrupted", file=sys.stderr)
             return 130
 
-    app.run(guarded, flags_parser=lambda argv: parse_flags(tool, argv))
+    try:
+        try:
+            app.run(guarded, flags_parser=lambda argv: parse_flags(tool, argv))
+        except SystemExit:  # how app.run (and --help) ends: what stdout still buffers goes now, not at shutdown
+            sys.stdout.flush()
+            raise
+    except BrokenPipeError:
+        if not closed_stdout():
+            raise  # another pipe (a subprocess's): an internal error
+        sys.exit(128 + signal.SIGPIPE)
+
+
+def closed_stdout() -> bool:
+    """Whether stdout is a pipe whose reader has gone (`| head`); if so, stdout is pointed at
+    /dev/null so that nothing more (the interpreter's last flush) fails on it."""
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)  # a pipe without a reader: POLLERR
+        closed = any(events & select.POLLERR for _, events in poll.poll(0))
+    except (OSError, ValueError, AttributeError):  # no fileno (replaced stdout), no poll on this platform
+        return False
+    if closed:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return closed
+
+
+def check_output_dir(flag: str, directory: Path, subdirectory: str | None = None) -> None:
+    """`directory` (and `directory/subdirectory`, where the tool writes too) is, or can be made, a
+    writable directory: a UsageError naming `flag` otherwise (a file on the way, no permission).
+    Nothing is created."""
+    directory = Path(directory)
+    for path in (directory,) if subdirectory is None else (directory, directory / subdirectory):
+        existing = nearest_existing(path)
+        if not existing.is_dir():
+            what = "a file, not a directory" if existing.is_file() else "not a directory"
+            raise UsageError(f"{flag} {directory}: {existing} is {what}")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise UsageError(f"{flag} {directory}: {existing} is not writable")
 
 
 def parse_flags(tool: str, argv: list[str]) -> list[str]:

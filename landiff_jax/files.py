@@ -93,6 +93,13 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
         tmp.unlink(missing_ok=True)
 
 
+def nearest_existing(path: Path) -> Path:
+    """`path` if it exists, else its nearest existing ancestor: what making `path` (with its parents) meets first."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def describe_os_error(e: OSError) -> str:
     """One line for a failed write: disk full and permissions named as such."""
     where = f" ({e.filename})" if getattr(e, "filename", None) else ""

@@ -32,7 +32,7 @@ from landiff_jax.convert.io import CheckpointError, read_latest, read_safetensor
 from landiff_jax.convert.table import ConversionError
 from landiff_jax.diffusion import original as diffusion_original
 from landiff_jax.diffusion.convert import POS_EMBEDDING
-from landiff_jax.files import Lock, describe_os_error, file_digest, stale_temporaries, temp_sibling
+from landiff_jax.files import Lock, describe_os_error, file_digest, nearest_existing, stale_temporaries, temp_sibling
 from landiff_jax.lm.original import lm_config
 from landiff_jax.text.original import t5_config
 from landiff_jax.tokenizer import original as tokenizer_original
@@ -194,9 +194,7 @@ def check_output(out: Path) -> None:
     """`out` does not exist and can be created: its nearest existing ancestor is a writable directory."""
     if out.exists() or out.is_symlink():
         raise FileExistsError(f"output already exists (remove it first): {out}")
-    existing = out.parent
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = nearest_existing(out.parent)
     if not existing.is_dir():
         raise CheckpointError(f"cannot create {out}: {existing} is not a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
@@ -275,9 +273,7 @@ def check_components(steps, progress: Callable[[str], None] = print) -> int:
 
 
 def check_free_space(out: Path, needed: int) -> None:
-    existing = out.parent
-    while not existing.exists():
-        existing = existing.parent
+    existing = nearest_existing(out.parent)
     free = shutil.disk_usage(existing).free
     if free < needed:
         raise CheckpointError(f"not enough space for {out}: the converted parameters need {needed / 2**20:.1f} MiB, "

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from absl import app, flags
 
+from landiff_jax import cli
+
 flags.DEFINE_enum("preset", "tiny", ["tiny", "xxl"], "model shape when --t5_dir has no weights")
 flags.DEFINE_multi_string("prompt", None, "a prompt (repeat for a batch)")
 flags.DEFINE_string("t5_dir", None, "HF T5 directory (spiece.model, optionally config.json + safetensors)")
@@ -60,4 +62,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -78,6 +78,14 @@ def read_prompts():
     return prompts
 
 
+def check_output_dir(out_dir: Path) -> None:
+    """--output_dir, its videos/ and the files written in it can be made (nothing is made yet)."""
+    cli.check_output_dir("--output_dir", out_dir, "videos")
+    for name in ("results.json", "contact_sheet.png"):
+        if (out_dir / name).is_dir():
+            raise app.UsageError(f"--output_dir {out_dir}: {out_dir / name} is a directory, not a file")
+
+
 def check_flags():
     video_io.ffmpeg_exe()  # the videos are measured after an mp4 round trip
     if FLAGS.seeds < 1 or FLAGS.batch_size < 1 or FLAGS.sheet_samples < 0:
@@ -94,6 +102,7 @@ def check_flags():
             check_size(FLAGS.num_frames or 9, FLAGS.height, FLAGS.width)
         except ValueError as e:
             raise app.UsageError(str(e))
+    check_output_dir(Path(FLAGS.output_dir))
 
 
 def load_model(prompts):
@@ -212,10 +221,7 @@ def main(argv):
     prompts = read_prompts()
     source = ground_truth_videos(prompts) if FLAGS.ground_truth else model_videos(load_model(prompts), prompts)
     out_dir = Path(FLAGS.output_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise app.UsageError(f"output directory {out_dir} cannot be made: {e}")
+    out_dir.mkdir(parents=True, exist_ok=True)  # can be made (check_output_dir); a full disk: cli.run's one line
     slug = lambda p: re.sub(r"[^a-z0-9]+", "_", p.lower()).strip("_")[:48]
     expected = [a for _ in range(FLAGS.seeds) for _, a in prompts]
     records, videos = [], []

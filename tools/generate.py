@@ -22,7 +22,6 @@ diffusion guidance default to the chosen preset's or checkpoint's (`--help` with
 import argparse
 import dataclasses
 import hashlib
-import os
 import re
 import sys
 import unicodedata
@@ -174,17 +173,6 @@ def summary(written: list[tuple[Path, str]]) -> str:
     return "\n".join(lines)
 
 
-def check_output_dir(directory: Path) -> None:
-    """`directory` is (or can be made) a writable directory; nothing is created yet."""
-    existing = directory
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise cli.UsageError(f"--output_dir {directory}: {existing} is not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise cli.UsageError(f"--output_dir {directory}: {existing} is not writable")
-
-
 def read_codes(path: str):
     """The --codes file as an array (checked against the config by pipeline.check_codes)."""
     import numpy as np
@@ -207,7 +195,7 @@ def check_arguments():
     prompts = read_prompts(choice.checkpoint is None)
     if FLAGS.fps < 1:
         raise cli.UsageError(f"--fps must be >= 1, got {FLAGS.fps}")
-    check_output_dir(Path(FLAGS.output_dir))
+    cli.check_output_dir("--output_dir", Path(FLAGS.output_dir))
     video_io.ffmpeg_exe()  # the encoder exists before anything is generated
     cfg = choice.cfg
     options = GenerateOptions(

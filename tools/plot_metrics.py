@@ -14,6 +14,7 @@ from pathlib import Path
 from absl import flags  # noqa: E402
 
 from landiff_jax import cli  # noqa: E402
+from landiff_jax.files import nearest_existing  # noqa: E402
 
 flags.DEFINE_string("out", "loss.png", "the PNG to write")
 flags.DEFINE_bool("parts", False, "also draw every other logged metric that is not throughput or lr")
@@ -85,9 +86,7 @@ def main(argv):
         raise cli.UsageError("give one or more metrics.jsonl files or run directories")
     runs = {Path(a).name if Path(a).is_dir() else Path(a).stem: read_jsonl(Path(a)) for a in argv[1:]}
     out = Path(FLAGS.out)
-    existing = out
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = nearest_existing(out)
     if existing == out and out.is_dir() or existing != out and not existing.is_dir():
         raise cli.UsageError(f"--out {out}: {existing} is {'a directory' if existing == out else 'not a directory'}")
     plot(runs, out, FLAGS.parts, FLAGS.log)

@@ -75,6 +75,7 @@ def check_arguments():
                  "decode_workers"):
         if FLAGS[name].value is not None and FLAGS[name].value < 1:
             raise ValueError(f"--{name} must be >= 1, got {FLAGS[name].value}")
+    cli.check_output_dir("--out", Path(FLAGS.out))
     if FLAGS.source == "synthetic_lm":
         if stages != ["lm"]:
             raise ValueError(f"--source synthetic_lm makes 'lm' examples only, not {','.join(stages)}")
@@ -85,14 +86,16 @@ def check_arguments():
         if FLAGS.list is None or FLAGS.num_examples is not None:
             raise ValueError("--source videos needs --list FILE (and takes no --num_examples: every usable clip)")
         if not Path(FLAGS.list).is_file():
-            raise ValueError(f"--list {FLAGS.list}: no such file")
+            what = "a directory, not a file" if Path(FLAGS.list).is_dir() else "no such file"
+            raise ValueError(f"--list {FLAGS.list}: {what}")
         video_io.ffmpeg_exe()  # decodes the clips
     elif FLAGS.num_examples is None:
         raise ValueError("--source synthetic_videos needs --num_examples")
     if (FLAGS.checkpoint is None) == (not FLAGS.random_weights):
         raise ValueError("give either --checkpoint DIR or --random_weights (with --preset)")
     if FLAGS.checkpoint is not None and not Path(FLAGS.checkpoint).is_dir():
-        raise ValueError(f"--checkpoint {FLAGS.checkpoint}: no such directory")
+        what = "a file, not a directory" if Path(FLAGS.checkpoint).is_file() else "no such directory"
+        raise ValueError(f"--checkpoint {FLAGS.checkpoint}: {what}")
     condition = FLAGS.diffusion_condition or ("codes" if FLAGS.codes else "features")
     if not FLAGS.codes and ("lm" in stages or ("diffusion" in stages and condition != "features")):
         raise ValueError(f"--stages {','.join(stages)} with diffusion condition {condition!r} need the "
@@ -190,7 +193,7 @@ def main(argv):
     cli.quiet_libraries(FLAGS.verbose)
     try:
         check_arguments()
-    except ValueError as e:
+    except (ValueError, cli.UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     from landiff_jax.convert.io import CheckpointError
