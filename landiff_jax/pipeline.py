@@ -19,9 +19,9 @@ with the causal cache carried over (`vae.LatentStream`). Every chunk has the sam
 compiled function per stage, and memory that does not grow with the length.
 
 Time to the first video: `from_checkpoint` restores the components concurrently, each straight
-into its devices' shardings, and with `compile_for` compiles every stage of a one-chunk video from the weights'
-shapes in a thread while they load (`LanDiff.compile`); the tools keep compiled code across runs
-(`runtime.use_compilation_cache`).
+into its devices' shardings, and with `compile_for` compiles every stage of a one-chunk video
+from the weights' shapes in a thread while they load (`LanDiff.compile`); the tools keep
+compiled code across runs (`runtime.use_compilation_cache`).
 """
 
 from __future__ import annotations
