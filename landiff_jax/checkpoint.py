@@ -17,7 +17,7 @@ shapes the config gives.
 end); `load_config` reads the config (one JSON, parsed once) and `load_component` one
 component back, optionally only the parameters a job uses (orbax partial restore), and
 optionally straight into device arrays of given shardings (each device reads its own shard;
-no host copy of the whole component).
+no host copy of the whole component); `load_components` several at once, one thread each.
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ import io
 import json
 import shutil
 import sys
+import threading
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,9 @@ def save_component(directory: Path, name: str, params) -> None:
     write_manifest(path)
 
 
+_HOLDING = threading.Lock()  # taken by the one `storage_output_held` in effect
+
+
 @contextlib.contextmanager
 def storage_output_held():
     """In quiet mode (absl verbosity under INFO: `cli.quiet_libraries`), hold back what the
@@ -77,10 +82,14 @@ def storage_output_held():
     caller reports in one line (or as a traceback if unexpected). A failed write's operations still
     in flight report later (tracebacks of callbacks into orbax's closed event loop): the failure
     waits until they have been quiet for half a second (at most SETTLE_SECONDS). Restores too:
-    orbax warns about a damaged checkpoint before it raises. --verbose holds nothing."""
+    orbax warns about a damaged checkpoint before it raises. --verbose holds nothing.
+
+    What it changes is process-wide (the absl logger's filters, sys.stderr), so it is held once:
+    entered again while in effect, from any thread (the restores of `load_components`), it holds
+    nothing more, and the one in effect covers that output too."""
     from absl import logging
 
-    if logging.get_verbosity() >= logging.INFO:
+    if logging.get_verbosity() >= logging.INFO or not _HOLDING.acquire(blocking=False):
         yield
         return
     logger, records = logging.get_absl_logger(), []
@@ -100,6 +109,7 @@ def storage_output_held():
                 raise
     finally:
         logger.removeFilter(hold)
+        _HOLDING.release()
     for record in records:  # reached only on success
         logger.handle(record)
     sys.stderr.write(printed.getvalue())
@@ -256,6 +266,33 @@ def load_component(directory: str | Path, name: str, abstract: Any = None, verif
                               f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
     check_restored(name, restored, item)
     return restored
+
+
+def load_components(directory: str | Path, requests: dict[str, dict[str, Any]],
+                    failed: threading.Event | None = None) -> dict[str, Any]:
+    """{component: `load_component(directory, component, **kwargs)`} for each of `requests`
+    ({component: kwargs}), restored concurrently, one thread each (one after another they read
+    1.44 GB/s from the page cache on a 16-core H200 host: far below what its cores and PCIe
+    move; orbax's own restore concurrency limit is 96 GB, no throttle here). The first failure is
+    raised (`failed`, if given, set at once), after the restores already running have finished;
+    none not yet started starts.
+
+    One thread in all where there are several processes: each orbax restore ends in a
+    cross-process barrier of a fixed name, which threads would reach in a different order on
+    each process."""
+    workers = max(1, len(requests)) if jax.process_count() == 1 else 1
+    with storage_output_held(), ThreadPoolExecutor(workers, thread_name_prefix="restore") as pool:
+        futures = {name: pool.submit(load_component, directory, name, **kwargs) for name, kwargs in requests.items()}
+        try:
+            for future in as_completed(futures.values()):
+                future.result()
+        except BaseException:
+            if failed is not None:
+                failed.set()
+            for future in futures.values():
+                future.cancel()
+            raise  # (leaving the pool waits for the restores running)
+    return {name: future.result() for name, future in futures.items()}
 
 
 def check_stored(directory: str | Path, name: str, abstract) -> None:

@@ -18,10 +18,10 @@ frames (each group decoded by the tokenizer once), and the VAE decodes the new l
 with the causal cache carried over (`vae.LatentStream`). Every chunk has the same shapes: one
 compiled function per stage, and memory that does not grow with the length.
 
-Time to the first video: `from_checkpoint` restores each component straight into its devices'
-shardings, and with `compile_for` compiles every stage of a one-chunk video from the weights'
-shapes in a thread while they load (`LanDiff.compile`); the tools keep compiled code across runs
-(`runtime.use_compilation_cache`).
+Time to the first video: `from_checkpoint` restores the components concurrently, each straight
+into its devices' shardings, and with `compile_for` compiles every stage of a one-chunk video
+from the weights' shapes in a thread while they load (`LanDiff.compile`); the tools keep
+compiled code across runs (`runtime.use_compilation_cache`).
 """
 
 from __future__ import annotations
@@ -330,7 +330,7 @@ class LanDiff:
         self._progress = P.Relay()  # the samplers' fixed static callback (see landiff_jax.progress)
         self.random_weights = random_weights
         self.mesh = mesh
-        self.restore_seconds: float | None = None  # from_checkpoint: the time its restores took
+        self.restore_seconds: float | None = None  # from_checkpoint: the wall time of its restores
         self.lm_placement = runtime.lm_weights(cfg.lm, mesh.devices.size if mesh is not None else 1, lm_placement)
         self.shardings = component_shardings(cfg, mesh, self.lm_placement, job)
         self.params = {}
@@ -348,8 +348,9 @@ class LanDiff:
                         dit_attention: str | None = None, verify: str = "cheap", lm_placement: str | None = None,
                         compile_for: CompileFor | None = None, job: str = "generate") -> "LanDiff":
         """A converted checkpoint (`tools/convert.py`), computed in `dtype` (default: as stored),
-        reading only the parameters `job` uses (see JOBS), each restored straight into its
-        shardings and dtype; dit_attention, lm_placement: see `__init__`; verify: the checksum
+        reading only the parameters `job` uses (see JOBS), the components restored concurrently
+        (`checkpoint.load_components`; `restore_seconds`: the wall time of them all), each straight
+        into its shardings and dtype; dit_attention, lm_placement: see `__init__`; verify: the checksum
         level of each component (`checkpoint.load_component`). compile_for: compile the stages of
         that coming `generate` call in a thread while the weights load (`compile`)."""
         cfg = checkpoint.load_config(directory, dtype)
@@ -367,12 +368,12 @@ class LanDiff:
         compiling = threading.Thread(target=pipe._compile_or_warn, args=(compile_for, stop))
         if compile_for is not None:
             compiling.start()
+        requests = {name: dict(abstract=tree, verify=verify, shardings=pipe.shardings[name],
+                               dtype=COMPONENTS[name].config(pipe.cfg).param_dtype) for name, tree in trees.items()}
         start = time.perf_counter()
         try:
-            for name, tree in trees.items():
-                dtype_ = COMPONENTS[name].config(pipe.cfg).param_dtype
-                pipe.place(name, checkpoint.load_component(directory, name, tree, verify=verify,
-                                                           shardings=pipe.shardings[name], dtype=dtype_))
+            for name, tree in checkpoint.load_components(directory, requests, failed=stop).items():
+                pipe.place(name, tree)
             pipe.restore_seconds = time.perf_counter() - start
         except BaseException:
             stop.set()

@@ -95,9 +95,9 @@ def load_frozen_models(checkpoint_dir: str | Path | None = None, *, preset: str 
         tokenizers = {c: text.ByteTokenizer() for c in pipeline.TEXT_COMPONENTS}
         return FrozenModels(cfg, params, tokenizers, {"random_weights": {"preset": preset, "seed": seed}})
     cfg = checkpoint.load_config(checkpoint_dir, dtype)
-    # each component in its config's param_dtype (as the pipeline places them), one at a time
-    params = {name: jax.tree.map(lambda a, d=getattr(cfg, name).param_dtype: jnp.asarray(a, d),
-                                 checkpoint.load_component(checkpoint_dir, name))
+    # restored concurrently, then each in its config's param_dtype (as the pipeline places them)
+    restored = checkpoint.load_components(checkpoint_dir, {name: {} for name in COMPONENTS})
+    params = {name: jax.tree.map(lambda a, d=getattr(cfg, name).param_dtype: jnp.asarray(a, d), restored.pop(name))
               for name in COMPONENTS}
     tokenizers = {c: checkpoint.text_tokenizer(checkpoint_dir, c) for c in pipeline.TEXT_COMPONENTS}
     return FrozenModels(cfg, params, tokenizers, {"checkpoint": str(Path(checkpoint_dir).resolve())})
