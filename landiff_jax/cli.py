@@ -6,8 +6,8 @@ exit; an unexpected internal error keeps its traceback.
         cli.run(main)                  # cli.run(main, compiles=True) for a tool that compiles
 
 User errors: a flag absl cannot parse, `app.UsageError` and `UsageError` (exit 2); a bad checkpoint,
-config file, dataset, video write, files that do not fit the config, an output another process is writing
-(`CheckpointError`, `ConfigError`, `RecordError`, `VideoWriteError`, `ConversionError`,
+config file, dataset, video write or read, files that do not fit the config, an output another process is
+writing (`CheckpointError`, `ConfigError`, `RecordError`, `VideoWriteError`, `VideoReadError`, `ConversionError`,
 `FileExistsError`) and a full disk, a file-size limit or a permission refused (exit 1).
 Ctrl-C / SIGTERM: one line, exit 130 / 143. A closed stdout (`tool --help | head -3`): quiet, exit 141
 (128 + SIGPIPE, what the shell shows for a program that a closed pipe ended; `closed_stdout`).
@@ -51,9 +51,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from landiff_jax.convert.io import CheckpointError
     from landiff_jax.convert.table import ConversionError
     from landiff_jax.data.records import RecordError
-    from landiff_jax.video_io import VideoWriteError
+    from landiff_jax.video_io import VideoReadError, VideoWriteError
 
-    return CheckpointError, ConversionError, ConfigError, RecordError, VideoWriteError, FileExistsError
+    return (CheckpointError, ConversionError, ConfigError, RecordError, VideoWriteError, VideoReadError,
+            FileExistsError)
 
 
 def quiet_libraries(verbose: bool) -> None:

@@ -1,13 +1,15 @@
-"""Writing generated videos: frames in [0, 1] or uint8 → mp4 (H.264, the ffmpeg binary shipped by
-imageio-ffmpeg), atomically, whole or as the frames arrive (`Mp4Stream`); a video and its
-semantic tokens (.npy) as one unit.
+"""Videos in and out through the ffmpeg binary shipped by imageio-ffmpeg. Writing generated videos:
+frames in [0, 1] or uint8 → mp4 (H.264), atomically, whole or as the frames arrive (`Mp4Stream`);
+a video and its semantic tokens (.npy) as one unit. Reading: `read_mp4` decodes any video ffmpeg
+opens to uint8 RGB frames, through a filter chain if asked (`count_frames` counts them).
 
-The encoder is our own `subprocess.Popen` of ffmpeg fed raw frames on a pipe: no `preexec_fn`
-(imageio's writer uses one, which makes CPython fork through the at-fork hooks and JAX warn about
-os.fork() in a multithreaded process). ffmpeg gets its own process group (`process_group=0`, set
-by the child without Python code), so a terminal's Ctrl-C reaches only us and our `finally` stops
-it; if we die without unwinding (SIGKILL), its stdin pipe closes and it ends at once. A write
-counts only when ffmpeg exits 0 and the file decodes to the expected number of frames.
+Both directions are our own `subprocess.Popen` of ffmpeg, raw RGB frames on a pipe, with no
+`preexec_fn` (imageio's reader and writer use one, which makes CPython fork through the at-fork
+hooks and JAX warn about os.fork() in a multithreaded process). ffmpeg gets its own process group
+(`process_group=0`, set by the child without Python code), so a terminal's Ctrl-C reaches only us
+and our `finally` stops it; if we die without unwinding (SIGKILL), its pipe to us closes and it
+ends at once. A write counts only when ffmpeg exits 0 and the file decodes to the expected number
+of frames; a read, only when ffmpeg exits 0 having written whole frames.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import io
 import signal
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,14 @@ from landiff_jax.files import commit, signals_deferred, temp_sibling, write_byte
 
 class VideoWriteError(OSError):
     """The encoder failed (disk full, bad size ...) or wrote a file that does not decode."""
+
+
+class VideoReadError(OSError):
+    """ffmpeg cannot decode a video (missing, not a video, damaged); `reason` says why in one line."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"cannot decode {path} ({reason})")
+        self.path, self.reason = path, reason
 
 
 def ffmpeg_exe() -> str:
@@ -173,12 +184,6 @@ class Mp4Stream:
             self.tmp.unlink(missing_ok=True)
 
 
-def count_frames(path: Path) -> int:
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.count_frames_and_secs(str(path))[0]
-
-
 def write_mp4(path: str | Path, frames, fps: int = 8, pixelformat: str = "yuv420p") -> Path:
     """Write [f H W 3] frames to `path` (parent created); nothing is left behind on failure and an
     existing file is replaced only by a complete, decodable video.
@@ -246,9 +251,77 @@ def commit_with_codes(tmp_mp4: Path, mp4: Path, npy: Path, codes) -> tuple[Path,
     return mp4, npy
 
 
-def read_mp4(path: str | Path) -> np.ndarray:
-    """Decode an mp4 back to uint8 [f H W 3] (used to check written files)."""
-    import imageio.v2 as imageio
+# --- reading -------------------------------------------------------------------------------
 
-    with imageio.get_reader(str(path), format="FFMPEG") as reader:
-        return np.stack([frame for frame in reader])  # list(reader) trips on its infinite len()
+def _ffmpeg_output(path: Path, output: list[str], chunk: int) -> Iterator[bytes]:
+    """What ffmpeg writes to its stdout decoding `path` with the `output` options, in pieces of
+    `chunk` bytes (the last one may be shorter); then VideoReadError unless it exited 0, with its
+    last message. Its messages go to a file, so that it never blocks on them while we read. ffmpeg
+    is killed in `finally`: an exception, a signal or an early `close()` never leaves it running."""
+    with tempfile.TemporaryFile() as errors:
+        cmd = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-i", str(path), *output, "pipe:1"]
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors,
+                                close_fds=True, process_group=0)
+        try:
+            while piece := proc.stdout.read(chunk):
+                yield piece
+            status = proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+        if status != 0:
+            errors.seek(0)
+            lines = errors.read().decode(errors="replace").strip().splitlines()
+            why = f"killed by {signal.Signals(-status).name}" if status < 0 else f"exit {status}"
+            raise VideoReadError(path, f"ffmpeg {why}: {lines[-1][:200] if lines else 'no message'}")
+
+
+def frame_size(path: str | Path) -> tuple[int, int]:
+    """(H, W) of the frames ffmpeg decodes from `path` (after its autorotation): from the header of
+    its first frame written as a PPM image (P6, width, height, maximum value; whitespace-separated)."""
+    path = Path(path)
+    with contextlib.closing(_ffmpeg_output(path, ["-frames:v", "1", "-an", "-pix_fmt", "rgb24", "-c:v", "ppm",
+                                                  "-f", "image2pipe"], 64)) as pieces:
+        header = next(pieces, b"").split(maxsplit=3)
+    if len(header) < 3 or header[0] != b"P6" or not (header[1].isdigit() and header[2].isdigit()):
+        raise VideoReadError(path, "ffmpeg decoded no video frame")
+    return int(header[2]), int(header[1])
+
+
+def _frames(path: Path, size: tuple[int, int], output: list[str]) -> Iterator[np.ndarray]:
+    """uint8 [H W 3] frames of ffmpeg's raw RGB output (`output` + rgb24 rawvideo) of frames of `size`."""
+    height, width = size
+    frame_bytes = height * width * 3
+    short = 0
+    with contextlib.closing(_ffmpeg_output(path, [*output, "-an", "-pix_fmt", "rgb24", "-f", "rawvideo"],
+                                           frame_bytes)) as pieces:
+        for piece in pieces:
+            if len(piece) < frame_bytes:  # the last piece: ffmpeg's exit status is checked first
+                short = len(piece)
+                continue
+            yield np.frombuffer(piece, np.uint8).reshape(height, width, 3)
+    if short:
+        raise VideoReadError(path, f"ffmpeg wrote {short} bytes after its last whole {width}×{height} frame")
+
+
+def read_mp4(path: str | Path, size: tuple[int, int] | None = None, filters: str | None = None,
+             max_frames: int | None = None) -> np.ndarray:
+    """A video (an mp4, or any file ffmpeg opens) decoded to uint8 RGB frames [f H W 3]. `filters`:
+    an ffmpeg -vf filter chain; `max_frames`: stop after that many; `size` (H, W): what the frames
+    are (after the filters), probed with `frame_size` when not given. VideoReadError when ffmpeg
+    cannot decode it."""
+    path = Path(path)
+    size = size or frame_size(path)
+    output = [*(["-vf", filters] if filters else []), *(["-frames:v", str(max_frames)] if max_frames else [])]
+    with contextlib.closing(_frames(path, size, output)) as frames:
+        video = list(frames)
+    return np.stack(video) if video else np.zeros((0, *size, 3), np.uint8)
+
+
+def count_frames(path: str | Path) -> int:
+    """The frames ffmpeg decodes from `path` (every one is decoded; none is kept)."""
+    path = Path(path)
+    with contextlib.closing(_frames(path, frame_size(path), [])) as frames:
+        return sum(1 for _ in frames)

@@ -7,7 +7,7 @@ OUT/report.json (bad clips, cut captions), through the frozen models of a conver
       --stages tokenizer,diffusion,lm --codes --out data/videos
 
 The list is jsonl: {"path": ..., "caption": ..., "motion_score": ... (optional)}. Videos are decoded
-by imageio's ffmpeg plugin: 8 fps, centre-cropped, resized to the model's size, first --num_frames.
+by ffmpeg (imageio-ffmpeg's binary): 8 fps, centre-cropped, resized to the model's size, first --num_frames.
 The synthetic world's clips, with random weights (tests, or the tiny system before any training):
 
   python tools/prepare_data.py --source synthetic_videos --num_examples 64 --random_weights \\

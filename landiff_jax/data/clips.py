@@ -5,15 +5,14 @@ shard is redone from it) and both giving every clip as uint8 frames [F H W 3] of
 
 - `VideoList`: video files listed in a jsonl file, one object per line,
       {"path": "clips/0001.mp4", "caption": "a dog runs on a beach", "motion_score": 0.4}
-  (`motion_score` optional; a relative path is relative to the list file). Decoding goes through
-  imageio's FFMPEG plugin (the ffmpeg binary of imageio-ffmpeg), whose filter chain does the
-  work in one subprocess per video: resample to `fps` (ffmpeg's `fps` filter, round=up: output
-  frame k is the last input frame at or before time k/fps, the frame on screen then; from a
-  constant-rate video, input frame floor(k · rate / fps)), centre-crop to the target aspect,
-  resize (bicubic) to the target size, first `num_frames` frames. `scan` decodes every listed
-  video once and sorts out the unusable ones (unreadable, shorter than `num_frames` at `fps`,
-  empty caption): they are counted and listed in the report, and the dataset holds the usable
-  clips in list order.
+  (`motion_score` optional; a relative path is relative to the list file). Decoding is one
+  ffmpeg subprocess per video (`video_io.read_mp4`), whose filter chain does the work: resample
+  to `fps` (ffmpeg's `fps` filter, round=up: output frame k is the last input frame at or before
+  time k/fps, the frame on screen then; from a constant-rate video, input frame
+  floor(k · rate / fps)), centre-crop to the target aspect, resize (bicubic) to the target size,
+  first `num_frames` frames. `scan` decodes every listed video once and sorts out the unusable
+  ones (unreadable, shorter than `num_frames` at `fps`, empty caption): they are counted and
+  listed in the report, and the dataset holds the usable clips in list order.
 - `SyntheticVideos`: clips of the synthetic world (`data/synthetic.py`) rendered at the target
   size, a pure function of (seed, index), canonical captions or training paraphrases.
 """
@@ -23,7 +22,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
-import logging
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from landiff_jax import video_io
 from landiff_jax.data import synthetic
 from landiff_jax.files import file_digest
 
@@ -112,16 +111,6 @@ def read_list(path: str | Path) -> list[Entry]:
 
 # --- decoding ------------------------------------------------------------------------------
 
-class _SizeNotice(logging.Filter):
-    """imageio-ffmpeg warns on every read whose output size differs from the source's (always, here)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "different from the source frame size" not in record.getMessage()
-
-
-_SIZE_NOTICE = _SizeNotice()
-
-
 def filter_chain(spec: ClipSpec) -> str:
     """ffmpeg filters: resample to spec.fps, centre-crop to the target aspect, resize (bicubic)."""
     h, w = spec.height, spec.width
@@ -132,28 +121,13 @@ def filter_chain(spec: ClipSpec) -> str:
 def decode_video(path: Path, spec: ClipSpec) -> np.ndarray:
     """The first spec.num_frames frames of the video at spec.fps, cropped and resized: uint8 [F H W 3].
     BadClip('unreadable') when ffmpeg cannot decode it, BadClip('too_short') when it has fewer frames."""
-    import imageio.v2 as imageio
-
-    logging.getLogger("imageio_ffmpeg").addFilter(_SIZE_NOTICE)  # once: a logger keeps no duplicates
-    frames = []
     try:
-        with imageio.get_reader(
-                str(path), format="FFMPEG",
-                output_params=["-vf", filter_chain(spec), "-frames:v", str(spec.num_frames)]) as reader:
-            for frame in reader:
-                frames.append(frame)
-                if len(frames) == spec.num_frames:
-                    break
-    except Exception as e:  # ffmpeg's and imageio's errors on broken input are of many types
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        message = lines[-1][:200] if lines else type(e).__name__  # ffmpeg's last stderr line says why
-        raise BadClip("unreadable", f"cannot decode ({type(e).__name__}: {message})") from None
-    if len(frames) < spec.num_frames:
-        raise BadClip("too_short", f"{len(frames)} frames at {spec.fps} fps, need {spec.num_frames} "
+        video = video_io.read_mp4(path, (spec.height, spec.width), filter_chain(spec), spec.num_frames)
+    except video_io.VideoReadError as e:
+        raise BadClip("unreadable", f"cannot decode ({e.reason})") from None
+    if len(video) < spec.num_frames:
+        raise BadClip("too_short", f"{len(video)} frames at {spec.fps} fps, need {spec.num_frames} "
                                    f"({(spec.num_frames - 1) / spec.fps:.2f} s)")
-    video = np.stack(frames)
-    if video.shape[1:] != (spec.height, spec.width, 3):
-        raise BadClip("unreadable", f"decoded to frames of {video.shape[1:]}, expected {(spec.height, spec.width, 3)}")
     return video
 
 

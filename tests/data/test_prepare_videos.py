@@ -225,6 +225,16 @@ def test_bad_arguments_get_one_line(tmp_path, args, message):
     assert not (tmp_path / "x").exists()
 
 
+def test_tool_decodes_without_fork_warning(video_list, tmp_path):
+    """Issue 14: the clips are decoded again while the frozen models run (JAX's threads are up),
+    by our own ffmpeg subprocess: no os.fork() warning."""
+    run = tool("--source", "videos", "--list", str(video_list / "list.jsonl"), "--random_weights", "--preset", "tiny",
+               "--stages", "tokenizer", "--out", str(tmp_path / "out"))
+    assert run.returncode == 0, run.stderr
+    assert '3 usable clips; bad: {"unreadable": 2, "too_short": 1, "empty_caption": 1}' in run.stdout
+    assert "os.fork()" not in run.stderr
+
+
 @pytest.mark.slow
 def test_tool_on_two_devices_writes_the_same(synthetic_datasets, tmp_path):
     """The tool's run over a 2-device data mesh gives the library's single-device datasets."""

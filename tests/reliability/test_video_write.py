@@ -103,7 +103,6 @@ def test_no_fork_warning_with_jax_running(tmp_path):
     assert not [w for w in caught if "fork" in str(w.message)], [str(w.message) for w in caught]
 
 
-@pytest.mark.filterwarnings("ignore:os.fork")  # read_mp4 (imageio's reader, a test helper) forks
 def test_stream_writes_chunks_as_they_come_then_commits_with_codes(tmp_path):
     mp4, npy = video_paths(tmp_path, "s")
     with Mp4Stream(mp4) as stream:

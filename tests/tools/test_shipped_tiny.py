@@ -46,6 +46,7 @@ def evaluation(tmp_path_factory):
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert not re.search(r"^I\d{4} ", result.stderr, re.M), "storage INFO logs without --verbose"
+    assert "os.fork()" not in result.stderr  # issue 14: the mp4s are read back with JAX running, without a fork
     return out, json.loads((out / "results.json").read_text())
 
 
@@ -74,6 +75,7 @@ def test_main_job_uses_the_shipped_model(tmp_path):
                              str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert str(DEFAULT_CHECKPOINT) in result.stdout and "RANDOM" not in result.stdout + result.stderr
+    assert "os.fork()" not in result.stderr
     cfg = checkpoint.load_config(DEFAULT_CHECKPOINT)
     frames = read_mp4(tmp_path / "000_a_blue_square_moves_up_on_a_white_background.mp4")
     assert frames.shape == (cfg.video_frames(cfg.dit.latent_frames), *cfg.video_size, 3)
