@@ -145,3 +145,25 @@ def quiet_mode():
     logging.set_verbosity(logging.WARNING)
     yield
     logging.set_verbosity(before)
+
+
+@pytest.fixture(scope="session")
+def tools_refuse():
+    """tools_refuse({name: ([tool.py, *args], error line)}): every tool run at once as a
+    subprocess (CPU); each must exit 2 with exactly its one error line on stderr. Returns
+    {name: stdout}, for the caller's checks that nothing heavy started."""
+    import subprocess
+
+    def run(runs: dict[str, tuple[list[str], str]]) -> dict[str, str]:
+        env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
+        procs = {name: subprocess.Popen([sys.executable, str(REPO / "tools" / args[0]), *args[1:]], env=env,
+                                        text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for name, (args, _) in runs.items()}
+        outs = {}
+        for name, proc in procs.items():
+            outs[name], err = proc.communicate(timeout=300)
+            assert proc.returncode == 2, (name, err[-2000:])
+            assert err.strip().splitlines() == [runs[name][1]], (name, err[-2000:])
+        return outs
+
+    return run

@@ -4,16 +4,9 @@ the raw `[Errno 17] File exists` (an --output_dir that is a file: after loading 
 named videos/ inside it: after the first batch), and a traceback for a results.json directory after
 every video was made. Now one line naming the argument, exit 2, before anything is loaded or made."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from landiff_jax import cli
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_check_output_dir(tmp_path):
@@ -34,7 +27,7 @@ def test_check_output_dir(tmp_path):
         assert str(e.value) == message
 
 
-def test_tools_refuse_a_file_on_the_way_in_one_line(tmp_path):
+def test_tools_refuse_a_file_on_the_way_in_one_line(tmp_path, tools_refuse):
     (tmp_path / "file").write_text("a file")
     (tmp_path / "lists").mkdir()
     (tmp_path / "eval" / "videos").parent.mkdir()
@@ -63,14 +56,7 @@ def test_tools_refuse_a_file_on_the_way_in_one_line(tmp_path):
             f"evaluate.py: error: --output_dir {t}/eval2: {t}/eval2/results.json is a directory, not a file "
             "(see --help)"),
     }
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
-    procs = {name: subprocess.Popen([sys.executable, str(REPO / "tools" / args[0]), *args[1:]], env=env, text=True,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for name, (args, _) in runs.items()}
-    for name, proc in procs.items():
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 2, (name, err[-2000:])
-        assert err.strip().splitlines() == [runs[name][1]], (name, err[-2000:])
+    for name, out in tools_refuse(runs).items():
         assert "loading" not in out and "scanned" not in out, name
     assert sorted(p.name for p in tmp_path.iterdir()) == ["eval", "eval2", "file", "lists"]  # nothing made
     assert (tmp_path / "file").read_text() == "a file" and (tmp_path / "eval" / "videos").read_text() == "a file"

@@ -3,15 +3,7 @@
 --seed, the seeds of all its batches: after loading), and evaluate's binary prompts file (a traceback). Each is one
 line, exit 2, before anything is loaded or written. The tools run at once, as subprocesses."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def test_refused_in_one_line_before_loading(tmp_path):
+def test_refused_in_one_line_before_loading(tmp_path, tools_refuse):
     (tmp_path / "clip.mp4").write_bytes(b"not decoded before the checks")
     (tmp_path / "prompts.txt").write_bytes(bytes(range(256)))
     runs = {
@@ -27,14 +19,7 @@ def test_refused_in_one_line_before_loading(tmp_path):
                                     f"evaluate.py: error: prompts file {tmp_path}/prompts.txt is not UTF-8 text "
                                     "(invalid start byte at byte 128) (see --help)"),
     }
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
-    procs = {name: subprocess.Popen([sys.executable, str(REPO / "tools" / args[0]),
-                                     *(a.format(tmp=tmp_path) for a in args[1:])], env=env, text=True,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for name, (args, _) in runs.items()}
-    for name, proc in procs.items():
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 2, (name, err[-2000:])
-        assert err.strip().splitlines() == [runs[name][1]], (name, err[-2000:])
+    runs = {name: ([args[0], *(a.format(tmp=tmp_path) for a in args[1:])], line) for name, (args, line) in runs.items()}
+    for name, out in tools_refuse(runs).items():
         assert "loading" not in out, name
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "prompts.txt"]  # no output directory
