@@ -77,15 +77,10 @@ def apply_policy(model_cfg, config: TrainConfig):
         from landiff_jax import runtime
 
         changes["train_attention"] = runtime.choose(config.compute_dtype, model_cfg.head_dim).attention
-    if "attention" in fields:
+    if "attention" in fields:  # a kernel with a backward pass (cuDNN for bf16 on GPU, else XLA)
         from landiff_jax import runtime
-        from landiff_jax.tokenizer.config import TokenizerConfig
 
-        # the DiT's (unmasked): a kernel with a backward pass (cuDNN for bf16 on GPU, else XLA). The
-        # tokenizer's frame-group masks: XLA's, blockwise at full size (cuDNN takes a mask as a
-        # bias of [b h s s] and returns its gradient too: 23 GB per example at 13 frames)
-        masked = isinstance(model_cfg, TokenizerConfig)
-        changes["attention"] = "xla" if masked else runtime.choose(config.compute_dtype, model_cfg.head_dim).attention
+        changes["attention"] = runtime.choose(config.compute_dtype, model_cfg.head_dim).attention
     if "remat" in fields:
         changes["remat"] = config.remat
     elif config.remat != "none":
