@@ -98,11 +98,11 @@ def random_batch(task, config: TrainConfig, rows: int, seed: int = 0) -> dict[st
 
 
 def training_attention(config: TrainConfig) -> str | None:
-    """The attention kernel the stage's transformer trains with (LM: causal; DiT), None for others."""
-    model = getattr(config.model, "dit", config.model)
+    """The attention kernel the stage's transformer trains with: the LM's causal one, the DiT's
+    (diffusion) or the tokenizer's (its `model`)."""
+    model = getattr(config.model, "dit", None) or getattr(config.model, "model", None) or config.model
     policy = apply_policy(model, config)
-    return getattr(policy, "train_attention", None) or (getattr(policy, "attention", None) if model is not config.model
-                                                         else None)
+    return getattr(policy, "train_attention", None) or getattr(policy, "attention", None)
 
 
 STAGES = {
