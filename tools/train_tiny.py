@@ -19,7 +19,9 @@ models leave most of it idle), then join:
              prepare VAE posteriors, codes, T5 states → WORKDIR/data/coded/diffusion
              measure the latent scale (1 / std of the sampled latents) → WORKDIR/scale_factor.json
              train the base DiT (text → latent) configs/tiny_dit.py → WORKDIR/runs/dit
-             + the base DiT, its control branch a zero-output copy → WORKDIR/checkpoints/base
+             + the base DiT                           → WORKDIR/checkpoints/base
+             its second phase       configs/tiny_dit_refine.py → WORKDIR/runs/dit_refine
+             + the refined DiT, its control branch a zero-output copy → WORKDIR/checkpoints/refined
              train the control branch configs/tiny_control.py → WORKDIR/runs/control
              the trained system                       → --out (default WORKDIR/checkpoints/tiny)
 Loss curves: WORKDIR/plots/<stage>.png (tools/plot_metrics.py). Per-stage times are printed and
@@ -28,6 +30,8 @@ kept in WORKDIR/times.json.
 --quick: a few clips and 3 updates per stage, float32 (a smoke test of the whole chain on CPU).
 --reuse DIR: keep the text encoders, tokenizer, LM and VAE of a converted checkpoint of this
 system (e.g. an earlier run's WORKDIR/checkpoints/base) and train only the diffusion stages.
+--reuse_dit: with --reuse, also take DIR's base DiT as the end of the first DiT phase (train only
+the second phase and the control branch).
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ flags.DEFINE_bool("quick", False, "a few clips and 3 updates per stage (CPU smok
 flags.DEFINE_integer("clips", 8192, "synthetic clips per dataset")
 flags.DEFINE_string("reuse", None, "a converted checkpoint of this system whose text encoders, tokenizer, LM and "
                     "VAE are kept (only the diffusion stages are trained)")
+flags.DEFINE_bool("reuse_dit", False, "with --reuse: also keep its base DiT as the first DiT phase's result "
+                  "(only the second DiT phase and the control branch are trained)")
 flags.DEFINE_enum("dtype", "bfloat16", ["float32", "bfloat16"], "dtype the trained system's parameters are stored in "
                   "(the intermediate checkpoints keep float32)")
 flags.DEFINE_integer("seed", 0, "seed of the synthetic clips and of the random frozen models")
@@ -174,9 +180,10 @@ def tokenizer_params(theia, trained, model_state) -> dict:
     return {**inference_params(trained, model_state), "feature_extractor": theia}
 
 
-def check_reuse(directory: Path, cfg) -> None:
+def check_reuse(directory: Path, cfg, dit: bool = False) -> None:
     """`directory` is a converted checkpoint whose configs of every component but the diffusion
-    model are `cfg`'s (the VAE's scale factor aside); one line naming those that differ otherwise."""
+    model (with `dit`: its DiT too) are `cfg`'s (the VAE's scale factor aside); one line naming
+    those that differ otherwise."""
     from landiff_jax import checkpoint
     from landiff_jax.convert.io import CheckpointError
 
@@ -184,7 +191,7 @@ def check_reuse(directory: Path, cfg) -> None:
         stored = checkpoint.load_config(directory, dtype="float32")
     except CheckpointError as e:
         raise SystemExit(f"train_tiny: --reuse: {e}")
-    kept = ("t5_lm", "t5_dit", "tokenizer", "lm")
+    kept = ("t5_lm", "t5_dit", "tokenizer", "lm") + (("dit",) if dit else ())
     differ = [name for name in kept if getattr(stored, name) != getattr(cfg, name)]
     # the stored precision follows the stored dtype (a bf16 checkpoint's VAE says 'default')
     if dataclasses.replace(stored.vae, scale_factor=cfg.vae.scale_factor, precision=cfg.vae.precision) != cfg.vae:
@@ -288,8 +295,10 @@ def main(argv):
     quick, seed = FLAGS.quick, FLAGS.seed
     clips = QUICK_CLIPS if quick else FLAGS.clips
     cfg = load_config("tiny_landiff.py")
+    if FLAGS.reuse_dit and not FLAGS.reuse:
+        raise cli.UsageError("--reuse_dit needs --reuse DIR (the checkpoint whose base DiT is kept)")
     if FLAGS.reuse:
-        check_reuse(Path(FLAGS.reuse), cfg)  # before anything is written
+        check_reuse(Path(FLAGS.reuse), cfg, FLAGS.reuse_dit)  # before anything is written
     workdir.mkdir(parents=True, exist_ok=True)
     steps = Steps(workdir)
     data, ckpts = workdir / "data", workdir / "checkpoints"
@@ -333,13 +342,21 @@ def main(argv):
     log(f"VAE latent scale_factor = {scale:.6g}")
     scaled = f"model.scale_factor={scale!r}"
 
-    dit_run = train_stage(steps, workdir, "dit", "tiny_dit.py", coded / "diffusion", quick, scaled)
     system = dataclasses.replace(cfg, vae=dataclasses.replace(cfg.vae, scale_factor=scale))
-    base = control_start(run_params(dit_run)[0]["dit"]["main"], tokenizer, seed)
-    steps.run("base checkpoint", (ckpts / "base").is_dir,
-              lambda: write_checkpoint(ckpts / "base", system, {**trained, "diffusion": base}))
+
+    def dit_phase(stage: str, config: str, name: str, *start: str):
+        """Train a base-DiT phase -> (checkpoints/<name>, its diffusion params): its EMA with a
+        zero-start control branch."""
+        run = train_stage(steps, workdir, stage, config, coded / "diffusion", quick, scaled, *start)
+        diffusion = control_start(run_params(run)[0]["dit"]["main"], tokenizer, seed)
+        steps.run(f"{name} checkpoint", (ckpts / name).is_dir,
+                  lambda: write_checkpoint(ckpts / name, system, {**trained, "diffusion": diffusion}))
+        return ckpts / name, diffusion
+
+    first = Path(FLAGS.reuse).absolute() if FLAGS.reuse_dit else dit_phase("dit", "tiny_dit.py", "base")[0]
+    refined, base = dit_phase("dit_refine", "tiny_dit_refine.py", "refined", f"init_from={first}")
     control_run = train_stage(steps, workdir, "control", "tiny_control.py", coded / "diffusion", quick, scaled,
-                              f"init_from={ckpts / 'base'}")
+                              f"init_from={refined}")
 
     control = run_params(control_run)[0]
     diffusion = {**base, "dit": {"main": base["dit"]["main"], "control": control["dit"]["control"]},

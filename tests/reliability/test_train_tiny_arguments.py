@@ -16,6 +16,8 @@ def test_bad_arguments_are_one_line_and_write_nothing(tmp_path):
         (["--workdir", "{tmp}/file", "--quick"], 2, "train_tiny.py: error: --workdir {tmp}/file is not a directory "
                                                    "(see --help)"),
         (["--workdir", "{tmp}/w", "--clips", "0"], 2, "train_tiny.py: error: --clips must be >= 1, got 0 (see --help)"),
+        (["--workdir", "{tmp}/w", "--reuse_dit"], 2,
+         "train_tiny.py: error: --reuse_dit needs --reuse DIR (the checkpoint whose base DiT is kept) (see --help)"),
         (["--workdir", "{tmp}/w", "--reuse", "{tmp}/none"], 1,
          "train_tiny: --reuse: not a converted LanDiff checkpoint (no landiff_config.json): {tmp}/none"),
     ]

@@ -16,7 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 STEPS = ("render clips", "train vae", "frozen models", "prepare features", "train tokenizer", "tokenizer checkpoint",
          "prepare lm codes", "train lm", "coded checkpoint", "prepare latents", "measure latent scale", "train dit",
-         "base checkpoint", "train control", "final checkpoint")
+         "base checkpoint", "train dit_refine", "refined checkpoint", "train control", "final checkpoint")
 
 
 def train_tiny(workdir: Path) -> subprocess.CompletedProcess:
@@ -31,7 +31,7 @@ def test_quick_run_writes_a_loadable_system_and_resumes(tmp_path):
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     # the pixel and semantic branches run side by side: their steps interleave
     assert sorted(json.loads((tmp_path / "times.json").read_text())) == sorted(STEPS)
-    for stage in ("vae", "tokenizer", "lm", "dit", "control"):
+    for stage in ("vae", "tokenizer", "lm", "dit", "dit_refine", "control"):
         assert (tmp_path / "plots" / f"{stage}.png").stat().st_size > 0
     scale = json.loads((tmp_path / "scale_factor.json").read_text())["scale_factor"]
 
