@@ -1,9 +1,11 @@
-"""Stage 4b of the tiny LanDiff (configs/tiny_landiff.py): a second phase of the base DiT, from
-the EMA weights of stage 4 (configs/tiny_dit.py), in bfloat16 compute (float32 master weights),
-with a fresh optimizer at a lower peak learning rate. Shapes are the finest detail the DiT draws
+"""Stage 4b of the tiny LanDiff (configs/tiny_landiff.py): a refining phase of the base DiT, run
+twice by tools/train_tiny.py (warm restarts), each from the previous EMA weights (first those of
+stage 4, configs/tiny_dit.py), in bfloat16 compute (float32 master weights), with a fresh
+optimizer at a lower peak learning rate. Shapes are the finest detail the DiT draws
 (a 16-pixel object is 2×2 of its tokens) and the last it learns: the first phase ends with colour,
-motion and background right and shapes rounded. `init_from` is the converted checkpoint holding
-the stage-4 DiT (tools/train_tiny.py assembles it); `model.scale_factor` as in stage 4.
+motion and background right and shapes rounded. Budget: ~5.2 min per round on one H200
+(19 updates/s). `init_from` is the converted checkpoint holding the previous DiT
+(tools/train_tiny.py assembles it); `model.scale_factor` as in stage 4.
 
   python tools/train.py --config configs/tiny_dit_refine.py --workdir runs/tiny/dit_refine data.path=DIR \
       init_from=CKPT model.scale_factor=X

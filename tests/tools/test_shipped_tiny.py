@@ -4,11 +4,10 @@ the issue's targets minus a margin.
 
 Margin: 8 samples (fixed prompts and seeds, none tuned on); one sample is 12.5 points. The margin
 of 10 points allows one miss of background or colour and two of motion, for the float differences
-of another CPU (XLA's kernels, ffmpeg's codec) flipping a borderline measurement.
-
-Shape is not asserted: the shipped model misses its target (41.7 % on 48 prompts, BUILD_NOTES.md,
-issue 18 open), and a subset this small cannot tell (8 samples vary by ±15 points). Add "shape"
-to the attributes below with the model that meets it.
+of another CPU (XLA's kernels, ffmpeg's codec) flipping a borderline measurement. Shape, the
+attribute nearest its target (81.2 % on 48 prompts, BUILD_NOTES.md), gets 25 points: at 81 % a
+sample of 8 has a standard deviation of 14 points, so it asserts at least 4 of 8 — which the
+previous model (41.7 %) would fail at its expected 3.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ from landiff_jax.video_io import read_mp4
 REPO = Path(__file__).resolve().parents[2]
 TARGETS = {"background": 0.95, "colour": 0.90, "motion": 0.85, "shape": 0.70}
 MARGIN = 0.10
+MARGINS = {"shape": 0.25}  # see the docstring
 SUBSET = 8
 
 
@@ -81,7 +81,8 @@ def test_main_job_uses_the_shipped_model(tmp_path):
     assert frames.shape == (cfg.video_frames(cfg.dit.latent_frames), *cfg.video_size, 3)
 
 
-@pytest.mark.parametrize("attribute", ["background", "colour", "motion"])
+@pytest.mark.parametrize("attribute", ["background", "colour", "motion", "shape"])
 def test_meets_the_target_minus_a_margin(evaluation, attribute):
     _, summary = evaluation
-    assert summary["accuracy"][attribute] >= TARGETS[attribute] - MARGIN, summary["confusion"][attribute]
+    margin = MARGINS.get(attribute, MARGIN)
+    assert summary["accuracy"][attribute] >= TARGETS[attribute] - margin, summary["confusion"][attribute]

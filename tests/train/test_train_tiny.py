@@ -16,7 +16,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 STEPS = ("render clips", "train vae", "frozen models", "prepare features", "train tokenizer", "tokenizer checkpoint",
          "prepare lm codes", "train lm", "coded checkpoint", "prepare latents", "measure latent scale", "train dit",
-         "base checkpoint", "train dit_refine", "refined checkpoint", "train control", "final checkpoint")
+         "base checkpoint", "train dit_refine1", "refined1 checkpoint",
+         "train dit_refine2", "refined2 checkpoint", "train control", "final checkpoint")
 
 
 def train_tiny(workdir: Path) -> subprocess.CompletedProcess:
@@ -31,7 +32,7 @@ def test_quick_run_writes_a_loadable_system_and_resumes(tmp_path):
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     # the pixel and semantic branches run side by side: their steps interleave
     assert sorted(json.loads((tmp_path / "times.json").read_text())) == sorted(STEPS)
-    for stage in ("vae", "tokenizer", "lm", "dit", "dit_refine", "control"):
+    for stage in ("vae", "tokenizer", "lm", "dit", "dit_refine1", "dit_refine2", "control"):
         assert (tmp_path / "plots" / f"{stage}.png").stat().st_size > 0
     scale = json.loads((tmp_path / "scale_factor.json").read_text())["scale_factor"]
 
