@@ -60,7 +60,7 @@ flags.DEFINE_integer("clips", 8192, "synthetic clips per dataset")
 flags.DEFINE_string("reuse", None, "a converted checkpoint of this system whose text encoders, tokenizer, LM and "
                     "VAE are kept (only the diffusion stages are trained)")
 flags.DEFINE_bool("reuse_dit", False, "with --reuse: also keep its base DiT as the first DiT phase's result "
-                  "(only the second DiT phase and the control branch are trained)")
+                  "(only the refining DiT phases and the control branch are trained)")
 flags.DEFINE_enum("dtype", "bfloat16", ["float32", "bfloat16"], "dtype the trained system's parameters are stored in "
                   "(the intermediate checkpoints keep float32)")
 flags.DEFINE_integer("seed", 0, "seed of the synthetic clips and of the random frozen models")
@@ -356,8 +356,7 @@ def main(argv):
                   lambda: write_checkpoint(ckpts / name, system, {**trained, "diffusion": diffusion}))
         return ckpts / name, diffusion
 
-    first = Path(FLAGS.reuse).absolute() if FLAGS.reuse_dit else dit_phase("dit", "tiny_dit.py", "base")[0]
-    refined = first
+    refined = Path(FLAGS.reuse).absolute() if FLAGS.reuse_dit else dit_phase("dit", "tiny_dit.py", "base")[0]
     for round_ in range(1, REFINE_ROUNDS + 1):  # warm restarts, each from the previous round's EMA
         refined, base = dit_phase(f"dit_refine{round_}", "tiny_dit_refine.py", f"refined{round_}",
                                   f"init_from={refined}")
