@@ -60,6 +60,10 @@ def main(argv):
 
     cfg = LanDiffConfig.preset(FLAGS.preset)
     spec = clips.ClipSpec(cfg.video_frames(cfg.max_latent_frames), *cfg.video_size)
+    batch = FLAGS.batch_size or prepare.default_batch_size(spec, 1)
+    if FLAGS.clips <= batch:
+        raise app.UsageError(f"--clips {FLAGS.clips} leaves no clip after the first batch of {batch}: "
+                             f"pass more than {batch} (the first batch carries the compile)")
     with tempfile.TemporaryDirectory(prefix="bench_prepare_") as tmp:
         listing = make_videos(Path(tmp), FLAGS.clips)
         start = time.perf_counter()
@@ -73,7 +77,6 @@ def main(argv):
 
         start = time.perf_counter()
         models = prepare.load_frozen_models(None, preset=FLAGS.preset, dtype=FLAGS.dtype)
-        batch = FLAGS.batch_size or prepare.default_batch_size(spec, 1)
         examples = prepare.StageExamples(source, models, ("tokenizer", "diffusion", "lm"), models.cfg.dit.text_length,
                                          batch, True, "codes", FLAGS.decode_workers)
         build_s = time.perf_counter() - start
