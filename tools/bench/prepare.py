@@ -69,19 +69,23 @@ def main(argv):
         start = time.perf_counter()
         source, _ = clips.scan(listing, spec, 0.1, FLAGS.decode_workers)
         scan_s = time.perf_counter() - start
+        print(f"scan: {len(source)} clips in {scan_s:.1f} s", flush=True)
 
         start = time.perf_counter()
         for _ in clips.ordered_map(source.clip, range(len(source)), FLAGS.decode_workers, 16):
             pass
         decode_s = time.perf_counter() - start
+        print(f"decode: {decode_s:.1f} s", flush=True)
 
         start = time.perf_counter()
         models = prepare.load_frozen_models(None, preset=FLAGS.preset, dtype=FLAGS.dtype)
         examples = prepare.StageExamples(source, models, ("tokenizer", "diffusion", "lm"), models.cfg.dit.text_length,
                                          batch, True, "codes", FLAGS.decode_workers)
         build_s = time.perf_counter() - start
+        print(f"frozen models built: {build_s:.1f} s", flush=True)
         start, first_s = time.perf_counter(), None
         for done, _ in enumerate(examples.examples(0, len(source)), 1):
+            print(f"clip {done}: {time.perf_counter() - start:.1f} s", flush=True)
             if done == batch:
                 first_s = time.perf_counter() - start
                 start = time.perf_counter()
