@@ -163,4 +163,5 @@ def use_compilation_cache(directory: str | Path | None) -> Path | None:
     path.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return path
