@@ -434,9 +434,9 @@ class LanDiff:
         context, uncond = _context_pair(_placeholder(context.out_info))
         if stopped():
             return
-        loop = self._dit_sample(params["diffusion"]["dit"], context, uncond, _placeholder(feature.out_info), options,
-                                progress=relay, compile_only=True)
-        latents = _placeholder(loop.out_info[0])  # (samples, per-step outputs: None)
+        latents = _placeholder(self._dit_sample(params["diffusion"]["dit"], context, uncond,
+                                                _placeholder(feature.out_info), options, progress=relay,
+                                                compile_only=True))
         if stopped():
             return
         video = vae.decode_latents(params["vae"], cfg.vae, latents, compile_only=True)

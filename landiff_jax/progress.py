@@ -1,14 +1,15 @@
-"""Progress of a generation: events, their reporting from inside jitted loops, and a display.
+"""Progress of a generation: events, their reporting between the blocks of a loop, and a display.
 
 A progress callback takes one `Progress` event (its `str` is a readable line, so `print` is a
-callback). The samplers take it as a STATIC argument: with None nothing is traced and the loop
-costs nothing more; with a callable, every `every` steps (static) the loop calls it on the host
-through `jax.debug.callback`. A new callable compiles the loop again: pass the same one (the
-pipeline passes its own `Relay`, which forwards to the callback of the current call).
+callback). The samplers take it as an argument: with None a loop is one compiled call; with a
+callable, the loop runs as host calls of blocks of about `every` steps (`run_blocks`) and the
+callback hears the steps done after each block. No callback is compiled into a loop, so every
+compiled function can enter the persistent compilation cache.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import time
@@ -51,68 +52,82 @@ def every(total: int, updates: int = UPDATES) -> int:
     return max(1, -(-total // updates))
 
 
-def report_step(progress: Callback | None, stage: str, done, total: int, interval: int, anchor=None) -> None:
-    """Inside a traced loop: progress(Progress(stage, 'step', done, total)) on the host when
-    `done` (traced step count) is a multiple of `interval` or the last. `anchor`: a scalar of
-    the step's result, so that the report waits for the step. Traces nothing without progress."""
-    if progress is None:
-        return
-    emit = lambda d, *_: progress(Progress(stage, "step", int(d), total))  # noqa: E731
-    args = (done,) if anchor is None else (done, anchor)
-    jax.lax.cond((done % interval == 0) | (done == total), lambda: jax.debug.callback(emit, *args), lambda: None)
-
-
 def block_length(steps: int, interval: int) -> int:
-    """The static length of a reporting block in a loop of `steps` steps, about `interval`: a
-    divisor of `steps` in [interval, 2·interval] when there is one (then every block is one inner
-    loop), else `interval` (the remainder becomes a second inner loop, compiled apart)."""
+    """The length of a reporting block in a loop of `steps` steps, about `interval`: a divisor of
+    `steps` in [interval, 2·interval] when there is one (then every block has it), else
+    `interval` (a shorter last block takes the rest, compiled apart)."""
     interval = max(1, min(interval, steps))
     return next((d for d in range(interval, min(2 * interval, steps) + 1) if steps % d == 0), interval)
 
 
-def fori_loop_reporting(lower: int, upper: int, body, init, progress: Callback | None, stage: str, total: int,
-                        interval: int, anchor: Callable, offset: int = 0, fori_loop: Callable = jax.lax.fori_loop):
-    """`fori_loop(lower, upper, body, init)` (static bounds) that reports `offset + i + 1` of
-    `total` after every `block_length(upper - lower, interval)` steps from `lower` and after the
-    last step (offset may be traced), from OUTSIDE the step loop: an outer loop over blocks, each
-    block an inner loop of a static trip count whose body holds no host callback (a callback in a
-    loop body, or a trip count known only at run time, keeps XLA from running the loop as it runs
-    the plain one: a fixed cost on every step of a fast loop, the LM's). anchor(state): a scalar of
-    the state that the report waits for. Without progress: the plain loop."""
-    if progress is None or upper <= lower:
-        return fori_loop(lower, upper, body, init)
-    emit = lambda d, *_: progress(Progress(stage, "step", int(d), total))  # noqa: E731
-    length = block_length(upper - lower, interval)
-    blocks, rest = divmod(upper - lower, length)
+def blocks(steps: int, interval: int) -> list[tuple[int, int]]:
+    """(start, length) of the blocks of `run_blocks`, in order."""
+    length = block_length(steps, interval)
+    return [(start, min(length, steps - start)) for start in range(0, steps, length)]
 
-    def block(k, state):
-        start = lower + k * length
-        state = fori_loop(0, length, lambda j, s: body(start + j, s), state)
-        jax.debug.callback(emit, offset + start + length, anchor(state))
-        return state
 
-    state = jax.lax.fori_loop(0, blocks, block, init)
-    if rest:
-        state = fori_loop(upper - rest, upper, body, state)
-        jax.debug.callback(emit, offset + upper, anchor(state))
+def compile_blocks(jitted, args_of: Callable, state, static: dict[str, Any], steps: int, interval: int,
+                   state_of: Callable = lambda out: out) -> dict:
+    """Compile `jitted(*args_of(state), **static, length=n)` for every block length n of
+    `blocks(steps, interval)`, for the first block's `state` and for a state that a block returns
+    (`state_of(outputs)`: its placement can differ, e.g. committed to a device) → {n: the latter
+    compiled}. args_of(state) may hold `jax.ShapeDtypeStruct`s; later calls of `jitted` with
+    arrays like them run these executables."""
+    compiled = {}
+    for n in sorted({length for _, length in blocks(steps, interval)}):
+        first = jitted.lower(*args_of(state), **static, length=n).compile()
+        compiled[n] = jitted.lower(*args_of(state_of(first.out_info)), **static, length=n).compile()
+    return compiled
+
+
+def run_blocks(run_block: Callable, state, steps: int, progress: Callback, stage: str, total: int, interval: int,
+               ready: Callable, offset: int = 0):
+    """The steps [0, steps) of a loop as host calls `state = run_block(state, start, length)` (a
+    jitted function of a static length, the start as data), one per block of `blocks(steps,
+    interval)`, reporting `offset` + the steps done of `total` after each. The report of a block
+    waits for `ready(state)` (an output that the next call does not donate) once the next block
+    is queued, so the device does not wait for the host. Reporting from the host keeps host
+    callbacks out of the compiled loops: jax's persistent cache keeps no executable holding one,
+    so a loop that reported from inside was compiled again on every run."""
+    pending = None
+    for start, length in blocks(steps, interval):
+        state = run_block(state, start, length)
+        if pending is not None:
+            report_when_ready(progress, stage, total, *pending)
+        pending = offset + start + length, ready(state)
+    if pending is not None:
+        report_when_ready(progress, stage, total, *pending)
     return state
+
+
+def report_when_ready(progress: Callback, stage: str, total: int, done: int, ready) -> None:
+    """progress(step `done` of `total`) once the array `ready` is computed."""
+    jax.block_until_ready(ready)
+    progress(Progress(stage, "step", done, total))
+
+
+@contextlib.contextmanager
+def compiling(stage: str, progress: Callback | None):
+    """Report what compiles inside as one compile of `stage` (its seconds) with progress."""
+    if progress is not None:
+        progress(Progress(stage, "compile"))
+    start = time.perf_counter()
+    yield
+    if progress is not None:
+        progress(Progress(stage, "compiled", seconds=time.perf_counter() - start))
 
 
 def call_jitted(jitted, args: tuple, static: dict[str, Any], stage: str, progress: Callback | None,
                 compile_only: bool = False):
-    """jitted(*args, **static); with progress,
-    compiled explicitly first (JAX keeps the lowering and the executable, so a second call
-    reports ~0 s) and the compile time reported. compile_only: return the compiled function
-    (args may hold `jax.ShapeDtypeStruct`s; a later call with arrays like them compiles nothing)."""
-    if compile_only:
-        return jitted.lower(*args, **static).compile()
-    if progress is None:
+    """jitted(*args, **static); with progress, compiled explicitly first (JAX keeps the lowering
+    and the executable, so a second call reports ~0 s) and the compile time reported.
+    compile_only: return the compiled function (args may hold `jax.ShapeDtypeStruct`s; a later
+    call with arrays like them compiles nothing)."""
+    if progress is None and not compile_only:
         return jitted(*args, **static)
-    progress(Progress(stage, "compile"))
-    start = time.perf_counter()
-    compiled = jitted.lower(*args, **static).compile()
-    progress(Progress(stage, "compiled", seconds=time.perf_counter() - start))
-    return compiled(*args)
+    with compiling(stage, None if compile_only else progress):
+        compiled = jitted.lower(*args, **static).compile()
+    return compiled if compile_only else compiled(*args)
 
 
 class Relay:

@@ -20,7 +20,9 @@ the tools the tests run share it and write nothing to ~/.cache.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -117,6 +119,37 @@ class Compilations:
 def compilations():
     with Compilations() as counter:
         yield counter
+
+
+class PersistentCache(logging.Handler):
+    """What jax's persistent compilation cache says of each function compiled while attached
+    (its compiler's debug log): `seen` the functions it looked up, `refused` those it will never
+    keep because they hold a host callback (they compile again in every process)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.seen: set[str] = set()
+        self.refused: set[str] = set()
+
+    def emit(self, record):
+        message = record.getMessage()
+        names = set(re.findall(r"'(jit_\w+)'", message))
+        self.seen |= names
+        if "host callbacks" in message:
+            self.refused |= names
+
+
+@pytest.fixture
+def persistent_cache():
+    logger, handler = logging.getLogger("jax._src.compiler"), PersistentCache()
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,8 @@
-"""progress.fori_loop_reporting: the steps run once each, in order, and the reports land after
-every block of static length (offset included, traced or not) and after the last step, from
-outside the step loop."""
+"""progress.run_blocks: the steps of a loop run once each, in order, as host calls of blocks (one
+compiled function per block length, the start as data), and the reports land after every block,
+offset included."""
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -10,43 +12,39 @@ import pytest
 from landiff_jax import progress as P
 
 
-@pytest.mark.parametrize("lower, upper, offset, interval, total, reported", [
-    (0, 11, 0, 5, 12, [5, 10, 11]),  # the LM sampler (its last step is reported after the loop); a remainder
-    (0, 12, 0, 4, 12, [4, 8, 12]),  # blocks that divide the loop
-    (0, 14, 0, 4, 14, [7, 14]),  # a divisor within twice the interval is preferred: no remainder loop
-    (0, 7, 9, 4, 16, [16]),  # a group of the streamed LM starting at step 9: one block of 7, ending on total
-    (0, 7, 2, 3, 21, [5, 8, 9]),  # a middle group
-    (3, 4, 0, 2, 10, [4]),  # one step
-])
-def test_reports_after_each_block_and_every_step_runs_once(lower, upper, offset, interval, total, reported):
-    events = []
-
-    def body(i, state):  # the state records the order of the steps
+@functools.partial(jax.jit, static_argnames="length")
+def record_steps(state, start, *, length):
+    """Steps [start, start + length): each writes its number into the next free slot."""
+    def body(j, state):
         order, count = state
-        return order.at[count].set(i), count + 1
+        return order.at[count].set(start + j), count + 1
 
-    @jax.jit
-    def run(offset):
-        init = (jnp.full((upper - lower,), -1), jnp.int32(0))
-        return P.fori_loop_reporting(lower, upper, body, init, events.append, "stage", total, interval,
-                                     anchor=lambda state: state[1], offset=offset)
+    return jax.lax.fori_loop(0, length, body, state)
 
-    order, count = jax.block_until_ready(run(jnp.int32(offset)))  # offset traced, as in the streamed LM
-    np.testing.assert_array_equal(order, np.arange(lower, upper))
-    assert int(count) == upper - lower
+
+@pytest.mark.parametrize("steps, offset, interval, total, reported", [
+    (11, 0, 5, 12, [5, 10, 11]),  # the LM sampler (its last step is reported after the loop); a remainder
+    (12, 0, 4, 12, [4, 8, 12]),  # blocks that divide the loop
+    (14, 0, 4, 14, [7, 14]),  # a divisor within twice the interval is preferred: no remainder block
+    (7, 9, 4, 16, [16]),  # a group of the streamed LM starting at step 9: one block of 7, ending on total
+    (7, 2, 3, 21, [5, 8, 9]),  # a middle group
+    (1, 3, 2, 10, [4]),  # one step
+])
+def test_every_step_runs_once_in_order_and_reports_follow_each_block(steps, offset, interval, total, reported):
+    events, calls = [], []
+
+    def run_block(state, start, length):
+        calls.append((start, length))
+        return record_steps(state, jnp.int32(start), length=length)
+
+    init = (jnp.full((steps,), -1), jnp.int32(0))
+    order, count = P.run_blocks(run_block, init, steps, events.append, "stage", total, interval,
+                                ready=lambda state: state[1], offset=offset)
+    np.testing.assert_array_equal(order, np.arange(steps))
+    assert int(count) == steps
+    assert calls == P.blocks(steps, interval) and {length for _, length in calls} <= {calls[0][1], calls[-1][1]}
     assert [e.step for e in events] == reported
     assert {(e.stage, e.event, e.total) for e in events} <= {("stage", "step", total)}
-
-
-def test_without_progress_it_is_the_plain_loop():
-    calls = []
-
-    def fori(lo, hi, body, state):
-        calls.append((lo, hi))
-        return jax.lax.fori_loop(lo, hi, body, state)
-
-    out = P.fori_loop_reporting(2, 9, lambda i, s: s + i, 0, None, "stage", 9, 3, anchor=lambda s: s, fori_loop=fori)
-    assert int(out) == sum(range(2, 9)) and calls == [(2, 9)]
 
 
 @pytest.mark.parametrize("steps, interval, length", [(1243, 63, 113), (331, 63, 63), (75, 63, 75), (5, 63, 5)])

@@ -125,29 +125,48 @@ def keep_prefix(x, prefix, prefix_frames):
     return jnp.where(kept[None, :, None, None, None], prefix, x)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "trajectory", "mesh", "progress", "progress_every"))
-def sample_loop(params, steps: StepInputs, x_init, context, uncond_context, semantic_feature, sigma_table, key,
-                prefix=None, prefix_frames=None, *, cfg: DiTConfig, trajectory: bool = False,
-                mesh: Mesh | None = None, progress: P.Callback | None = None, progress_every: int | None = None):
-    """The compiled loop behind `sample`: scan `guided_step` over `steps` (see `step_inputs`) from
-    x_init; key draws the per-step noise when steps.noise is None. → (x, per-step outputs | None).
-    prefix [b t H W c] / prefix_frames (int32 scalar): the clean frames kept (`keep_prefix`)
-    before every step and after the last; None: none.
-    progress: reported to every `progress_every` steps (default: each of up to 50) and at the last."""
+def scan_steps(params, steps: StepInputs, carry: Carry, context, uncond_context, semantic_feature, sigma_table, key,
+               prefix, prefix_frames, *, cfg: DiTConfig, trajectory: bool, mesh: Mesh | None):
+    """`guided_step` scanned over `steps` (see `step_inputs`) from carry → (carry, per-step outputs
+    | None). prefix [b t H W c] / prefix_frames (int32 scalar): the clean frames kept
+    (`keep_prefix`) before every step and after the last (so the carry returned holds them too);
+    None: none."""
     context_pair = jnp.concatenate([uncond_context, context])
     if semantic_feature.shape[0] > 1:  # one feature per prompt, for both guidance rows
         semantic_feature = jnp.concatenate([semantic_feature, semantic_feature])
     step_fn = functools.partial(guided_step, cfg, params, context_pair, semantic_feature, sigma_table, key, mesh=mesh)
-    total = steps.index.shape[0]
-    interval = progress_every or P.every(total)
 
     def body(carry, step):
         carry, outputs = step_fn(carry._replace(x=keep_prefix(carry.x, prefix, prefix_frames)), step)
-        P.report_step(progress, STAGE, step.index + 1, total, interval, anchor=carry.x[0, 0, 0, 0, 0])
         return carry, outputs if trajectory else None
 
-    carry, per_step = jax.lax.scan(body, Carry(x_init, jnp.zeros_like(x_init)), steps)
-    return keep_prefix(carry.x, prefix, prefix_frames), per_step
+    carry, per_step = jax.lax.scan(body, carry, steps)
+    return carry._replace(x=keep_prefix(carry.x, prefix, prefix_frames)), per_step
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "trajectory", "mesh"))
+def sample_loop(params, steps: StepInputs, x_init, context, uncond_context, semantic_feature, sigma_table, key,
+                prefix=None, prefix_frames=None, *, cfg: DiTConfig, trajectory: bool = False,
+                mesh: Mesh | None = None):
+    """The whole loop in one compiled call (`sample` without progress): `scan_steps` over every
+    step from x_init; key draws the per-step noise when steps.noise is None. → (x, per-step
+    outputs | None)."""
+    carry, per_step = scan_steps(params, steps, Carry(x_init, jnp.zeros_like(x_init)), context, uncond_context,
+                                 semantic_feature, sigma_table, key, prefix, prefix_frames, cfg=cfg,
+                                 trajectory=trajectory, mesh=mesh)
+    return carry.x, per_step
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "trajectory", "mesh", "length"))
+def sample_block(params, steps: StepInputs, carry: Carry, start, context, uncond_context, semantic_feature,
+                 sigma_table, key, prefix=None, prefix_frames=None, *, cfg: DiTConfig, trajectory: bool = False,
+                 mesh: Mesh | None = None, length: int):
+    """Steps [start, start + length) of the loop (`sample` with progress: one call per block,
+    `progress.run_blocks`) → (carry, per-step outputs | None). start: int32 data, so every block
+    of one length runs one compiled function."""
+    block = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, length), steps)
+    return scan_steps(params, block, carry, context, uncond_context, semantic_feature, sigma_table, key, prefix,
+                      prefix_frames, cfg=cfg, trajectory=trajectory, mesh=mesh)
 
 
 def initial_latent(shape, *, key=None, init_noise=None):
@@ -190,7 +209,7 @@ def sample(params, cfg: DiTConfig, sampler_cfg: SamplerConfig, context, uncond_c
            key=None, init_noise=None, step_noise=None, prefix=None, prefix_frames=None, trajectory: bool = False,
            mesh: Mesh | None = None, progress: P.Callback | None = None, progress_every: int | None = None,
            compile_only: bool = False):
-    """Run the whole guided sampling loop (one jitted scan).
+    """Run the whole guided sampling loop (one jitted scan, or one per block with progress).
 
     params: the ControlDiT params ('dit' of the converted tree). context / uncond_context:
     [b, text_length, text_hidden] (the original's uc is zeros). semantic_feature: [1 or b, t, H, W,
@@ -201,9 +220,10 @@ def sample(params, cfg: DiTConfig, sampler_cfg: SamplerConfig, context, uncond_c
     int or int32 array, data: any count reuses the compiled loop of a prefix of that shape).
     mesh: run the network per device, CFG- and sequence-parallel by the mesh's shape (module
     docstring; params as placed by the caller, replicated).
-    progress: compile time and steps done (static: see `landiff_jax.progress`).
-    compile_only: compile for these inputs (params may be `jax.ShapeDtypeStruct`s) and return
-    the compiled loop instead of running it.
+    progress: compile time and steps done; the loop then runs as one call per block of about
+    `progress_every` steps (`_sample_blocks`), with the same samples.
+    compile_only: compile what this call would run (params may be `jax.ShapeDtypeStruct`s) and
+    return the samples' `jax.ShapeDtypeStruct` (sharding included) instead of running it.
     Returns samples [b t H W c] float32, and with `trajectory` a dict of per-step arrays
     (step_x_in, step_x_out, step_denoised, step_pair_denoised, each [n, ...]).
     """
@@ -225,13 +245,45 @@ def sample(params, cfg: DiTConfig, sampler_cfg: SamplerConfig, context, uncond_c
     elif step_key is None:
         raise ValueError("give either key or step_noise")
     table = jnp.asarray(denoiser_sigma_table(sampler_cfg.denoiser_num_idx, sampler_cfg.denoiser_shift_scale))
-    args = (params, step_inputs(schedule, noise), x_init, context, jnp.asarray(uncond_context),
-            jnp.asarray(semantic_feature), table, step_key, prefix, prefix_frames)
-    static = dict(cfg=cfg, trajectory=trajectory, mesh=mesh, progress=progress, progress_every=progress_every)
-    if compile_only:
-        return P.call_jitted(sample_loop, args, static, STAGE, progress, compile_only=True)
-    samples, per_step = P.call_jitted(sample_loop, args, static, STAGE, progress)
-    if not trajectory:
+    inputs = (step_inputs(schedule, noise), jnp.asarray(context), jnp.asarray(uncond_context),
+              jnp.asarray(semantic_feature), table, step_key, prefix, prefix_frames)
+    static = dict(cfg=cfg, trajectory=trajectory, mesh=mesh)
+    if progress is not None:
+        samples, per_step = _sample_blocks(params, inputs, x_init, static, progress, progress_every, compile_only)
+    elif compile_only:
+        loop = P.call_jitted(sample_loop, (params, inputs[0], x_init, *inputs[1:]), static, STAGE, None, True)
+        return loop.out_info[0]
+    else:
+        samples, per_step = sample_loop(params, inputs[0], x_init, *inputs[1:], **static)
+    if not trajectory or compile_only:
         return samples
     names = ("step_x_in", "step_x_out", "step_denoised", "step_pair_denoised")
     return samples, dict(zip(names, per_step))
+
+
+def _sample_blocks(params, inputs: tuple, x_init, static: dict, progress: P.Callback, progress_every: int | None,
+                   compile_only: bool):
+    """`sample` with progress: the loop as `sample_block` calls, one per block of about
+    `progress_every` steps (default: up to `progress.UPDATES` reports), each distinct block
+    length compiled first. → (samples, per-step outputs | None); compile_only: (the samples'
+    `jax.ShapeDtypeStruct`, None)."""
+    steps, rest = inputs[0], inputs[1:]
+    total = steps.index.shape[0]
+    interval = progress_every or P.every(total)
+    carry = Carry(x_init, jnp.zeros_like(x_init))
+    start = jax.ShapeDtypeStruct((), jnp.int32)
+    with P.compiling(STAGE, None if compile_only else progress):
+        compiled = P.compile_blocks(sample_block, lambda carry: (params, steps, carry, start, *rest), carry, static,
+                                    total, interval, state_of=lambda out: out[0])
+    if compile_only:
+        return next(iter(compiled.values())).out_info[0].x, None
+    outputs = []
+
+    def run_block(carry, start, length):
+        carry, per_step = sample_block(params, steps, carry, jnp.int32(start), *rest, **static, length=length)
+        outputs.append(per_step)
+        return carry
+
+    carry = P.run_blocks(run_block, carry, total, progress, STAGE, total, interval, ready=lambda c: c.x)
+    per_step = None if outputs[0] is None else jax.tree.map(lambda *a: jnp.concatenate(a), *outputs)
+    return carry.x, per_step

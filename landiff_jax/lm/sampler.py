@@ -1,4 +1,5 @@
-"""Guided sampling of semantic tokens: one jitted function.
+"""Guided sampling of semantic tokens: one jitted function (with progress: the prefill, blocks of
+steps and the last draw, each its own, `sample`).
 
 Prefill of the whole prefix (conditional and, with guidance, unconditional rows in one batch),
 then a `lax.fori_loop` over positions with a preallocated KV cache (one buffer per layer,
@@ -162,61 +163,140 @@ def prefill(params, cfg: LMConfig, text_hidden, text_mask, micro, video_tokens, 
     return split_cache(cache), logits, pads
 
 
-def sample_loop(params, text_hidden, text_mask, micro, rng, options: SampleOptions, first_frame_codes, *,
-                cfg: LMConfig, num_frames: int, trace: bool, fori_loop: Callable = jax.lax.fori_loop,
-                progress: P.Callback | None = None, progress_every: int | None = None,
-                mesh: Mesh | None = None) -> SampleOutput:
-    layout = L.frame_layout(cfg.codebook_size, cfg.iframe_tokens, cfg.pframe_tokens, cfg.segment_length, num_frames,
-                            gt_first_frame=first_frame_codes is not None)
+def _layout(cfg: LMConfig, num_frames: int, gt_first_frame: bool) -> L.FrameLayout:
+    return L.frame_layout(cfg.codebook_size, cfg.iframe_tokens, cfg.pframe_tokens, cfg.segment_length, num_frames,
+                          gt_first_frame=gt_first_frame)
+
+
+def _prefix_length(cfg: LMConfig, layout: L.FrameLayout, text_length: int) -> int:
+    """Positions before the first sampled step: [BOS][micro][text] and the layout's video prefix."""
+    return len(L.prefix_kinds(text_length, len(cfg.micro_keys))) + layout.first_step
+
+
+def _choose(layout: L.FrameLayout, options: SampleOptions, rng, batch: int, step, logits):
+    return draw(step, logits, jnp.asarray(layout.allow)[step], jnp.asarray(layout.forced)[step], options, rng,
+                layout.vocab, batch)
+
+
+def _record(out: dict, trace: bool, step, logits, guided, drawn, fed) -> dict:
+    """The loop's outputs with step `step` written: tokens fed, draws (and logits, guided: trace)."""
+    put = lambda a, v, axis: jax.lax.dynamic_update_index_in_dim(a, v, step, axis)  # noqa: E731
+    out = dict(out, tokens=put(out["tokens"], fed, 1), draws=put(out["draws"], drawn, 1))
+    if trace:
+        out.update(logits=put(out["logits"], logits, 0), guided=put(out["guided"], guided, 0))
+    return out
+
+
+def begin(params, text_hidden, text_mask, micro, first_frame_codes, options: SampleOptions, *, cfg: LMConfig,
+          num_frames: int, trace: bool, mesh: Mesh | None = None):
+    """The prefix prefilled → the loop's state: (per-layer caches, float32 logits [r V] of the
+    first sampled position, outputs {tokens, draws [b steps] (+ logits, guided: trace)}), pads [r]."""
+    layout = _layout(cfg, num_frames, first_frame_codes is not None)
     batch, steps = text_mask.shape[0], layout.steps
     video_tokens = jnp.broadcast_to(jnp.asarray(layout.prefix_video_tokens, jnp.int32), (batch, layout.first_step))
     if first_frame_codes is not None:  # the I-frame slots of the prefix take the given codes
         slots = np.flatnonzero(np.asarray(layout.prefix_video_tokens) == -1)
         video_tokens = video_tokens.at[:, slots].set(first_frame_codes.astype(jnp.int32))
-    prefix = len(L.prefix_kinds(text_mask.shape[1], len(cfg.micro_keys))) + layout.first_step
+    prefix = _prefix_length(cfg, layout, text_mask.shape[1])
     # the final draw (EOS) is never fed back
     caches, logits, pads = prefill(params, cfg, text_hidden, text_mask, micro, video_tokens, options.guidance,
                                    prefix + steps - 1, mesh)
-    rows, layers = logits.shape[0], layer_params(params)
-    step_rows = decode_rows(cfg, mesh, rows)
+    out = dict(tokens=jnp.zeros((batch, steps), jnp.int32), draws=jnp.zeros((batch, steps), jnp.int32))
+    if trace:
+        out.update(logits=jnp.zeros((steps, logits.shape[0], cfg.vocab_size), jnp.float32),
+                   guided=jnp.zeros((steps, batch, cfg.vocab_size), jnp.float32))
+    return (caches, logits, out), pads
 
-    forced, allow = jnp.asarray(layout.forced), jnp.asarray(layout.allow)
-    interval = progress_every or P.every(steps)
 
-    def choose(step, logits):
-        return draw(step, logits, allow[step], forced[step], options, rng, layout.vocab, batch)
+def run_steps(params, caches, logits, out, pads, rng, options: SampleOptions, start, *, cfg: LMConfig,
+              num_frames: int, gt_first_frame: bool, text_length: int, trace: bool, length: int,
+              mesh: Mesh | None = None, fori_loop: Callable = jax.lax.fori_loop):
+    """Steps [start, start + length) of the loop (start may be traced; the trip count is static,
+    so XLA runs the loop as a plain one): each draws the step's token and feeds it through the
+    decode step. → (caches, logits, out)."""
+    layout = _layout(cfg, num_frames, gt_first_frame)
+    batch, rows = out["tokens"].shape[0], logits.shape[0]
+    prefix, layers, step_rows = _prefix_length(cfg, layout, text_length), layer_params(params), decode_rows(cfg, mesh, rows)
 
-    def record(out, step, logits, guided, draw, fed):
-        put = lambda a, v, axis: jax.lax.dynamic_update_index_in_dim(a, v, step, axis)
-        out = dict(out, tokens=put(out["tokens"], fed, 1), draws=put(out["draws"], draw, 1))
-        if trace:
-            out.update(logits=put(out["logits"], logits, 0), guided=put(out["guided"], guided, 0))
-        return out
-
-    def body(step, state):
+    def body(j, state):
         caches, logits, out = state
-        guided, draw, fed = choose(step, logits)
-        out = record(out, step, logits, guided, draw, fed)
+        step = start + j
+        guided, drawn, fed = _choose(layout, options, rng, batch, step, logits)
+        out = _record(out, trace, step, logits, guided, drawn, fed)
         logits, caches = step_rows(params, layers, jnp.tile(fed, rows // batch), caches, prefix + step, pads)
         return caches, logits, out
 
-    out = dict(tokens=jnp.zeros((batch, steps), jnp.int32), draws=jnp.zeros((batch, steps), jnp.int32))
-    if trace:
-        out.update(logits=jnp.zeros((steps, rows, cfg.vocab_size), jnp.float32),
-                   guided=jnp.zeros((steps, batch, cfg.vocab_size), jnp.float32))
-    _, logits, out = P.fori_loop_reporting(0, steps - 1, body, (caches, logits, out), progress, STAGE, steps, interval,
-                                           anchor=lambda state: state[1][0, 0], fori_loop=fori_loop)
-    out = record(out, steps - 1, logits, *choose(steps - 1, logits))
-    P.report_step(progress, STAGE, steps, steps, interval, anchor=out["tokens"][0, -1])
+    return fori_loop(0, length, body, (caches, logits, out))
 
+
+def finish(logits, out, rng, options: SampleOptions, first_frame_codes, *, cfg: LMConfig, num_frames: int,
+           trace: bool) -> SampleOutput:
+    """The last step's draw (never fed back) recorded, and the codes read from the tokens."""
+    layout = _layout(cfg, num_frames, first_frame_codes is not None)
+    batch, last = out["tokens"].shape[0], layout.steps - 1
+    out = _record(out, trace, last, logits, *_choose(layout, options, rng, batch, last, logits))
     codes = jnp.clip(out["tokens"][:, layout.code_steps], 0, cfg.codebook_size - 1)
     if first_frame_codes is not None:
         codes = jnp.concatenate([first_frame_codes.astype(jnp.int32), codes], axis=1)
     return SampleOutput(codes=codes, **out)
 
 
-_sample_loop_jit = jax.jit(sample_loop, static_argnames=("cfg", "num_frames", "trace", "fori_loop", "progress",
-                                                         "progress_every", "mesh"))
+def sample_loop(params, text_hidden, text_mask, micro, rng, options: SampleOptions, first_frame_codes, *,
+                cfg: LMConfig, num_frames: int, trace: bool, fori_loop: Callable = jax.lax.fori_loop,
+                mesh: Mesh | None = None) -> SampleOutput:
+    """The whole sampling in one compiled call (`sample` without progress): `begin`, every step
+    but the last (`run_steps`), `finish`."""
+    gt_first_frame = first_frame_codes is not None
+    (caches, logits, out), pads = begin(params, text_hidden, text_mask, micro, first_frame_codes, options, cfg=cfg,
+                                        num_frames=num_frames, trace=trace, mesh=mesh)
+    steps = _layout(cfg, num_frames, gt_first_frame).steps
+    _, logits, out = run_steps(params, caches, logits, out, pads, rng, options, 0, cfg=cfg, num_frames=num_frames,
+                               gt_first_frame=gt_first_frame, text_length=text_mask.shape[1], trace=trace,
+                               length=steps - 1, mesh=mesh, fori_loop=fori_loop)
+    return finish(logits, out, rng, options, first_frame_codes, cfg=cfg, num_frames=num_frames, trace=trace)
+
+
+_sample_loop_jit = jax.jit(sample_loop, static_argnames=("cfg", "num_frames", "trace", "fori_loop", "mesh"))
+_begin_jit = jax.jit(begin, static_argnames=("cfg", "num_frames", "trace", "mesh"))
+_steps_jit = jax.jit(run_steps, static_argnames=("cfg", "num_frames", "gt_first_frame", "text_length", "trace",
+                                                 "length", "mesh", "fori_loop"), donate_argnames="caches")
+_finish_jit = jax.jit(finish, static_argnames=("cfg", "num_frames", "trace"))
+
+
+def _sample_blocks(params, text_hidden, text_mask, micro, rng, options: SampleOptions, first_frame_codes, *,
+                   cfg: LMConfig, num_frames: int, trace: bool, mesh: Mesh | None, progress: P.Callback,
+                   progress_every: int | None, compile_only: bool) -> SampleOutput | None:
+    """`sample` with progress: `begin`, the steps as host calls of blocks of about
+    `progress_every` steps (default: up to `progress.UPDATES` reports; `progress.run_blocks`, the
+    caches donated from block to block), and `finish`, each compiled first; the last step is
+    reported after `finish`."""
+    gt_first_frame = first_frame_codes is not None
+    steps = _layout(cfg, num_frames, gt_first_frame).steps
+    interval = progress_every or P.every(steps)
+    head = (params, text_hidden, text_mask, micro, first_frame_codes, options)
+    tail = (rng, options)
+    step_static = dict(cfg=cfg, num_frames=num_frames, gt_first_frame=gt_first_frame,
+                       text_length=text_mask.shape[1], trace=trace, mesh=mesh)
+    with P.compiling(STAGE, None if compile_only else progress):
+        begin_static = dict(cfg=cfg, num_frames=num_frames, trace=trace, mesh=mesh)
+        state, pads = _begin_jit.lower(*head, **begin_static).compile().out_info
+        block = P.compile_blocks(_steps_jit, lambda state: (params, *state, pads, *tail,
+                                                            jax.ShapeDtypeStruct((), jnp.int32)),
+                                 state, step_static, steps - 1, interval)
+        _, logits, out = next(iter(block.values())).out_info
+        _finish_jit.lower(logits, out, *tail, first_frame_codes, cfg=cfg, num_frames=num_frames, trace=trace).compile()
+    if compile_only:
+        return None
+    state, pads = _begin_jit(*head, **begin_static)
+
+    def run_block(state, start, length):
+        return _steps_jit(params, *state, pads, *tail, jnp.int32(start), **step_static, length=length)
+
+    _, logits, out = P.run_blocks(run_block, state, steps - 1, progress, STAGE, steps, interval,
+                                  ready=lambda state: state[1])
+    result = _finish_jit(logits, out, *tail, first_frame_codes, cfg=cfg, num_frames=num_frames, trace=trace)
+    P.report_when_ready(progress, STAGE, steps, steps, result.tokens)
+    return result
 
 
 def micro_values(cfg: LMConfig, frames, motion_score, batch: int) -> np.ndarray:
@@ -246,7 +326,7 @@ def _check_text(cfg: LMConfig, text_hidden, text_mask) -> np.ndarray:
 def sample(params, cfg: LMConfig, text_hidden, text_mask, *, num_frames: int, motion_score, options: SampleOptions,
            rng=None, frames=None, first_frame_codes=None, trace: bool = False, progress: P.Callback | None = None,
            progress_every: int | None = None, mesh: Mesh | None = None, compile_only: bool = False) -> SampleOutput:
-    """Sample the semantic tokens of b prompts in one compiled call.
+    """Sample the semantic tokens of b prompts in one compiled call (one per block with progress).
 
     text_hidden [b n t] / text_mask [b n]: LM-side T5 output, left-padded (`encode_for_lm`).
     num_frames: semantic frames T (static; 13 for 49 video frames). motion_score: [b] or scalar.
@@ -255,11 +335,12 @@ def sample(params, cfg: LMConfig, text_hidden, text_mask, *, num_frames: int, mo
     how prompts are batched. first_frame_codes [b, iframe_tokens]: a ground-truth I-frame
     that the prefix then contains (the original's `use_gt_first_frame`).
     trace: also return per-step logits (cond/uncond) and guided logits.
-    progress: called with the compile time and, from inside the loop, every `progress_every`
-    sampled positions (default: ~50 reports) and at the last (static: see `landiff_jax.progress`).
+    progress: called with the compile time and the sampled positions after each block of about
+    `progress_every` of them (default: up to `progress.UPDATES` reports) and at the last; the
+    loop then runs as host calls of blocks (`_sample_blocks`), with the same samples.
     mesh: run per device with the rows split (module docstring; params replicated on it).
-    compile_only: compile for these inputs (params may be `jax.ShapeDtypeStruct`s) and return
-    the compiled function instead of running it.
+    compile_only: compile what this call would run (params may be `jax.ShapeDtypeStruct`s)
+    instead of running it; returns None.
     """
     num_frames = L.check_num_frames(num_frames)
     mask = _check_text(cfg, text_hidden, text_mask)
@@ -278,6 +359,11 @@ def sample(params, cfg: LMConfig, text_hidden, text_mask, *, num_frames: int, mo
         first_frame_codes = jnp.asarray(codes, jnp.int32)
     micro = micro_values(cfg, num_frames if frames is None else frames, motion_score, batch)
     args = (params, jnp.asarray(text_hidden), jnp.asarray(mask), jnp.asarray(micro), rng, options, first_frame_codes)
-    static = dict(cfg=cfg, num_frames=num_frames, trace=trace, progress=progress, progress_every=progress_every,
-                  mesh=mesh)
-    return P.call_jitted(_sample_loop_jit, args, static, STAGE, progress, compile_only=compile_only)
+    static = dict(cfg=cfg, num_frames=num_frames, trace=trace, mesh=mesh)
+    if progress is not None:
+        return _sample_blocks(*args, **static, progress=progress, progress_every=progress_every,
+                              compile_only=compile_only)
+    if compile_only:
+        P.call_jitted(_sample_loop_jit, args, static, STAGE, None, compile_only=True)
+        return None
+    return _sample_loop_jit(*args, **static)

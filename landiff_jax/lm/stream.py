@@ -45,30 +45,26 @@ def _prefill(params, text_hidden, text_mask, micro, *, cfg: LMConfig, guidance: 
     return prefill(params, cfg, text_hidden, text_mask, micro, soi, guidance, slots, mesh)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "total", "progress", "progress_every", "mesh"),
-                   donate_argnames="caches")
-def group_loop(params, caches, logits, index, first_step, pads, rng, options: SampleOptions, forced, allow, *,
-               cfg: LMConfig, total: int, progress: P.Callback | None = None, progress_every: int | None = None,
-               mesh: Mesh | None = None):
-    """Sample one group: steps first_step + j (j < G = len(forced)), the token of step j fed at slot
-    index + j. forced [G] / allow [G 3]: the group's part of the frame layout. → (caches, logits of
-    the next position, tokens [b G] as fed). total: steps of the whole sequence (progress). mesh:
-    the decode steps per device (module docstring)."""
-    rows, batch = logits.shape[0], logits.shape[0] // (2 if options.guidance else 1)
+@functools.partial(jax.jit, static_argnames=("cfg", "length", "mesh"), donate_argnames="caches")
+def group_steps(params, caches, logits, tokens, index, first_step, pads, rng, options: SampleOptions, forced, allow,
+                start, *, cfg: LMConfig, length: int, mesh: Mesh | None = None):
+    """Steps j in [start, start + length) of one group (start may be traced): step first_step + j,
+    its token written to tokens [b G] at j and fed at slot index + j. forced [G] / allow [G 3]: the
+    group's part of the frame layout. → (caches, logits of the next position, tokens). mesh: the
+    decode steps per device (module docstring)."""
+    rows, batch = logits.shape[0], tokens.shape[0]
     vocab, layers = L.Vocab(cfg.codebook_size), layer_params(params)
     decode = decode_rows(cfg, mesh, rows)
-    interval = progress_every or P.every(total)
 
-    def body(j, state):
+    def body(i, state):
         caches, logits, tokens = state
+        j = start + i
         _, _, fed = draw(first_step + j, logits, allow[j], forced[j], options, rng, vocab, batch)
         tokens = jax.lax.dynamic_update_index_in_dim(tokens, fed, j, 1)
         logits, caches = decode(params, layers, jnp.tile(fed, rows // batch), caches, index + j, pads)
         return caches, logits, tokens
 
-    tokens = jnp.zeros((batch, forced.shape[0]), jnp.int32)
-    return P.fori_loop_reporting(0, forced.shape[0], body, (caches, logits, tokens), progress, STAGE, total, interval,
-                                 anchor=lambda state: state[1][0, 0], offset=first_step)
+    return jax.lax.fori_loop(0, length, body, (caches, logits, tokens))
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "start", "shift"), donate_argnames="caches")
@@ -117,7 +113,7 @@ class GroupStream:
         self.forced = layout.forced.reshape(self.groups, g)  # host arrays: a group's rows go in as data
         self.allow = layout.allow.reshape(self.groups, g, 3)
         self.code_steps = layout.code_steps[layout.code_steps < g]  # the same in every group
-        self.cfg, self.params, self.options, self.rng = cfg, params, options, rng
+        self.cfg, self.params, self.options, self.rng, self.batch = cfg, params, options, rng, batch
         self.progress, self.progress_every, self.mesh = progress, progress_every, mesh
         micro = micro_values(cfg, num_frames, motion_score, batch)
         self.caches, self.logits, self.pads = _prefill(params, jnp.asarray(text_hidden), jnp.asarray(mask),
@@ -133,11 +129,25 @@ class GroupStream:
         if self.index + g > self.prefix + self.window * g:
             self.caches = slide(self.caches, cfg=self.cfg, start=self.prefix, shift=g)
             self.index -= g
-        args = (self.params, self.caches, self.logits, jnp.int32(self.index), jnp.int32(self.done * g), self.pads,
-                self.rng, self.options, self.forced[self.done], self.allow[self.done])
-        static = dict(cfg=self.cfg, total=self.groups * g, progress=self.progress, progress_every=self.progress_every,
-                      mesh=self.mesh)
-        self.caches, self.logits, tokens = P.call_jitted(group_loop, args, static, STAGE, self.progress)
+        state = (self.caches, self.logits, jnp.zeros((self.batch, g), jnp.int32))
+        rest = (jnp.int32(self.index), jnp.int32(self.done * g), self.pads, self.rng, self.options,
+                self.forced[self.done], self.allow[self.done])
+        static = dict(cfg=self.cfg, mesh=self.mesh)
+        if self.progress is None:
+            state = group_steps(self.params, *state, *rest, jnp.int32(0), **static, length=g)
+        else:  # blocks of about progress_every steps, reported over the whole sequence
+            total = self.groups * g
+            interval = self.progress_every or P.every(total)
+            with P.compiling(STAGE, self.progress):
+                P.compile_blocks(group_steps, lambda state: (self.params, *state, *rest, jnp.int32(0)), state, static,
+                                 g, interval)
+
+            def run_block(state, start, length):
+                return group_steps(self.params, *state, *rest, jnp.int32(start), **static, length=length)
+
+            state = P.run_blocks(run_block, state, g, self.progress, STAGE, total, interval,
+                                 ready=lambda state: state[1], offset=self.done * g)
+        self.caches, self.logits, tokens = state
         self.done, self.index = self.done + 1, self.index + g
         if self.done == self.groups:  # the cache is not needed any more: free it for the later stages
             self.caches = self.logits = None

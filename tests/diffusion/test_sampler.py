@@ -106,14 +106,20 @@ def test_clean_prefix_is_reinjected_before_every_step_as_the_original(setup, com
         run(prefix=np.zeros((1, 1, 2, 2, 2)))
 
 
-def test_progress_reports_every_step_from_inside_the_scan_and_changes_nothing(setup):
-    """A callback hears the compile and each of the steps (every=3 of 4: steps 3 and 4) from
-    inside the compiled scan; the samples equal those without it."""
+def test_progress_runs_the_loop_in_blocks_and_changes_nothing(setup, persistent_cache):
+    """With a callback the loop runs as host calls of blocks (every=2 of 4 steps: two blocks, one
+    compiled function), reporting the compile and the steps after each block; the samples and
+    the per-step outputs equal those of the one-call loop, and no compiled loop holds a host
+    callback (so the persistent compilation cache keeps it)."""
     s = setup
     run = lambda **kw: sample(s["params"], CFG, SAMPLER, s["context"], s["uncond"], s["semantic"], key=s["key"], **kw)
     events = []
-    with_progress = run(progress=events.append, progress_every=3)
+    with_progress, per_step = run(progress=events.append, progress_every=2, trajectory=True)
     assert [e.event for e in events] == ["compile", "compiled", "step", "step"]
-    assert [(e.stage, e.step, e.total) for e in events[2:]] == [("diffusion sampler", 3, 4),
+    assert [(e.stage, e.step, e.total) for e in events[2:]] == [("diffusion sampler", 2, 4),
                                                                 ("diffusion sampler", 4, 4)]
-    np.testing.assert_array_equal(with_progress, run())
+    plain, plain_per_step = run(trajectory=True)
+    np.testing.assert_array_equal(with_progress, plain)
+    for name, steps in plain_per_step.items():
+        np.testing.assert_array_equal(per_step[name], steps)
+    assert "jit_sample_block" in persistent_cache.seen and not persistent_cache.refused

@@ -146,10 +146,11 @@ def test_bad_inputs_are_refused(params, text):
         SampleOptions.create(top_k=3, top_p=0.5)
 
 
-def test_progress_reports_from_inside_the_loop_and_changes_nothing(params, text, keys, batch):
-    """With a callback, the loop reports after each block of about k sampled positions
-    (`progress.block_length`) and the last one (through the host, from inside the compiled loop),
-    once each, plus its compile; the samples are the same as without (the shared `batch`)."""
+def test_progress_reports_after_each_block_and_changes_nothing(params, text, keys, batch, persistent_cache):
+    """With a callback, the loop runs as host calls of blocks of about k sampled positions
+    (`progress.block_length`) and reports after each and after the last draw, once each, plus
+    its compile; the samples are the same as without (the shared `batch`), and no compiled part
+    holds a host callback (so the persistent compilation cache keeps them all)."""
     hidden, mask = text
     events = []
     every = 5
@@ -166,3 +167,4 @@ def test_progress_reports_from_inside_the_loop_and_changes_nothing(params, text,
     np.testing.assert_array_equal(out.tokens, batch.tokens)
     np.testing.assert_array_equal(out.codes, batch.codes)
     np.testing.assert_array_equal(out.logits, batch.logits)
+    assert {"jit_begin", "jit_run_steps", "jit_finish"} <= persistent_cache.seen and not persistent_cache.refused

@@ -63,7 +63,7 @@ def test_three_groups_give_every_frame_with_one_compile_per_stage(streamed):
     assert traced[2] == [] and traced[3] == [], traced[2:]
     names = sum(traced, [])
     if any(names):  # jax names the traced functions
-        for stage in ("group_loop", "sample_loop", "_window"):  # LM, DiT, semantic window: once for all chunks
+        for stage in ("group_steps", "sample_loop", "_window"):  # LM, DiT, semantic window: once for all chunks
             assert names.count(stage) == 1, (stage, names)
         assert names.count("_decode_chunk") == 2  # the VAE's first chunk and its later chunks
 
