@@ -542,7 +542,7 @@ class LanDiff:
         num_frames=, steps=, lm_guidance=, dit_guidance=, ...; keywords override `options`).
         `codes` [b N] skips the LM (e.g. `result.codes` of an earlier run). `progress`: called
         with `landiff_jax.progress.Progress` events (stages, compile times, LM tokens and
-        diffusion steps from inside the compiled loops); e.g. `print` or `progress.Display()`.
+        diffusion steps after each block of them); e.g. `print` or `progress.Display()`.
         A long video is `generate_stream`'s chunks put together.
         """
         chunks = list(self.generate_stream(prompts, options, codes=codes, progress=progress, **settings))
