@@ -178,9 +178,9 @@ def _diffusion_task(config: TrainConfig) -> Task:
     weights = _block_weights(c.hidden_size, c.mlp_ratio * c.hidden_size)
     if cfg.mode == "base":  # the whole DiT trains: forward + both backward halves
         flops = transformer_flops(c.num_layers * weights, seq, c.num_layers, c.hidden_size, causal=False)
-    else:  # the frozen main stack runs forward and passes gradients back (2 of the 3 passes)
-        flops = (transformer_flops(c.control_layers * weights, seq, c.control_layers, c.hidden_size, causal=False)
-                 + 2 / 3 * transformer_flops(c.num_layers * weights, seq, c.num_layers, c.hidden_size, causal=False))
+    else:  # the frozen main stack runs forward and passes gradients back
+        flops = (transformer_flops(c.control_layers * weights, seq, c.control_layers, c.hidden_size)
+                 + transformer_flops(c.num_layers * weights, seq, c.num_layers, c.hidden_size, weight_gradients=False))
     return Task(
         name="diffusion",
         loss=functools.partial(diffusion_posterior_loss, cfg, losses.train_loss),
@@ -267,11 +267,15 @@ def _block_weights(width: int, mlp_dim: int) -> int:
     return 4 * width * width + 2 * width * mlp_dim
 
 
-def transformer_flops(weights: int, seq: int, layers: int, width: int, causal: bool = False) -> float:
+def transformer_flops(weights: int, seq: int, layers: int, width: int, causal: bool = False,
+                      weight_gradients: bool = True) -> float:
     """Training FLOPs (forward + backward) of `seq` positions through `weights` block weights:
-    6·N·S plus attention 12·L·S²·d (QKᵀ and AV, 2 FLOPs per MAC, ×3), halved when causal."""
+    6·N·S plus attention 12·L·S²·d (QKᵀ and AV, 2 FLOPs per MAC, ×3), halved when causal. A
+    frozen stack that passes gradients back (weight_gradients False) skips the weights' own
+    gradients, 4·N·S, but not any of attention's: it has no weights, and both its inputs need
+    theirs."""
     attention = 12.0 * layers * seq * seq * width
-    return 6.0 * weights * seq + (attention / 2 if causal else attention)
+    return (6.0 if weight_gradients else 4.0) * weights * seq + (attention / 2 if causal else attention)
 
 
 TASKS: dict[str, Callable[[TrainConfig], Task]] = {

@@ -42,3 +42,24 @@ def emit(figures: dict) -> None:
     figures = {"date": datetime.date.today().isoformat(), "device": jax.devices()[0].device_kind,
                "n_devices": jax.device_count(), **figures}
     print(json.dumps(figures), flush=True)
+
+
+class CompileClock:
+    """Seconds jax spends tracing, lowering and compiling (jax.monitoring's public events), eager
+    ops and every stage included, so that a run's time can exclude its compiles. announce: print
+    each backend compile of at least that many seconds as it ends (a long one is seen before the
+    run that waits for it ends)."""
+
+    EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
+              "/jax/core/compile/backend_compile_duration")
+
+    def __init__(self, announce: float | None = None):
+        self.seconds = 0.0
+        self.announce = announce
+        jax.monitoring.register_event_duration_secs_listener(self)
+
+    def __call__(self, event: str, duration: float, **kwargs) -> None:
+        if event in self.EVENTS:
+            self.seconds += duration
+        if self.announce is not None and event == self.EVENTS[-1] and duration >= self.announce:
+            print(f"compiled {kwargs.get('fun_name') or 'a function'} in {duration:.1f} s", flush=True)

@@ -22,7 +22,7 @@ from absl import app, flags
 
 from landiff_jax import video_io
 from landiff_jax.config import LanDiffConfig
-from tools.bench.common import emit, peak_memory_gb
+from tools.bench.common import CompileClock, emit, peak_memory_gb
 
 flags.DEFINE_enum("preset", "full", ["tiny", "full"], "model sizes")
 flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "compute dtype")
@@ -83,11 +83,12 @@ def main(argv):
                                          batch, True, "codes", FLAGS.decode_workers)
         build_s = time.perf_counter() - start
         print(f"frozen models built: {build_s:.1f} s", flush=True)
+        clock = CompileClock(announce=1.0)
         start, first_s = time.perf_counter(), None
         for done, _ in enumerate(examples.examples(0, len(source)), 1):
             print(f"clip {done}: {time.perf_counter() - start:.1f} s", flush=True)
             if done == batch:
-                first_s = time.perf_counter() - start
+                first_s, first_compile_s = time.perf_counter() - start, clock.seconds
                 start = time.perf_counter()
         steady = len(source) - batch
         seconds = time.perf_counter() - start
@@ -96,6 +97,8 @@ def main(argv):
           "batch_size": batch, "decode_workers": FLAGS.decode_workers,
           "scan_clips_per_s": round(len(source) / scan_s, 2), "decode_clips_per_s": round(len(source) / decode_s, 2),
           "build_s": round(build_s, 1), "first_batch_s": round(first_s, 1),
+          "first_batch_compile_s": round(first_compile_s, 1),
+          "later_compile_s": round(clock.seconds - first_compile_s, 1),
           "clips_per_s": round(steady / seconds, 2), "devices": jax.device_count(), **peak_memory_gb()})
 
 

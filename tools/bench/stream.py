@@ -12,10 +12,9 @@ length; s_per_group = run seconds / LM groups, s_per_frame = run seconds / video
 
 import time
 
-import jax
 from absl import app, flags
 
-from tools.bench.common import emit, peak_memory_gb
+from tools.bench.common import CompileClock, emit, peak_memory_gb
 
 flags.DEFINE_enum("preset", "full", ["tiny", "full"], "preset")
 flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "dtype")
@@ -27,22 +26,6 @@ flags.DEFINE_enum("dit_attention", None, ["cudnn", "mosaic", "xla"], "diffusion 
 FLAGS = flags.FLAGS
 
 PROMPT = "A small red fox walks slowly across a quiet forest at dawn, soft light, cinematic."
-
-
-class CompileClock:
-    """Seconds jax spends tracing, lowering and compiling (jax.monitoring's public events), eager
-    ops and every stage included, so that a chunk's run time excludes its compiles."""
-
-    EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
-              "/jax/core/compile/backend_compile_duration")
-
-    def __init__(self):
-        self.seconds = 0.0
-        jax.monitoring.register_event_duration_secs_listener(self)
-
-    def __call__(self, event: str, duration: float, **kwargs) -> None:
-        if event in self.EVENTS:
-            self.seconds += duration
 
 
 def run(pipe, frames: int, clock: CompileClock) -> dict:
