@@ -6,6 +6,8 @@ chunk's temporally padded input) and return the new one; nothing is stored in th
 
 from __future__ import annotations
 
+import math
+
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
@@ -36,6 +38,25 @@ def conv(cfg: VAEConfig, features: int, kernel: tuple[int, ...], *, name: str, s
     )
 
 
+MAX_CONV_ELEMENTS = 2**30  # per conv call, input or output (see `in_time_chunks`)
+
+
+def in_time_chunks(apply, x, window: int, out_channels: int):
+    """apply(x [b t h w c]) → [b t−window+1 h' w' o] for a convolution whose output frame i reads
+    input frames [i, i + window) only, run on overlapping time slices when one call would hold
+    more than MAX_CONV_ELEMENTS elements in its input or output (the same result: every output
+    frame sees the same inputs). A 49-frame 480×720 clip at 128 channels has 2.2e9 elements per
+    activation: past the 32-bit element indexing of GPU convolution kernels (cuDNN: < 2^31), and
+    each such call costs ~15 TFLOP, every time autotuning tries an algorithm on it."""
+    b, t, *space, c = x.shape
+    per_frame = b * math.prod(space) * max(c, out_channels)
+    frames = t - window + 1
+    step = max(1, MAX_CONV_ELEMENTS // per_frame - (window - 1))
+    if step >= frames:
+        return apply(x)
+    return jnp.concatenate([apply(x[:, i:min(i + step, frames) + window - 1]) for i in range(0, frames, step)], axis=1)
+
+
 class CausalConv3d(nn.Module):
     """Conv3d (3×3×3, stride 1) padded causally in time and with zeros in space.
 
@@ -55,9 +76,9 @@ class CausalConv3d(nn.Module):
             front = jnp.repeat(x[:, :1], pad_t, axis=1) if cache is None else cache.astype(x.dtype)
             x = jnp.concatenate([front, x], axis=1)
             new_cache = x[:, x.shape[1] - pad_t:]
-        y = conv(self.cfg, self.features, (self.kernel,) * 3, padding=((0, 0), (pad_s, pad_s), (pad_s, pad_s)),
-                 name="conv")(x)
-        return y, new_cache
+        layer = conv(self.cfg, self.features, (self.kernel,) * 3, padding=((0, 0), (pad_s, pad_s), (pad_s, pad_s)),
+                     name="conv")
+        return in_time_chunks(layer, x, self.kernel, self.features), new_cache
 
 
 def enlargement(small: int, large: int) -> int:
@@ -127,7 +148,7 @@ class ResnetBlock3D(nn.Module):
         h, c1 = CausalConv3d(cfg, self.features, name="conv1")(nn.silu(norm(x, "norm1")), cache[0])
         h, c2 = CausalConv3d(cfg, self.features, name="conv2")(nn.silu(norm(h, "norm2")), cache[1])
         if x.shape[-1] != self.features:
-            x = conv(cfg, self.features, (1, 1, 1), name="nin_shortcut")(x)
+            x = in_time_chunks(conv(cfg, self.features, (1, 1, 1), name="nin_shortcut"), x, 1, self.features)
         return x + h, (c1, c2)
 
 
@@ -150,7 +171,8 @@ class DownSample3D(nn.Module):
         if self.compress_time and t > 1:
             x = (jnp.concatenate([x[:, :1], average_frame_pairs(x[:, 1:])], axis=1) if t % 2
                  else average_frame_pairs(x))
-        return conv(self.cfg, x.shape[-1], (3, 3), strides=2, padding=((0, 1), (0, 1)), name="conv")(x)
+        layer = conv(self.cfg, x.shape[-1], (3, 3), strides=2, padding=((0, 1), (0, 1)), name="conv")
+        return in_time_chunks(layer, x, 1, x.shape[-1])
 
 
 class Upsample3D(nn.Module):
@@ -165,7 +187,8 @@ class Upsample3D(nn.Module):
     def __call__(self, x):
         t = x.shape[1]
         x = jnp.repeat(jnp.repeat(x, 2, axis=2), 2, axis=3)
-        x = conv(self.cfg, x.shape[-1], (3, 3), padding=((1, 1), (1, 1)), name="conv")(x)
+        x = in_time_chunks(conv(self.cfg, x.shape[-1], (3, 3), padding=((1, 1), (1, 1)), name="conv"), x, 1,
+                           x.shape[-1])
         if self.compress_time and t > 1:
             x = (jnp.concatenate([x[:, :1], jnp.repeat(x[:, 1:], 2, axis=1)], axis=1) if t % 2
                  else jnp.repeat(x, 2, axis=1))

@@ -8,10 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from landiff_jax.vae import api
+from landiff_jax.vae import api, layers
 from landiff_jax.vae.config import VAEConfig
 from landiff_jax.vae.layers import CausalConv3d
-from landiff_jax.vae.model import Decoder, abstract_params
+from landiff_jax.vae.model import Decoder, Encoder, abstract_params
 
 CFG = VAEConfig.tiny()
 
@@ -140,3 +140,24 @@ def test_frame_value_conversions():
     np.testing.assert_array_equal(api.to_uint8(x), [0, 0, 128, 255, 255])
     np.testing.assert_allclose(api.from_unit(api.to_unit(x)), [-1.0, -1.0, 0.0, 1.0, 1.0])
     np.testing.assert_allclose(api.uint8_to_unit(np.array([0, 255], np.uint8)), [0.0, 1.0])
+
+
+def test_convolutions_in_time_slices_give_the_same_encoding_and_decoding(params, latents, monkeypatch):
+    """With MAX_CONV_ELEMENTS small, every convolution of the encoder and the decoder runs on
+    overlapping time slices (uneven ones included): the posterior and the decoded video are those
+    of whole-clip convolutions, and the traced programs do hold more convolutions."""
+    video = jax.random.uniform(jax.random.key(2), (1, 9, 32, 48, 3), minval=-1.0, maxval=1.0)
+
+    def run():  # fresh functions: jax reuses the trace of a function it has seen
+        encode = lambda p, v: Encoder(CFG).apply({"params": p["encoder"]}, v)  # noqa: E731
+        decode = lambda p, z: Decoder(CFG).apply({"params": p["decoder"]}, api.to_decoder_space(CFG, z))[0]  # noqa: E731
+        convs = [str(jax.make_jaxpr(f)(params, x)).count("conv_general_dilated")
+                 for f, x in ((encode, video), (decode, latents))]
+        return [np.asarray(jax.jit(f)(params, x)) for f, x in ((encode, video), (decode, latents))], convs
+
+    whole, whole_convs = run()
+    monkeypatch.setattr(layers, "MAX_CONV_ELEMENTS", 3 * 32 * 48 * 32)  # slices of 1 to 3 frames at level 0
+    sliced, sliced_convs = run()
+    assert all(s > w for s, w in zip(sliced_convs, whole_convs)), (sliced_convs, whole_convs)
+    for got, want in zip(sliced, whole):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
