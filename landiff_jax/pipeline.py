@@ -303,6 +303,10 @@ class CompileFor:
     codes: bool = False
 
 
+def _ignore(event: P.Progress) -> None:
+    """A progress callback that drops every event."""
+
+
 def _placeholder(info: jax.ShapeDtypeStruct):
     """Zeros like a compiled function's output `info` (`Compiled.out_info`), placed like it."""
     return jax.device_put(np.zeros(info.shape, info.dtype), info.sharding)
@@ -327,7 +331,6 @@ class LanDiff:
         cfg = runtime.configure(cfg.check(), mesh=mesh, dit_attention=dit_attention, lm_placement=lm_placement)
         self.cfg = cfg
         self.tokenizers = tokenizers
-        self._progress = P.Relay()  # the samplers' fixed static callback (see landiff_jax.progress)
         self.random_weights = random_weights
         self.mesh = mesh
         self.restore_seconds: float | None = None  # from_checkpoint: the wall time of its restores
@@ -408,7 +411,8 @@ class LanDiff:
         stopped = lambda: stop is not None and stop.is_set()  # noqa: E731
         prompts, options = self.check_prompts(plan.prompts), plan.options
         t = check_options(self.cfg, options)
-        cfg, relay, b = self.cfg, self._progress if plan.progress else None, len(prompts)
+        cfg, b = self.cfg, len(prompts)
+        loops = _ignore if plan.progress else None  # with progress the loops run in blocks: compile those
         if t > cfg.max_latent_frames:
             raise ValueError(f"compiling ahead covers videos of one chunk (up to "
                              f"{cfg.video_frames(cfg.max_latent_frames)} frames), not {cfg.video_frames(t)}")
@@ -423,7 +427,7 @@ class LanDiff:
             hidden = _placeholder(text.encode_ids.lower(params["t5_lm"], cfg.t5_lm, ids, mask).compile().out_info)
             if stopped():
                 return
-            self._lm_sample(params["lm"], hidden, mask.astype(bool), t, options, progress=relay, compile_only=True)
+            self._lm_sample(params["lm"], hidden, mask.astype(bool), t, options, progress=loops, compile_only=True)
         codes = jnp.asarray(np.zeros((b, num_codes(cfg, t)), np.int32))
         feature = conditioner.semantic_feature.lower(params["diffusion"], cfg.dit, cfg.tokenizer, codes, t,
                                                      collect=False).compile()
@@ -435,7 +439,7 @@ class LanDiff:
         if stopped():
             return
         latents = _placeholder(self._dit_sample(params["diffusion"]["dit"], context, uncond,
-                                                _placeholder(feature.out_info), options, progress=relay,
+                                                _placeholder(feature.out_info), options, progress=loops,
                                                 compile_only=True))
         if stopped():
             return
@@ -573,39 +577,33 @@ class LanDiff:
         return self._chunks(prompts, t, options, codes, progress)
 
     def _chunks(self, prompts, t: int, options: GenerateOptions, codes, progress) -> Iterator[Chunk]:
-        # the loops take the pipeline's relay (a fixed static argument) rather than `progress`
-        relay = self._progress if progress is not None else None
-        self._progress.target = progress
-        report = progress or (lambda event: None)
-        try:
-            if t <= self.cfg.max_latent_frames:
-                yield self._one_chunk(prompts, t, options, codes, report, relay)
-            else:
-                yield from self._stream(prompts, t, options, codes, report, relay)
-        finally:
-            self._progress.target = None
+        report = progress or _ignore
+        if t <= self.cfg.max_latent_frames:
+            yield self._one_chunk(prompts, t, options, codes, report, progress)
+        else:
+            yield from self._stream(prompts, t, options, codes, report, progress)
 
-    def _one_chunk(self, prompts, t: int, options: GenerateOptions, codes, report, relay) -> Chunk:
+    def _one_chunk(self, prompts, t: int, options: GenerateOptions, codes, report, progress) -> Chunk:
         if codes is None:
             with _stage(report, "LM: semantic tokens"):
-                codes = np.asarray(self.sample_codes(prompts, t, options, progress=relay).codes)
+                codes = np.asarray(self.sample_codes(prompts, t, options, progress=progress).codes)
         with _stage(report, "diffusion: text context + semantic feature"):
             context, uncond = self.text_context(prompts, len(codes))
             feature = jax.block_until_ready(self.semantic_feature(codes, t))
         with _stage(report, "diffusion: guided steps"):
-            latents = jax.block_until_ready(self.sample_latents(context, uncond, feature, options, progress=relay))
+            latents = jax.block_until_ready(self.sample_latents(context, uncond, feature, options, progress=progress))
         with _stage(report, "VAE: decode"):
             video = np.asarray(self.decode(latents))
         return _chunk(0, 0, video, latents, codes)
 
-    def _stream(self, prompts, t: int, options: GenerateOptions, codes, report, relay) -> Iterator[Chunk]:
+    def _stream(self, prompts, t: int, options: GenerateOptions, codes, report, progress) -> Iterator[Chunk]:
         cfg, b = self.cfg, len(prompts) if prompts is not None else len(codes)
         c, s = cfg.dit.latent_frames, cfg.lm.segment_length  # C = S (LanDiffConfig.check)
         plan, groups = cfg.stream_chunks(t), -(-t // s)
         per_group, wanted = num_codes(cfg, s), num_codes(cfg, t)
         if codes is None:
             with _stage(report, "LM: text condition + prefix"):
-                next_group = self.code_groups(prompts, t, options, progress=relay).next_group
+                next_group = self.code_groups(prompts, t, options, progress=progress).next_group
         else:  # the given codes, the last group padded to a whole one (its extra frames are not used)
             given = iter(np.split(np.pad(codes, ((0, 0), (0, groups * per_group - wanted))), groups, axis=1))
             next_group = functools.partial(next, given)
@@ -630,7 +628,7 @@ class LanDiff:
             with _stage(report, f"diffusion: chunk {k + 1}/{len(plan)}"):
                 latents = np.asarray(self.sample_latents(
                     context, uncond, window, options, key=key if k == 0 else jax.random.fold_in(key, k),
-                    prefix=previous[:, c - cfg.stream_prefix:], prefix_frames=jnp.int32(prefix), progress=relay))
+                    prefix=previous[:, c - cfg.stream_prefix:], prefix_frames=jnp.int32(prefix), progress=progress))
             with _stage(report, f"VAE: chunk {k + 1}/{len(plan)}"):
                 video = np.asarray(vae.to_unit(decoder.push(latents[:, prefix:])))
             new_codes = np.concatenate(new_codes, axis=1) if new_codes else np.zeros((b, 0), np.int32)

@@ -130,17 +130,6 @@ def call_jitted(jitted, args: tuple, static: dict[str, Any], stage: str, progres
     return compiled if compile_only else compiled(*args)
 
 
-class Relay:
-    """A fixed static callback for the jitted loops that forwards to `target` (or drops)."""
-
-    def __init__(self):
-        self.target: Callback | None = None
-
-    def __call__(self, event: Progress) -> None:
-        if self.target is not None:
-            self.target(event)
-
-
 class Display:
     """A progress display for a terminal: one line per stage, steps redrawn in place (a line
     every ~10 % when the stream is not a terminal); compile times on their own line."""
