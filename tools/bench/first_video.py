@@ -64,6 +64,29 @@ def write_random_checkpoint(out: Path, preset: str, dtype: str) -> None:
           flush=True)
 
 
+MILESTONES = {"loading": "loading ", "restored": "restored ", "LM": "LM: semantic tokens: ",
+              "diffusion": "diffusion: guided steps: ", "VAE": "VAE: decode: ", "written": "wrote "}
+
+
+def timed_run(cmd: list[str]) -> tuple[str, dict[str, float], float]:
+    """Run one generate process → (its output, {milestone: seconds from the start when its line
+    came}, wall seconds to its exit): where the time to the first video goes (start-up before
+    "loading", restoring while compiling ahead until "restored", then each stage's end)."""
+    start = time.perf_counter()
+    lines, timeline = [], {}
+    with subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
+        for line in process.stdout:
+            lines.append(line)
+            for name, prefix in MILESTONES.items():
+                if name not in timeline and line.startswith(prefix):
+                    timeline[name] = round(time.perf_counter() - start, 1)
+    wall = time.perf_counter() - start
+    output = "".join(lines)
+    if process.returncode != 0:
+        raise SystemExit(f"generate.py failed:\n{output[-3000:]}")
+    return output, timeline, wall
+
+
 def main(argv):
     if len(argv) > 1:
         raise cli.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -79,15 +102,11 @@ def main(argv):
     for label in FLAGS.runs:
         cmd = [sys.executable, "tools/generate.py", "--checkpoint", str(out), "--prompt", PROMPT, "--dtype",
                FLAGS.dtype, "--output_dir", str(videos), "--overwrite", "--compilation_cache_dir", str(cache), *extra]
-        start = time.perf_counter()
-        result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-        wall = time.perf_counter() - start
-        if result.returncode != 0:
-            raise SystemExit(f"generate.py failed ({label}):\n{result.stderr[-3000:]}")
-        restored = re.search(r"restored ([\d.]+) GB of weights in ([\d.]+) s \(([\d.]+) GB/s\)", result.stdout)
+        output, timeline, wall = timed_run(cmd)
+        restored = re.search(r"restored ([\d.]+) GB of weights in ([\d.]+) s \(([\d.]+) GB/s\)", output)
         figures = {"date": datetime.date.today().isoformat(), "stage": "first_video", "run": label,
                    "preset": FLAGS.preset, "dtype": FLAGS.dtype, "wall_to_mp4_s": round(wall, 1),
-                   "videos": len(list(videos.glob("*.mp4"))),
+                   "timeline_s": timeline, "videos": len(list(videos.glob("*.mp4"))),
                    "cache_files": sum(1 for f in cache.rglob("*") if f.is_file())}
         if restored:
             figures.update(restore_gb=float(restored[1]), restore_s=float(restored[2]),
