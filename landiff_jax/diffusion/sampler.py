@@ -245,29 +245,28 @@ def sample(params, cfg: DiTConfig, sampler_cfg: SamplerConfig, context, uncond_c
     elif step_key is None:
         raise ValueError("give either key or step_noise")
     table = jnp.asarray(denoiser_sigma_table(sampler_cfg.denoiser_num_idx, sampler_cfg.denoiser_shift_scale))
-    inputs = (step_inputs(schedule, noise), jnp.asarray(context), jnp.asarray(uncond_context),
-              jnp.asarray(semantic_feature), table, step_key, prefix, prefix_frames)
+    steps = step_inputs(schedule, noise)
+    rest = (jnp.asarray(context), jnp.asarray(uncond_context), jnp.asarray(semantic_feature), table, step_key, prefix,
+            prefix_frames)
     static = dict(cfg=cfg, trajectory=trajectory, mesh=mesh)
     if progress is not None:
-        samples, per_step = _sample_blocks(params, inputs, x_init, static, progress, progress_every, compile_only)
+        samples, per_step = _sample_blocks(params, steps, x_init, rest, static, progress, progress_every, compile_only)
     elif compile_only:
-        loop = P.call_jitted(sample_loop, (params, inputs[0], x_init, *inputs[1:]), static, STAGE, None, True)
-        return loop.out_info[0]
+        return P.call_jitted(sample_loop, (params, steps, x_init, *rest), static, STAGE, None, True).out_info[0]
     else:
-        samples, per_step = sample_loop(params, inputs[0], x_init, *inputs[1:], **static)
+        samples, per_step = sample_loop(params, steps, x_init, *rest, **static)
     if not trajectory or compile_only:
         return samples
     names = ("step_x_in", "step_x_out", "step_denoised", "step_pair_denoised")
     return samples, dict(zip(names, per_step))
 
 
-def _sample_blocks(params, inputs: tuple, x_init, static: dict, progress: P.Callback, progress_every: int | None,
-                   compile_only: bool):
+def _sample_blocks(params, steps: StepInputs, x_init, rest: tuple, static: dict, progress: P.Callback,
+                   progress_every: int | None, compile_only: bool):
     """`sample` with progress: the loop as `sample_block` calls, one per block of about
     `progress_every` steps (default: up to `progress.UPDATES` reports), each distinct block
     length compiled first. → (samples, per-step outputs | None); compile_only: (the samples'
     `jax.ShapeDtypeStruct`, None)."""
-    steps, rest = inputs[0], inputs[1:]
     total = steps.index.shape[0]
     interval = progress_every or P.every(total)
     carry = Carry(x_init, jnp.zeros_like(x_init))

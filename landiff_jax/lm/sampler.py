@@ -275,16 +275,16 @@ def _sample_blocks(params, text_hidden, text_mask, micro, rng, options: SampleOp
     interval = progress_every or P.every(steps)
     head = (params, text_hidden, text_mask, micro, first_frame_codes, options)
     tail = (rng, options)
-    step_static = dict(cfg=cfg, num_frames=num_frames, gt_first_frame=gt_first_frame,
-                       text_length=text_mask.shape[1], trace=trace, mesh=mesh)
+    finish_static = dict(cfg=cfg, num_frames=num_frames, trace=trace)
+    begin_static = dict(finish_static, mesh=mesh)
+    step_static = dict(begin_static, gt_first_frame=gt_first_frame, text_length=text_mask.shape[1])
     with P.compiling(STAGE, None if compile_only else progress):
-        begin_static = dict(cfg=cfg, num_frames=num_frames, trace=trace, mesh=mesh)
         state, pads = _begin_jit.lower(*head, **begin_static).compile().out_info
         block = P.compile_blocks(_steps_jit, lambda state: (params, *state, pads, *tail,
                                                             jax.ShapeDtypeStruct((), jnp.int32)),
                                  state, step_static, steps - 1, interval)
         _, logits, out = next(iter(block.values())).out_info
-        _finish_jit.lower(logits, out, *tail, first_frame_codes, cfg=cfg, num_frames=num_frames, trace=trace).compile()
+        _finish_jit.lower(logits, out, *tail, first_frame_codes, **finish_static).compile()
     if compile_only:
         return None
     state, pads = _begin_jit(*head, **begin_static)
@@ -294,7 +294,7 @@ def _sample_blocks(params, text_hidden, text_mask, micro, rng, options: SampleOp
 
     _, logits, out = P.run_blocks(run_block, state, steps - 1, progress, STAGE, steps, interval,
                                   ready=lambda state: state[1])
-    result = _finish_jit(logits, out, *tail, first_frame_codes, cfg=cfg, num_frames=num_frames, trace=trace)
+    result = _finish_jit(logits, out, *tail, first_frame_codes, **finish_static)
     P.report_when_ready(progress, STAGE, steps, steps, result.tokens)
     return result
 
