@@ -34,7 +34,7 @@ def get_config() -> TrainConfig:
         ema_decay=0.998,
         mesh=MeshConfig(data=-1),
         checkpoint=CheckpointConfig(every=1000, keep_last=1),
-        data=DataConfig(prefetch=8, path="data/tiny/diffusion", frames=SYSTEM.dit.latent_frames),
+        data=DataConfig(prefetch=8, in_memory=True, path="data/tiny/diffusion", frames=SYSTEM.dit.latent_frames),
         log_every=50,
         compute_dtype="float32",
         init_from="runs/tiny/base_checkpoint",

@@ -25,7 +25,7 @@ def get_config() -> TrainConfig:
                                   b1=0.9, b2=0.99, weight_decay=0.01, clip_global_norm=1.0),
         mesh=MeshConfig(data=-1),
         checkpoint=CheckpointConfig(every=2000, keep_last=1),
-        data=DataConfig(prefetch=8, path="data/tiny/lm", frames=SYSTEM.lm.segment_length,
+        data=DataConfig(prefetch=8, in_memory=True, path="data/tiny/lm", frames=SYSTEM.lm.segment_length,
                         text_len=SYSTEM.dit.text_length),
         log_every=50,
         compute_dtype="float32",

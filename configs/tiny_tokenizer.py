@@ -27,7 +27,7 @@ def get_config() -> TrainConfig:
                                   b1=0.9, b2=0.99, weight_decay=0.0, clip_global_norm=1.0),
         mesh=MeshConfig(data=-1),
         checkpoint=CheckpointConfig(every=1000, keep_last=1),
-        data=DataConfig(prefetch=8, path="data/tiny/tokenizer", frames=SYSTEM.tokenizer.temporal_size),
+        data=DataConfig(prefetch=8, in_memory=True, path="data/tiny/tokenizer", frames=SYSTEM.tokenizer.temporal_size),
         log_every=50,
         compute_dtype="float32",
     )

@@ -59,7 +59,8 @@ def open_data(config, process_index: int, process_count: int):
     from landiff_jax.data import pipeline
 
     options = pipeline.DataOptions(global_batch=config.micro_batch_size, seed=config.seed,
-                                   shuffle=config.data.shuffle, prefetch_batches=config.data.prefetch)
+                                   shuffle=config.data.shuffle, prefetch_batches=config.data.prefetch,
+                                   in_memory=config.data.in_memory)
     return pipeline.batches(Path(config.data.path), options, process_index=process_index,
                             process_count=process_count)
 

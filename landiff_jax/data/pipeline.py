@@ -38,6 +38,9 @@ class DataOptions:
     num_epochs: int | None = None  # None: repeat forever
     read_threads: int = 4  # threads that read and decode batches ahead
     prefetch_batches: int = 4  # batches read ahead per process
+    # decode every example once into host memory and gather batches from it (same batches): for
+    # datasets that fit, where reading and decoding each batch's records would pace the accelerator
+    in_memory: bool = False
 
     def __post_init__(self):
         if not 0 <= self.seed < 2**32:
@@ -85,11 +88,16 @@ def batches(path: str | os.PathLike, options: DataOptions, process_index: int | 
         order = order.shuffle(seed=options.seed)
     order = order.repeat(options.num_epochs)
     blocks = _process_blocks(order, options, process_index, process_count, str(path))
-    dataset = blocks.map(lambda ids: _stack([source[int(i)] for i in ids]))
+    if options.in_memory:
+        table = _stack([source[i] for i in range(len(source))])  # {field: [N, ...]}
+        dataset = blocks.map(lambda ids: {name: column[np.asarray(ids)] for name, column in table.items()})
+    else:
+        dataset = blocks.map(lambda ids: _stack([source[int(i)] for i in ids]))
     read = grain.ReadOptions(num_threads=options.read_threads, prefetch_buffer_size=options.prefetch_batches)
     # what decides the order; not how it is read, nor the process count (state = global steps done)
     fingerprint = {"path": os.path.abspath(path), "num_examples": len(source), **dataclasses.asdict(options)}
-    fingerprint.pop("read_threads"), fingerprint.pop("prefetch_batches")
+    for how in ("read_threads", "prefetch_batches", "in_memory"):
+        fingerprint.pop(how)
     return BatchIterator(dataset.to_iter_dataset(read), fingerprint, len(blocks))
 
 

@@ -65,6 +65,7 @@ class DataConfig:
     path: str = ""
     shuffle: bool = True
     prefetch: int = 2  # batches prepared ahead
+    in_memory: bool = False  # hold the decoded dataset in host memory (small datasets: the tiny recipe)
     # the fixed shapes of the dataset's examples (checked against every batch before compiling)
     frames: int = 13  # semantic / latent frames per example
     text_len: int = 512  # text embedding rows per example (right-padded)

@@ -95,3 +95,20 @@ def test_bad_batch_settings(dataset):
         batches(dataset, DataOptions(global_batch=4), process_index=2, process_count=2)
     with pytest.raises(records.RecordError, match="data seed must be in"):
         DataOptions(global_batch=4, seed=-1)
+
+
+def test_in_memory_gives_the_same_batches_and_states(dataset):
+    """Reading from the decoded dataset in host memory changes how batches are read, not which:
+    the same batches per process, and states that restore across the two ways of reading."""
+    options = DataOptions(global_batch=4, seed=5)
+    held = DataOptions(global_batch=4, seed=5, in_memory=True)
+    straight = ids(batches(dataset, options), 8)
+    assert ids(batches(dataset, held), 8) == straight
+    for p in range(2):
+        assert ids(batches(dataset, held, process_index=p, process_count=2), 8) == \
+            ids(batches(dataset, options, process_index=p, process_count=2), 8)
+    it = batches(dataset, options)
+    ids(it, 3)
+    resumed = batches(dataset, held)
+    resumed.set_state(it.get_state())
+    assert ids(resumed, 5) == straight[3:]

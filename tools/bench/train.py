@@ -2,12 +2,16 @@
 sharded, donated train_step of landiff_jax/train), with random weights of the stage's shapes.
 
 usage: python -m tools.bench.train lm|tokenizer|control|dit --preset full [--batch 8] [--remat none]
-       [--steps 10] [--text_len 256] [--dtype bfloat16] [--mesh data,fsdp,tensor]
+       [--steps 10] [--text_len 256] [--dtype bfloat16] [--mesh data,fsdp,tensor] [--profile 5]
+       python -m tools.bench.train --config configs/tiny_dit.py [--batch B] [--dtype D] [--profile 5]
 The tokenizer, control and dit stages are their recipe configs (configs/tokenizer{,_tiny}.py,
 configs/diffusion_control{,_tiny}.py; dit = the same in mode 'base') with random weights instead of
 `init_from`, and random examples of the task's fields (normal floats, codes of the codebook).
 LM sequences: BOS, 2 micro conditions, `text_len` text rows, then SOI … EOS of 13 semantic
-frames (1,244 positions with 1,218 codes at full size). Prints one JSON line: median ms per
+frames (1,244 positions with 1,218 codes at full size). `--config` benches any training config
+file as it stands (its batch, dtype and remat unless given; random weights, no `init_from`).
+`--profile N` traces N more updates and prints the device's busiest ops (`common.op_times`).
+Prints one JSON line: median ms per
 update after compile, compile seconds, tokens/s, examples/s, model TFLOP/s, MFU against the
 device's dense bf16 peak (train.metrics.PEAK_FLOPS; 989 TFLOP/s for H100/H200), peak memory.
 
@@ -34,7 +38,7 @@ from landiff_jax.train.metrics import peak_flops  # noqa: E402
 from landiff_jax.train.optimizer import learning_rate_schedule, make_optimizer  # noqa: E402
 from landiff_jax.train.step import batch_shardings, create_state, make_train_step, state_shardings  # noqa: E402
 from landiff_jax.train.task import apply_policy, make_task  # noqa: E402
-from tools.bench.common import emit, peak_memory_gb  # noqa: E402
+from tools.bench.common import emit, op_times, peak_memory_gb  # noqa: E402
 
 
 def lm_config(args) -> TrainConfig:
@@ -105,6 +109,17 @@ def training_attention(config: TrainConfig) -> str | None:
     return getattr(policy, "train_attention", None) or getattr(policy, "attention", None)
 
 
+def file_config(args) -> TrainConfig:
+    """The training config file `--config` with the bench's overrides, no checkpoint to start from."""
+    from landiff_jax import config_file
+
+    config = config_file.load(args.config)
+    overrides = {"batch_size": args.batch} if FLAGS["batch"].present else {}
+    overrides.update({"compute_dtype": args.dtype} if FLAGS["dtype"].present else {})
+    overrides.update({"remat": args.remat} if args.remat else {})
+    return config.replace(init_from="", **overrides)
+
+
 STAGES = {
     "lm": (lm_config, lm_batch),
     "tokenizer": (recipe_config("tokenizer"), random_batch),
@@ -120,26 +135,35 @@ flags.DEFINE_integer("steps", 10, "timed updates after the compile")
 flags.DEFINE_integer("text_len", None, "text rows per sequence (default 256 full, 8 tiny)")
 flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "compute dtype")
 flags.DEFINE_string("mesh", "-1,1,1", "data,fsdp,tensor sizes (-1: the rest)")
+flags.DEFINE_string("config", None, "bench this training config file instead of a stage's recipe")
+flags.DEFINE_integer("profile", 0, "trace this many more updates and print the busiest device ops")
 FLAGS = flags.FLAGS
 REPO = Path(__file__).resolve().parents[2]
 
 
 def main(argv):
-    if len(argv) != 2 or argv[1] not in STAGES:
-        raise app.UsageError(f"give one stage: {', '.join(sorted(STAGES))}")
     args = FLAGS
-    make_config, make_batch = STAGES[argv[1]]
-    config = make_config(args)
+    if args.config:
+        if len(argv) != 1:
+            raise app.UsageError("give either a stage or --config, not both")
+        config = file_config(args)
+        name, make_batch = Path(args.config).stem, (lm_batch if config.stage == "lm" else random_batch)
+    elif len(argv) != 2 or argv[1] not in STAGES:
+        raise app.UsageError(f"give one stage: {', '.join(sorted(STAGES))}")
+    else:
+        name, (make_config, make_batch) = argv[1], STAGES[argv[1]]
+        config = make_config(args)
     task = make_task(config)
     from landiff_jax import parallel
 
     mesh = parallel.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
     optimizer = make_optimizer(config.optimizer, config.steps)
-    shardings = state_shardings(task, optimizer, mesh, ema=False)
-    state = create_state(task, optimizer, config.seed, False, shardings)
+    ema_decay = config.ema_decay if args.config else None  # the stage recipes are benched without
+    shardings = state_shardings(task, optimizer, mesh, ema=ema_decay is not None)
+    state = create_state(task, optimizer, config.seed, ema_decay is not None, shardings)
     batch = jax.device_put(make_batch(task, config, config.batch_size), batch_shardings(task, mesh))
     step = make_train_step(task, optimizer, learning_rate_schedule(config.optimizer, config.steps),
-                           config.optimizer.accumulation_steps, None, shardings, mesh)
+                           config.optimizer.accumulation_steps, ema_decay, shardings, mesh)
 
     start = time.perf_counter()
     compiled = step.lower(state, batch).compile()
@@ -153,11 +177,17 @@ def main(argv):
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - start)
     seconds = float(np.median(times))
+    if args.profile:
+        def update():
+            nonlocal state
+            state, metrics = compiled(state, batch)
+            return metrics
+        op_times(update, args.profile)
     flops = config.batch_size * task.flops_per_example / seconds
     peak = peak_flops(jax.devices()[0].device_kind)
     emit({
-        "stage": argv[1], "preset": args.preset, "batch": config.batch_size, "remat": config.remat,
-        "attention": training_attention(config), "dtype": args.dtype,
+        "stage": name, "preset": None if args.config else args.preset, "batch": config.batch_size,
+        "remat": config.remat, "attention": training_attention(config), "dtype": config.compute_dtype,
         "tokens_per_sequence": task.tokens_per_example, "ms_per_update": round(seconds * 1e3, 2),
         "compile_s": round(compile_s, 1), "examples_per_s": round(config.batch_size / seconds, 2),
         "tokens_per_s": round(config.batch_size * task.tokens_per_example / seconds, 1),
