@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -114,7 +115,10 @@ def side_by_side(*branches):
 def run_tool(*args: str) -> None:
     command = [sys.executable, *args]
     log("$ " + " ".join(command))
-    result = subprocess.run(command, cwd=REPO)
+    # the branches' processes share the accelerator: each allocates what it uses, not jax's
+    # default 75 % of the device up front
+    env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", **os.environ}
+    result = subprocess.run(command, cwd=REPO, env=env)
     if result.returncode:
         raise SystemExit(f"train_tiny: {Path(args[0]).name} failed (exit {result.returncode}); "
                          f"fix the cause and run the same command again to resume")
