@@ -8,7 +8,8 @@ landiff_jax/config_file.py). The workdir receives checkpoints/<update>/ (state, 
 state, resolved config), metrics.jsonl and TensorBoard files in tb/ (plot with
 tools/plot_metrics.py). Multi-process: one process per host with --coordinator/--num_processes/
 --process_id (or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, or --auto_distributed
-on TPU pods and SLURM).
+on TPU pods and SLURM). SIGTERM (a preemption notice) or Ctrl-C lets the update under way finish,
+saves it and exits with 128 + the signal's number; --resume continues exactly from there.
 """
 
 import sys
@@ -84,6 +85,7 @@ def load_config(path: str, overrides):
 def main(argv):
     from landiff_jax.config_file import ConfigError
     from landiff_jax.data.records import RecordError
+    from landiff_jax.train.preemption import Stopped
 
     if not FLAGS.verbose:
         logging.set_verbosity(logging.WARNING)
@@ -105,6 +107,9 @@ def main(argv):
     except (ConfigError, RecordError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except Stopped as e:  # SIGTERM / Ctrl-C: the update under way finished and was saved
+        print(e, file=sys.stderr)
+        sys.exit(e.exit_code)
     print(f"done: checkpoints and metrics in {workdir}")
 
 

@@ -32,6 +32,8 @@ kept in WORKDIR/times.json.
 system (e.g. an earlier run's WORKDIR/checkpoints/base) and train only the diffusion stages.
 --reuse_dit: with --reuse, also take DIR's base DiT as the end of the first DiT phase (train only
 the refining phases and the control branch).
+SIGTERM or Ctrl-C: the training under way saves its update and the command stops; run it again to
+resume (a time-limited job can end with `timeout -s TERM`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -49,7 +52,7 @@ from pathlib import Path
 
 from absl import flags, logging
 
-from landiff_jax import cli
+from landiff_jax import cli, files
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -112,16 +115,54 @@ def side_by_side(*branches):
         return [future.result() for future in futures]
 
 
-def run_tool(*args: str) -> None:
-    command = [sys.executable, *args]
-    log("$ " + " ".join(command))
-    # the branches' processes share the accelerator: each allocates what it uses, not jax's
-    # default 75 % of the device up front
-    env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", **os.environ}
-    result = subprocess.run(command, cwd=REPO, env=env)
-    if result.returncode:
-        raise SystemExit(f"train_tiny: {Path(args[0]).name} failed (exit {result.returncode}); "
-                         f"fix the cause and run the same command again to resume")
+class Tools:
+    """Runs the tools of the steps (from the branches' threads too). A stop signal (SIGTERM,
+    Ctrl-C) starts no further tool and reaches the running ones (SIGTERM passed on; Ctrl-C
+    reaches a terminal's whole process group itself), whose training saves the update under way;
+    the command ends once they have, and the same command resumes. A second Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.running: set[subprocess.Popen] = set()
+        self.stopped: int | None = None
+
+    def listen(self) -> None:
+        """Take SIGTERM and SIGINT (main thread)."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self.stop)
+
+    def stop(self, signum, frame=None) -> None:
+        if signum == signal.SIGINT and self.stopped is not None:
+            raise KeyboardInterrupt
+        self.stopped = signum
+        if signum == signal.SIGTERM:
+            for child in list(self.running):
+                child.send_signal(signum)
+
+    def run(self, *args: str) -> None:
+        name = Path(args[0]).name
+        if self.stopped is not None:
+            raise SystemExit(f"train_tiny: stopped before {name}; run the same command again to resume")
+        command = [sys.executable, *args]
+        log("$ " + " ".join(command))
+        # the branches' processes share the accelerator: each allocates what it uses, not jax's
+        # default 75 % of the device up front
+        env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", **os.environ}
+        with files.signals_deferred():  # a stop signal finds the child in `running`
+            child = subprocess.Popen(command, cwd=REPO, env=env)
+            self.running.add(child)
+        try:
+            returncode = child.wait()
+        finally:
+            self.running.discard(child)
+        if self.stopped is not None:
+            raise SystemExit(f"train_tiny: stopped during {name} (exit {returncode}); run the same command again "
+                             f"to resume")
+        if returncode:
+            raise SystemExit(f"train_tiny: {name} failed (exit {returncode}); fix the cause and run the same "
+                             f"command again to resume")
+
+
+TOOLS = Tools()
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -141,7 +182,7 @@ def prepare(checkpoint: Path, out: Path, stages: str, clips: int, seed: int, qui
             "--examples_per_shard", "1024", "--batch_size", "4" if quick else "64"]
     if stages != "tokenizer":  # the LM's targets and the control branch's condition
         args += ["--codes", "--diffusion_condition", "codes"]
-    run_tool(*args)
+    TOOLS.run(*args)
 
 
 def measure_scale_factor(dataset: Path, limit: int = 2048) -> float:
@@ -276,7 +317,7 @@ def train_stage(steps: Steps, workdir: Path, stage: str, config: str, data: Path
     run = workdir / "runs" / stage
 
     def train():
-        run_tool("tools/train.py", "--config", str(CONFIGS / config), "--workdir", str(run), "--resume",
+        TOOLS.run("tools/train.py", "--config", str(CONFIGS / config), "--workdir", str(run), "--resume",
                  f"data.path={data}", *overrides, *(QUICK_OVERRIDES if quick else ()))
         (run / "DONE").write_text("")
 
@@ -284,7 +325,7 @@ def train_stage(steps: Steps, workdir: Path, stage: str, config: str, data: Path
     plot = workdir / "plots" / f"{stage}.png"
     if not plot.is_file():
         plot.parent.mkdir(parents=True, exist_ok=True)
-        run_tool("tools/plot_metrics.py", str(run), "--out", str(plot), "--parts", "--log")
+        TOOLS.run("tools/plot_metrics.py", str(run), "--out", str(plot), "--parts", "--log")
     return run
 
 
@@ -307,6 +348,7 @@ def main(argv):
     if FLAGS.reuse:
         check_reuse(Path(FLAGS.reuse), cfg, FLAGS.reuse_dit)  # before anything is written
     workdir.mkdir(parents=True, exist_ok=True)
+    TOOLS.listen()
     steps = Steps(workdir)
     data, ckpts = workdir / "data", workdir / "checkpoints"
     total = time.perf_counter()

@@ -1,5 +1,6 @@
 """The training loop: start fresh or resume the latest complete checkpoint, then per update
-read micro-batches, step, log and save; a final save at the end.
+read micro-batches, step, log and save; a final save at the end. A stop signal (SIGTERM,
+Ctrl-C: `preemption`) saves the update it ends and raises `preemption.Stopped`.
 
 `data` is this process's iterator of batches ({field: [micro_batch_size / processes, ...]}
 numpy) with get_state()/set_state(); the loop makes global arrays of them.
@@ -19,6 +20,7 @@ from landiff_jax.train.checkpointing import Checkpointer
 from landiff_jax.train.config import TrainConfig
 from landiff_jax.train.metrics import MetricsWriter, peak_flops, throughput
 from landiff_jax.train.optimizer import learning_rate_schedule, make_optimizer
+from landiff_jax.train.preemption import Stopped, StopRequests
 from landiff_jax.train.state import TrainState
 from landiff_jax.train.step import abstract_state, create_state, make_train_step, start_from, state_shardings
 from landiff_jax.train.task import Task, check_batch
@@ -75,29 +77,35 @@ def train(config: TrainConfig, task: Task, data, workdir: str | Path, resume: bo
     peak = peak_flops(jax.devices()[0].device_kind)
     window_start, window_updates, data_wait = None, 0, 0.0
     try:
-        while update < last:
-            for _ in range(accumulation):
-                waiting = time.perf_counter()
-                batch = first if first is not None else next(data)
-                data_wait += time.perf_counter() - waiting
-                first = None
-                batch = {name: batch[name] for name in task.example}  # a dataset may hold more fields
-                state, metrics = step_fn(state, distributed.global_batch(batch, mesh))
-            update += 1
-            window_updates += 1
-            if update % config.log_every == 0 or update == last:
-                metrics = jax.device_get(metrics)
-                now = time.perf_counter()
-                if window_start is not None:
-                    metrics.update(throughput((now - window_start) / window_updates, examples, task.tokens_per_example,
-                                              task.flops_per_example, jax.device_count(), peak))
-                    # the share of the window this host spent waiting for batches: near 1, the input
-                    # pipeline (not the accelerator) sets the pace
-                    metrics["data_wait"] = data_wait / (now - window_start)
-                writer.write(update, metrics)
-                window_start, window_updates, data_wait = now, 0, 0.0
-            if update % config.checkpoint.every == 0 or update == last:
-                checkpoints.save(update, state, data, to_dict(config))
+        with StopRequests() as stop:
+            while update < last:
+                for _ in range(accumulation):
+                    waiting = time.perf_counter()
+                    batch = first if first is not None else next(data)
+                    data_wait += time.perf_counter() - waiting
+                    first = None
+                    batch = {name: batch[name] for name in task.example}  # a dataset may hold more fields
+                    state, metrics = step_fn(state, distributed.global_batch(batch, mesh))
+                update += 1
+                window_updates += 1
+                stopping = stop.requested(update)
+                if update % config.log_every == 0 or update == last or stopping:
+                    metrics = jax.device_get(metrics)
+                    now = time.perf_counter()
+                    if window_start is not None:
+                        metrics.update(throughput((now - window_start) / window_updates, examples,
+                                                  task.tokens_per_example, task.flops_per_example,
+                                                  jax.device_count(), peak))
+                        # the share of the window this host spent waiting for batches: near 1, the
+                        # input pipeline (not the accelerator) sets the pace
+                        metrics["data_wait"] = data_wait / (now - window_start)
+                    writer.write(update, metrics)
+                    window_start, window_updates, data_wait = now, 0, 0.0
+                if update % config.checkpoint.every == 0 or update == last or stopping:
+                    checkpoints.save(update, state, data, to_dict(config))
+                if stopping and update < last:
+                    checkpoints.wait()
+                    raise Stopped(update, stopping)
         checkpoints.wait()
     finally:
         writer.close()

@@ -62,3 +62,36 @@ def test_reuse_takes_the_shipped_checkpoint_in_float32_and_refuses_a_non_checkpo
     refused = reuse(tmp_path)
     assert refused.returncode == 1 and refused.stderr.strip().splitlines()[-1] == (
         f"train_tiny: --reuse: not a converted LanDiff checkpoint (no landiff_config.json): {tmp_path}")
+
+
+def test_a_stop_signal_reaches_the_running_tool_and_starts_no_other(tmp_path):
+    """SIGTERM to train_tiny is passed on to the tool under way (train.py then saves its update);
+    the command then ends with a line saying how to resume, and starts no further tool."""
+    ready = tmp_path / "ready"
+    child = ("import signal, sys, time; from pathlib import Path; "
+             "signal.signal(signal.SIGTERM, lambda *a: sys.exit(143)); "
+             f"Path({str(ready)!r}).touch(); time.sleep(60)")
+    code = f"""
+import signal, sys, threading, time
+from pathlib import Path
+sys.path.insert(0, 'tools')
+import train_tiny
+tools = train_tiny.Tools()
+def stop_when_ready():
+    while not Path({str(ready)!r}).exists():
+        time.sleep(0.05)
+    tools.stop(signal.SIGTERM)
+threading.Thread(target=stop_when_ready).start()
+for args in (('-c', {child!r}), ('-c', 'print("SECOND TOOL RAN")')):
+    try:
+        tools.run(*args)
+    except SystemExit as e:
+        print('EXIT', e)
+"""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith(("EXIT", "SECOND"))]
+    assert lines == ["EXIT train_tiny: stopped during -c (exit 143); run the same command again to resume",
+                     "EXIT train_tiny: stopped before -c; run the same command again to resume"], result.stdout

@@ -25,6 +25,7 @@ import toy  # noqa: E402
 from landiff_jax.train import loop  # noqa: E402
 from landiff_jax.train.checkpointing import Checkpointer  # noqa: E402
 from landiff_jax.train.optimizer import learning_rate_schedule, make_optimizer  # noqa: E402
+from landiff_jax.train.preemption import Stopped, StopRequests  # noqa: E402
 from landiff_jax.train.step import abstract_state, state_shardings  # noqa: E402
 
 STEPS = 4
@@ -32,7 +33,7 @@ SCRIPT = Path(toy.__file__)
 
 
 def run_toy(workdir, **kw):
-    cfg = toy.config(steps=STEPS, **{k: v for k, v in kw.items() if k in ("accumulation", "mesh")})
+    cfg = toy.config(**{"steps": STEPS, **{k: v for k, v in kw.items() if k in ("steps", "accumulation", "mesh")}})
     data = toy.ArraySource(cfg.micro_batch_size)
     state = loop.train(cfg, toy.TASK, data, workdir, resume=kw.get("resume", False),
                        stop_after=kw.get("stop_after"), tensorboard=kw.get("tensorboard", False))
@@ -125,14 +126,14 @@ def _run(args, devices: int, timeout: int = 240, **popen):
                             stderr=subprocess.STDOUT, text=True, **popen)
 
 
-def _finish(proc, timeout: int = 240) -> str:
+def _finish(proc, timeout: int = 240, returncode: int = 0) -> str:
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         out, _ = proc.communicate()
         pytest.fail(f"subprocess timed out:\n{out[-3000:]}")
-    assert proc.returncode == 0, out[-3000:]
+    assert proc.returncode == returncode, out[-3000:]
     return out
 
 
@@ -189,3 +190,63 @@ def test_two_processes_equal_one(straight, tmp_path):
     _assert_close(dict(np.load(tmp_path / "final.npz")), final)
     assert sorted(p.name for p in (tmp_path / "checkpoints" / str(STEPS) / "data").glob("*.json")) == [
         "process_0-of-2.json", "process_1-of-2.json"]
+
+
+def test_stop_requests_on_signals():
+    """One process: the first SIGTERM or Ctrl-C asks for a stop; a repeated SIGTERM changes
+    nothing; a second Ctrl-C stops at once. The handlers are put back afterwards."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    with StopRequests() as stop:
+        assert stop.requested(1) is None
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested(2) == signal.SIGTERM
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested(3) == signal.SIGTERM
+    assert {s: signal.getsignal(s) for s in before} == before
+    with StopRequests() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.requested(1) == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_sigterm_saves_the_update_and_resuming_equals_not_stopping(straight, tmp_path):
+    _, final, seen = straight
+    cfg = toy.config(steps=STEPS)
+    data = toy.ArraySource(cfg.micro_batch_size, signal_at=2)  # SIGTERM while reading update 3's batch
+    with pytest.raises(Stopped, match="stopped by SIGTERM after update 3; its checkpoint is saved") as stopped:
+        loop.train(cfg, toy.TASK, data, tmp_path, tensorboard=False)
+    assert stopped.value.update == 3 and stopped.value.exit_code == 143
+    assert Checkpointer(tmp_path / "checkpoints", cfg.checkpoint).latest_step() == 3  # not a multiple of every=2
+    state, second = run_toy(tmp_path, resume=True)
+    resumed = toy.flat(jax.device_get(state.as_dict()))
+    for name in final:
+        np.testing.assert_array_equal(resumed[name], final[name], err_msg=name)
+    assert data.seen + second.seen == seen
+
+
+def test_sigterm_to_one_of_two_processes_stops_both_at_one_update(tmp_path):
+    """jax's preemption sync point: process 1 alone gets SIGTERM; both save the same update (a
+    few updates later: the notice travels through the coordination service) and stop; two
+    processes resume to the result of never stopping."""
+    steps = 40  # room for the notice to arrive before the end
+    state, _ = run_toy(tmp_path / "straight", steps=steps)
+    final = toy.flat(jax.device_get(state.as_dict()))
+    workdir = tmp_path / "stopped"
+
+    def run_two(args_of_process, returncode=0):
+        common = ["--steps", str(steps), "--mesh", "2,2", "--coordinator", f"localhost:{_free_port()}",
+                  "--num_processes", "2"]
+        procs = [_run([str(workdir), *common, "--process_id", str(i), *args_of_process[i]], devices=2)
+                 for i in range(2)]
+        return [_finish(p, returncode=returncode) for p in procs]
+
+    outs = run_two([[], ["--signal_at", "1"]], returncode=143)
+    stops = {line for out in outs for line in out.splitlines() if line.startswith("STOPPED")}
+    assert len(stops) == 1, stops
+    stopped = int(stops.pop().split()[1])
+    assert 2 <= stopped < steps
+    assert Checkpointer(workdir / "checkpoints", toy.config().checkpoint).latest_step() == stopped
+    run_two([["--resume"], ["--resume"]])
+    _assert_close(dict(np.load(workdir / "final.npz")), final)

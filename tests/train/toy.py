@@ -4,6 +4,7 @@ multi-process subprocess tests:
 
     python tests/train/toy.py WORKDIR [--steps N] [--stop_after K] [--resume] [--mesh D,F]
         [--accumulation A] [--coordinator HOST:PORT --num_processes P --process_id I] [--hang_in_save N]
+        [--signal_at N]
 
 The task: y ≈ MLP(x @ proj) with `proj` frozen, dropout drawn from the step's key, and an
 EMA-like model_state (running mean of the predictions) updated inside the loss.
@@ -12,6 +13,8 @@ EMA-like model_state (running mean of the predictions) updated inside the loss.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -77,13 +80,16 @@ def dataset(seed: int = 0):
 
 class ArraySource:
     """Global batches of `batch` examples from a reshuffled-per-epoch permutation (seeded); this
-    process takes its slice. State: the number of batches read. `seen` lists the example ids."""
+    process takes its slice. State: the number of batches read. `seen` lists the example ids.
+    signal_at: this process sends itself SIGTERM as it reads batch `signal_at` (0-based)."""
 
-    def __init__(self, batch: int, seed: int = 0, process_index: int = 0, process_count: int = 1):
+    def __init__(self, batch: int, seed: int = 0, process_index: int = 0, process_count: int = 1,
+                 signal_at: int | None = None):
         self.x, self.y = dataset()
         self.batch, self.seed, self.index, self.count = batch, seed, process_index, process_count
         self.position = 0
         self.seen: list[list[int]] = []
+        self.signal_at = signal_at
 
     def _ids(self, position: int) -> np.ndarray:
         per_epoch = EXAMPLES // self.batch
@@ -97,6 +103,8 @@ class ArraySource:
         return self
 
     def __next__(self):
+        if self.position == self.signal_at:
+            os.kill(os.getpid(), signal.SIGTERM)
         ids = self._ids(self.position)
         self.position += 1
         self.seen.append(ids.tolist())
@@ -154,16 +162,23 @@ def main(argv=None):
     p.add_argument("--num_processes", type=int)
     p.add_argument("--process_id", type=int)
     p.add_argument("--hang_in_save", type=int, help="block inside the N-th checkpoint save (for a kill test)")
+    p.add_argument("--signal_at", type=int, help="send this process SIGTERM as it reads batch N (0-based)")
     args = p.parse_args(argv)
     if args.hang_in_save:
         hang_in_save(args.hang_in_save)
     from landiff_jax.train import distributed, loop
+    from landiff_jax.train.preemption import Stopped
 
     distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     cfg = config(args.steps, tuple(int(v) for v in args.mesh.split(",")), args.accumulation)
-    data = ArraySource(cfg.micro_batch_size, process_index=jax.process_index(), process_count=jax.process_count())
-    state = loop.train(cfg, TASK, data, args.workdir, resume=args.resume, stop_after=args.stop_after,
-                       tensorboard=False)
+    data = ArraySource(cfg.micro_batch_size, process_index=jax.process_index(), process_count=jax.process_count(),
+                       signal_at=args.signal_at)
+    try:
+        state = loop.train(cfg, TASK, data, args.workdir, resume=args.resume, stop_after=args.stop_after,
+                           tensorboard=False)
+    except Stopped as e:
+        print("STOPPED", e.update, flush=True)
+        sys.exit(e.exit_code)
     kernel = state.trainable["Dense_0"]["kernel"]
     print("SHARDING", kernel.sharding.spec, "DEVICES", jax.device_count(), flush=True)
     gathered = jax.tree.map(lambda x: np.asarray(jax.experimental.multihost_utils.process_allgather(x, tiled=True)),
