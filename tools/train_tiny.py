@@ -154,7 +154,7 @@ class Tools:
             returncode = child.wait()
         finally:
             self.running.discard(child)
-        if self.stopped is not None:
+        if self.stopped is not None and returncode:
             raise SystemExit(f"train_tiny: stopped during {name} (exit {returncode}); run the same command again "
                              f"to resume")
         if returncode:
@@ -318,7 +318,7 @@ def train_stage(steps: Steps, workdir: Path, stage: str, config: str, data: Path
 
     def train():
         TOOLS.run("tools/train.py", "--config", str(CONFIGS / config), "--workdir", str(run), "--resume",
-                 f"data.path={data}", *overrides, *(QUICK_OVERRIDES if quick else ()))
+                  f"data.path={data}", *overrides, *(QUICK_OVERRIDES if quick else ()))
         (run / "DONE").write_text("")
 
     steps.run(f"train {stage}", (run / "DONE").is_file, train)
