@@ -1,6 +1,6 @@
 """Cost of the live progress reports of the LM and diffusion loops (host calls of blocks): each
-sampler timed with progress off (one compiled call) and on (a callback that only counts), RANDOM weights of the
-released shapes, through the pipeline's own stage calls.
+sampler timed with progress off (one compiled call) and on (a callback that only counts), RANDOM
+weights of the released shapes, through the pipeline's own stage calls.
 
   python -m tools.bench.progress --preset full --dtype bfloat16 [--stages lm,diffusion] [--steps 10]
 

@@ -11,9 +11,9 @@ LM sequences: BOS, 2 micro conditions, `text_len` text rows, then SOI … EOS of
 frames (1,244 positions with 1,218 codes at full size). `--config` benches any training config
 file as it stands (its batch, dtype and remat unless given; random weights, no `init_from`).
 `--profile N` traces N more updates and prints the device's busiest ops (`common.op_times`).
-Prints one JSON line: median ms per
-update after compile, compile seconds, tokens/s, examples/s, model TFLOP/s, MFU against the
-device's dense bf16 peak (train.metrics.PEAK_FLOPS; 989 TFLOP/s for H100/H200), peak memory.
+Prints one JSON line: median ms per update after compile, compile seconds, tokens/s, examples/s,
+model TFLOP/s, MFU against the device's dense bf16 peak (train.metrics.PEAK_FLOPS; 989 TFLOP/s for
+H100/H200), peak memory.
 
 FLOPs per sequence of S positions (train.task.lm_flops_per_sequence):
     6·N·S + 6·L·S²·d
