@@ -6,8 +6,8 @@ Margin: 8 samples (fixed prompts and seeds, none tuned on); one sample is 12.5 p
 of 10 points allows one miss of background or colour and two of motion, for the float differences
 of another CPU (XLA's kernels, ffmpeg's codec) flipping a borderline measurement. Shape, the
 attribute nearest its target (77.1–93.8 % on three CPU draws of 48–96 prompts, BUILD_NOTES.md),
-gets 25 points: at 80 % a sample of 8 has a standard deviation of 14 points, so it asserts at least 4 of 8 — which the
-previous model (41.7 %) would fail at its expected 3.
+gets 25 points: at 80 % a sample of 8 has a standard deviation of 14 points, so it asserts at
+least 4 of 8, which the previous model (41.7 %) would fail at its expected 3.
 """
 
 from __future__ import annotations
