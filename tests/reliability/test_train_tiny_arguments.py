@@ -18,6 +18,11 @@ def test_bad_arguments_are_one_line_and_write_nothing(tmp_path):
         (["--workdir", "{tmp}/w", "--clips", "0"], 2, "train_tiny.py: error: --clips must be >= 1, got 0 (see --help)"),
         (["--workdir", "{tmp}/w", "--reuse_dit"], 2,
          "train_tiny.py: error: --reuse_dit needs --reuse DIR (the checkpoint whose base DiT is kept) (see --help)"),
+        (["--workdir", "{tmp}/w", "--refine_rounds", "-1"], 2,
+         "train_tiny.py: error: --refine_rounds must be >= 0, got -1 (see --help)"),
+        (["--workdir", "{tmp}/w", "--reuse", "{tmp}/none", "--reuse_dit", "--refine_rounds", "0"], 2,
+         "train_tiny.py: error: --refine_rounds must be >= 1 with --reuse_dit (it trains only the refining rounds), "
+         "got 0 (see --help)"),
         (["--workdir", "{tmp}/w", "--reuse", "{tmp}/none"], 1,
          "train_tiny: --reuse: not a converted LanDiff checkpoint (no landiff_config.json): {tmp}/none"),
     ]
