@@ -348,10 +348,9 @@ def main(argv):
     cfg = load_config("tiny_landiff.py")
     if FLAGS.reuse_dit and not FLAGS.reuse:
         raise cli.UsageError("--reuse_dit needs --reuse DIR (the checkpoint whose base DiT is kept)")
-    if FLAGS.refine_rounds < (1 if FLAGS.reuse_dit else 0):
-        raise cli.UsageError(f"--refine_rounds must be >= {1 if FLAGS.reuse_dit else 0}"
-                             f"{' with --reuse_dit (it trains only the refining rounds)' if FLAGS.reuse_dit else ''}"
-                             f", got {FLAGS.refine_rounds}")
+    least_rounds, why = (1, " with --reuse_dit (it trains only the refining rounds)") if FLAGS.reuse_dit else (0, "")
+    if FLAGS.refine_rounds < least_rounds:
+        raise cli.UsageError(f"--refine_rounds must be >= {least_rounds}{why}, got {FLAGS.refine_rounds}")
     if FLAGS.reuse:
         check_reuse(Path(FLAGS.reuse), cfg, FLAGS.reuse_dit)  # before anything is written
     workdir.mkdir(parents=True, exist_ok=True)
