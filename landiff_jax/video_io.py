@@ -260,17 +260,20 @@ def _ffmpeg_output(path: Path, output: list[str], chunk: int) -> Iterator[bytes]
     is killed in `finally`: an exception, a signal or an early `close()` never leaves it running."""
     with tempfile.TemporaryFile() as errors:
         cmd = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-i", str(path), *output, "pipe:1"]
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors,
-                                close_fds=True, process_group=0)
+        proc = None
         try:
+            with signals_deferred():  # a signal acts only once `finally` knows ffmpeg
+                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors,
+                                        close_fds=True, process_group=0)
             while piece := proc.stdout.read(chunk):
                 yield piece
             status = proc.wait()
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
+            if proc is not None:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                proc.stdout.close()
         if status != 0:
             errors.seek(0)
             lines = errors.read().decode(errors="replace").strip().splitlines()

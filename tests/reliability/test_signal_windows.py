@@ -1,7 +1,8 @@
 """Found by tools/fault_sweep.py (issue 13): a SIGTERM that reached generate.py while ffmpeg was
 being started (inside `subprocess.Popen`, before the stream held its handle) left the video's
 temporary behind and ffmpeg running unknown to `abort`. `files.signals_deferred` holds SIGINT and
-SIGTERM until such a step is complete."""
+SIGTERM until such a step is complete. The reader had the same window (CI caught a SIGINT
+that landed while its ffmpeg was starting)."""
 
 import os
 import signal
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from landiff_jax import files
-from landiff_jax.video_io import Mp4Stream
+from landiff_jax.video_io import Mp4Stream, read_mp4, write_mp4
 
 
 @pytest.fixture
@@ -75,3 +76,17 @@ def test_deferred_signals_act_at_the_end_as_before(sigterm_exits, sigint_interru
             steps.append("again")
     assert steps == ["finished", "again"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_sigint_while_the_reader_starts_ffmpeg_stops_it(tmp_path, monkeypatch, sigint_interrupts):
+    video = write_mp4(tmp_path / "v.mp4", np.zeros((2, 16, 16, 3), np.uint8), fps=8)
+    popen, started = signal_inside(subprocess.Popen, signal.SIGINT)
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            read_mp4(video, size=(16, 16))
+        assert started and started[0].poll() is not None  # ffmpeg was stopped by the reader's `finally`
+    finally:
+        for proc in started:
+            proc.kill()
+            proc.wait()
