@@ -20,15 +20,16 @@ def _video(seed=0):
 
 
 def test_kl_term_matches_closed_form():
-    params, _, _ = init_train_state(CFG, jax.random.key(0))
+    params, _, _ = jax.jit(init_train_state, static_argnums=0)(CFG, jax.random.key(0))  # as the trainer does
     video = _video()
     noise = jnp.zeros(latent_shape(CFG.vae, video.shape))
     from landiff_jax.vae.api import split_moments
     from landiff_jax.vae.model import Encoder
-    mean, logvar = split_moments(CFG.vae, Encoder(CFG.vae).apply({"params": params["encoder"]}, video))
+    moments = jax.jit(lambda p, v: Encoder(CFG.vae).apply({"params": p}, v))(params["encoder"], video)
+    mean, logvar = split_moments(CFG.vae, moments)
     m, lv = np.asarray(mean, np.float64), np.asarray(logvar, np.float64)
     expected = np.mean(0.5 * (m**2 + np.exp(lv) - 1 - lv))
-    _, metrics = vae_loss(CFG, params, video, noise)
+    _, metrics = jax.jit(vae_loss, static_argnums=0)(CFG, params, video, noise)
     np.testing.assert_allclose(float(metrics["kl"]), expected, rtol=1e-5)
 
 
