@@ -265,6 +265,19 @@ class StageExamples:
     def launch(self, clips: Sequence[Clip]) -> tuple[dict[str, jax.Array], np.ndarray]:
         """Start one batch on the device(s) (padded to batch_size by repeating its last clip, so
         that one compile serves every batch): (its device outputs, the left-padded LM mask)."""
+        inputs, lm_mask = self._inputs(clips)
+        return encode_batch(self._params, *inputs, cfg=self.models.cfg, outputs=self.outputs), lm_mask
+
+    def flops_per_batch(self) -> float | None:
+        """The floating-point operations of one batch through the models, as XLA counts them in the
+        lowered computation (before fusion); None where the backend gives no count."""
+        inputs, _ = self._inputs([self.source.clip(0)])
+        cost = encode_batch.lower(self._params, *inputs, cfg=self.models.cfg, outputs=self.outputs).cost_analysis()
+        return float(cost["flops"]) if cost and "flops" in cost else None
+
+    def _inputs(self, clips: Sequence[Clip]) -> tuple[list, np.ndarray]:
+        """encode_batch's inputs for `clips` padded to batch_size (on the mesh when there is one),
+        and the left-padded LM mask."""
         cfg = self.models.cfg
         clips = list(clips) + [clips[-1]] * (self.batch_size - len(clips))
         captions = [c.caption for c in clips]
@@ -277,7 +290,7 @@ class StageExamples:
             from landiff_jax.parallel import batch_sharding
 
             inputs = [jax.device_put(x, batch_sharding(self.mesh, x.ndim)) for x in inputs]
-        return encode_batch(self._params, *inputs, cfg=cfg, outputs=self.outputs), lm_mask
+        return inputs, lm_mask
 
     def collect(self, launched: tuple[dict[str, jax.Array], np.ndarray], n: int) -> dict[str, np.ndarray]:
         """The host numpy outputs of the first n clips of a launched batch (waits for it)."""

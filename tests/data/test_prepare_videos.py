@@ -278,3 +278,11 @@ def test_default_batch_size_holds_one_full_size_clip_per_device():
     assert [prepare.default_batch_size(full, n) for n in (1, 2)] == [1, 2]
     assert [prepare.default_batch_size(tiny, n) for n in (1, 4)] == [8, 32]
     assert prepare.default_batch_size(clips.ClipSpec(49, 240, 360), 1) == 4
+
+
+def test_flops_per_batch_count_every_clip_of_the_batch(video_list, models):
+    """What tools/bench/prepare.py divides by the clip rate: XLA's count grows with the padded batch."""
+    source, _ = clips.scan(video_list / "list.jsonl", SPEC, motion_score=0.1, workers=2)
+    one, two = (prepare.StageExamples(source, models, STAGES, max_text=64, batch_size=b, codes=True).flops_per_batch()
+                for b in (1, 2))
+    assert one > 1e8 and two == pytest.approx(2 * one, rel=1e-3)

@@ -8,7 +8,10 @@ The source is one ffmpeg test-pattern video (--source_size, --source_fps, --seco
 --clips times. Three figures, one JSON line: the list scan (every video decoded once, as
 prepare_data does before writing), decoding alone through the clip source's worker threads, and
 the examples of every stage (decode in threads + the jitted models, the next batch launched
-before the previous one is fetched) after the first batch, which carries the compile.
+before the previous one is fetched) after the first batch, which carries the compile. With
+them: the models' FLOPs per clip as XLA counts them (the VAE encoder's 3D convolutions are nearly
+all of it at full size), the model TFLOP/s they make, and that as a share of the device's dense
+bf16 peak (MFU).
 """
 
 import shutil
@@ -22,6 +25,7 @@ from absl import app, flags
 
 from landiff_jax import video_io
 from landiff_jax.config import LanDiffConfig
+from landiff_jax.train.metrics import peak_flops
 from tools.bench.common import CompileClock, emit, peak_memory_gb
 
 flags.DEFINE_enum("preset", "full", ["tiny", "full"], "model sizes")
@@ -92,6 +96,14 @@ def main(argv):
                 start = time.perf_counter()
         steady = len(source) - batch
         seconds = time.perf_counter() - start
+        flops = examples.flops_per_batch()
+    clips_per_s = steady / seconds
+    model = {}
+    if flops:
+        tflops = clips_per_s * flops / batch / 1e12
+        peak = peak_flops(jax.devices()[0].device_kind)
+        model = {"tflop_per_clip": float(f"{flops / batch / 1e12:.3g}"), "model_tflops_per_s": float(f"{tflops:.3g}"),
+                 "mfu": round(tflops * 1e12 / (jax.device_count() * peak), 4) if peak else None}
     emit({"stage": "prepare_data", "preset": FLAGS.preset, "dtype": FLAGS.dtype, "clips": len(source),
           "clip": f"{spec.num_frames}x{spec.height}x{spec.width}", "source": f"{FLAGS.source_size}@{FLAGS.source_fps}",
           "batch_size": batch, "decode_workers": FLAGS.decode_workers,
@@ -99,7 +111,7 @@ def main(argv):
           "build_s": round(build_s, 1), "first_batch_s": round(first_s, 1),
           "first_batch_compile_s": round(first_compile_s, 1),
           "later_compile_s": round(clock.seconds - first_compile_s, 1),
-          "clips_per_s": round(steady / seconds, 2), "devices": jax.device_count(), **peak_memory_gb()})
+          "clips_per_s": round(clips_per_s, 2), **model, "devices": jax.device_count(), **peak_memory_gb()})
 
 
 if __name__ == "__main__":
