@@ -61,8 +61,15 @@ class DiTConfig:
     # activation rematerialisation of both scanned stacks: 'none', 'full' or 'dots'
     # (nn.dense.REMAT_POLICIES); gradients are the same for every choice
     remat: str = "none"
+    # layers per iteration of the scanned stacks' loop (1: a loop over every layer; the layer count:
+    # no loop). Speed only: the same computation, less loop bookkeeping on small models
+    scan_unroll: int = 1
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+
+    def __post_init__(self):
+        if self.scan_unroll < 1:
+            raise ValueError(f"scan_unroll must be >= 1, got {self.scan_unroll}")
 
     @property
     def head_dim(self) -> int:

@@ -176,7 +176,7 @@ class DiTBranch(nn.Module):
             hidden = self.sequence.local(hidden)
 
         n = c.control_layers if self.is_control else c.num_layers
-        layer = dict(remat=c.remat, cfg=c, sequence=self.sequence)
+        layer = dict(remat=c.remat, unroll=c.scan_unroll, cfg=c, sequence=self.sequence)
         if self.is_control:
             layers = scan_layers(DiTLayer, n, in_axes=(nn.broadcast,), is_control=True, **layer)
             hidden, per_layer = layers(hidden, emb)

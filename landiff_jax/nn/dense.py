@@ -38,12 +38,13 @@ def dense(
 
 
 def scan_layers(block_cls: type[nn.Module], num_layers: int, *, in_axes=(), name="layers", remat: str = "none",
-                **block_kwargs):
+                unroll: int = 1, **block_kwargs):
     """Instantiate `block_cls` once, scanned `num_layers` times over a leading `layers` axis.
 
     The block's `__call__(x, *args)` must return `(x, per_layer_output_or_None)`; `in_axes` says
     how each extra argument is fed (`nn.broadcast` for shared inputs, 0 for per-layer ones).
     remat: 'none', or a key of REMAT_POLICIES (the layer body is recomputed in the backward pass).
+    unroll: layers per iteration of the loop (lax.scan's `unroll`).
     """
     if remat != "none":
         if remat not in REMAT_POLICIES:
@@ -55,6 +56,7 @@ def scan_layers(block_cls: type[nn.Module], num_layers: int, *, in_axes=(), name
         split_rngs={"params": True},
         in_axes=in_axes,
         length=num_layers,
+        unroll=unroll,
         metadata_params={nn.PARTITION_NAME: "layers"},
     )
     return scanned(name=name, **block_kwargs)

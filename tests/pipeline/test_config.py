@@ -65,8 +65,8 @@ def test_config_dict_round_trip_and_errors():
     del bad["config"]["lm"]["num_experts"], bad["config"]["vae"]["ch"]
     with pytest.raises(ValueError, match=r"lacks \['ch'\]"):
         LanDiffConfig.from_dict(bad)
-    older = json.loads(json.dumps(data))  # written before the streaming prefix was a field: its default
-    del older["config"]["sampler"]["stream_prefix_frames"]
+    older = json.loads(json.dumps(data))  # written before these were fields: their defaults
+    del older["config"]["sampler"]["stream_prefix_frames"], older["config"]["dit"]["scan_unroll"]
     assert LanDiffConfig.from_dict(older) == LanDiffConfig.tiny()
 
 

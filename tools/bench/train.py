@@ -3,13 +3,15 @@ sharded, donated train_step of landiff_jax/train), with random weights of the st
 
 usage: python -m tools.bench.train lm|tokenizer|control|dit --preset full [--batch 8] [--remat none]
        [--steps 10] [--text_len 256] [--dtype bfloat16] [--mesh data,fsdp,tensor] [--profile 5]
-       python -m tools.bench.train --config configs/tiny_dit.py [--batch B] [--dtype D] [--profile 5]
+       python -m tools.bench.train --config configs/tiny_dit.py [key=value ...] [--batch B] [--dtype D]
+                                   [--profile 5]
 The tokenizer, control and dit stages are their recipe configs (configs/tokenizer{,_tiny}.py,
 configs/diffusion_control{,_tiny}.py; dit = the same in mode 'base') with random weights instead of
 `init_from`, and random examples of the task's fields (normal floats, codes of the codebook).
 LM sequences: BOS, 2 micro conditions, `text_len` text rows, then SOI … EOS of 13 semantic
 frames (1,244 positions with 1,218 codes at full size). `--config` benches any training config
-file as it stands (its batch, dtype and remat unless given; random weights, no `init_from`).
+file as it stands (its batch, dtype and remat unless given; random weights, no `init_from`), with
+tools/train.py's `key=value` overrides (e.g. `model.dit.scan_unroll=6`).
 `--profile N` traces N more updates and prints the device's busiest ops (`common.op_times`).
 Prints one JSON line: median ms per update after compile, compile seconds, tokens/s, examples/s,
 model TFLOP/s, MFU against the device's dense bf16 peak (train.metrics.PEAK_FLOPS; 989 TFLOP/s for
@@ -33,6 +35,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from landiff_jax import cli  # noqa: E402
 from landiff_jax.train.config import DataConfig, MeshConfig, OptimizerConfig, TrainConfig  # noqa: E402
 from landiff_jax.train.metrics import peak_flops  # noqa: E402
 from landiff_jax.train.optimizer import learning_rate_schedule, make_optimizer  # noqa: E402
@@ -109,11 +112,12 @@ def training_attention(config: TrainConfig) -> str | None:
     return getattr(policy, "train_attention", None) or getattr(policy, "attention", None)
 
 
-def file_config(args) -> TrainConfig:
-    """The training config file `--config` with the bench's overrides, no checkpoint to start from."""
+def file_config(args, overrides) -> TrainConfig:
+    """The training config file `--config` with its `key=value` overrides (as tools/train.py takes
+    them) and the bench's flags, no checkpoint to start from."""
     from landiff_jax import config_file
 
-    config = config_file.load(args.config)
+    config = config_file.load(args.config, overrides)
     overrides = {"batch_size": args.batch} if FLAGS["batch"].present else {}
     overrides.update({"compute_dtype": args.dtype} if FLAGS["dtype"].present else {})
     overrides.update({"remat": args.remat} if args.remat else {})
@@ -144,9 +148,9 @@ REPO = Path(__file__).resolve().parents[2]
 def main(argv):
     args = FLAGS
     if args.config:
-        if len(argv) != 1:
-            raise app.UsageError("give either a stage or --config, not both")
-        config = file_config(args)
+        if any("=" not in arg for arg in argv[1:]):
+            raise app.UsageError("give either a stage or --config (with key=value overrides), not both")
+        config = file_config(args, argv[1:])
         name, make_batch = Path(args.config).stem, (lm_batch if config.stage == "lm" else random_batch)
     elif len(argv) != 2 or argv[1] not in STAGES:
         raise app.UsageError(f"give one stage: {', '.join(sorted(STAGES))}")
@@ -198,4 +202,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)
