@@ -45,7 +45,7 @@ flags.DEFINE_float("motion_score", 0.1, "motion micro-condition of the LM")
 flags.DEFINE_integer("num_frames", None, "video frames")
 flags.DEFINE_integer("steps", None, "diffusion steps")
 flags.DEFINE_float("dit_guidance", None, "diffusion dynamic CFG scale")
-flags.DEFINE_float("dit_guidance_exp", None, "diffusion dynamic CFG exponent")
+flags.DEFINE_float("dit_guidance_exp", None, "diffusion dynamic CFG exponent (0: every step at 1 + dit_guidance)")
 flags.DEFINE_integer("lm_window", None, "long videos: LM groups the KV cache holds, a sliding window (default: "
                      "the whole sequence while it fits the LM's max_len)")
 flags.DEFINE_integer("fps", 8, "frame rate of the written mp4 (LanDiff's videos are sampled at 8 fps)")
@@ -125,7 +125,8 @@ def help_defaults(argv: list[str]) -> None:
     except Exception:  # noqa: BLE001 (help only: the run reports the error itself)
         cfg, source = None, None
     texts = {"num_frames": "video frames", "steps": "diffusion steps",
-             "dit_guidance": "diffusion dynamic CFG scale", "dit_guidance_exp": "diffusion dynamic CFG exponent"}
+             "dit_guidance": "diffusion dynamic CFG scale",
+             "dit_guidance_exp": "diffusion dynamic CFG exponent (0: every step at 1 + dit_guidance)"}
     if cfg is None:
         for name, text in texts.items():
             FLAGS[name].help = f"{text} (default: the config's; --help with --preset/--checkpoint shows it)"

@@ -123,3 +123,16 @@ def test_progress_runs_the_loop_in_blocks_and_changes_nothing(setup, persistent_
     for name, steps in plain_per_step.items():
         np.testing.assert_array_equal(per_step[name], steps)
     assert "jit_sample_block" in persistent_cache.seen and not persistent_cache.refused
+
+
+def test_dynamic_cfg_reshuffles_with_the_step_count_and_exponent_0_is_constant():
+    """The original's dynamic CFG takes step_index = steps − timestep, so its per-step scales are a
+    different scatter in [1, 1 + scale] for every step count (what the README warns of); exponent 0
+    gives 1 + scale at every step (the README's step-count-independent setting)."""
+    scales = {n: step_schedule(SamplerConfig(num_steps=n, cfg_num_steps=n, cfg_scale=6.0, cfg_exp=5.0)).cfg_scale
+              for n in (20, 40)}
+    assert all(1.0 <= s.min() and s.max() <= 7.0 for s in scales.values())
+    assert abs(scales[20].mean() - scales[40].mean()) > 0.3  # not one curve sampled at two rates
+    for n in (20, 40):
+        constant = step_schedule(SamplerConfig(num_steps=n, cfg_num_steps=n, cfg_scale=3.0, cfg_exp=0.0)).cfg_scale
+        np.testing.assert_array_equal(constant, np.full(n, 4.0))
