@@ -29,7 +29,8 @@ PRESETS = ("full", "tiny")
 DICT_VERSION = 1
 # fields added since version 1 with a default, which a dict written before them lacks (the
 # default applies); every other missing field is an error
-ADDED_FIELDS = {"SamplerConfig": ("stream_prefix_frames",), "TokenizerConfig": ("remat",), "DiTConfig": ("scan_unroll",)}
+ADDED_FIELDS = {"SamplerConfig": ("stream_prefix_frames",), "TokenizerConfig": ("remat",),
+                "DiTConfig": ("scan_unroll",)}
 
 
 @dataclasses.dataclass(frozen=True)
