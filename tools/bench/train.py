@@ -118,10 +118,10 @@ def file_config(args, overrides) -> TrainConfig:
     from landiff_jax import config_file
 
     config = config_file.load(args.config, overrides)
-    overrides = {"batch_size": args.batch} if FLAGS["batch"].present else {}
-    overrides.update({"compute_dtype": args.dtype} if FLAGS["dtype"].present else {})
-    overrides.update({"remat": args.remat} if args.remat else {})
-    return config.replace(init_from="", **overrides)
+    given = {"batch_size": args.batch} if FLAGS["batch"].present else {}
+    given.update({"compute_dtype": args.dtype} if FLAGS["dtype"].present else {})
+    given.update({"remat": args.remat} if args.remat else {})
+    return config.replace(init_from="", **given)
 
 
 STAGES = {
