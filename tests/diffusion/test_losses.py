@@ -99,8 +99,9 @@ def test_frozen_params_get_no_gradient(control_step, state, perturbed):
     assert set(g_trainable) == {"dit", "semantic"} and set(g_trainable["dit"]) == {"control"}
 
 
-@pytest.mark.parametrize("change", [dict(remat="full"), pytest.param(dict(remat="dots"), marks=pytest.mark.slow),
-                                    dict(remat="full", scan_unroll=2)])  # one compile each
+@pytest.mark.parametrize("change", [dict(remat="full", scan_unroll=2),  # one compile each: the others are slow
+                                    pytest.param(dict(remat="full"), marks=pytest.mark.slow),
+                                    pytest.param(dict(remat="dots"), marks=pytest.mark.slow)])
 def test_remat_gives_the_same_control_gradients(control_step, state, perturbed, change):
     """The original's activation checkpointing of the frozen main DiT blocked every control
     gradient; ours must reach the control branch through the frozen main stack, unchanged. The
