@@ -124,9 +124,7 @@ def help_defaults(argv: list[str]) -> None:
         cfg, source = choice.cfg, choice.source
     except Exception:  # noqa: BLE001 (help only: the run reports the error itself)
         cfg, source = None, None
-    texts = {"num_frames": "video frames", "steps": "diffusion steps",
-             "dit_guidance": "diffusion dynamic CFG scale",
-             "dit_guidance_exp": "diffusion dynamic CFG exponent (0: every step at 1 + dit_guidance)"}
+    texts = {name: FLAGS[name].help for name in ("num_frames", "steps", "dit_guidance", "dit_guidance_exp")}
     if cfg is None:
         for name, text in texts.items():
             FLAGS[name].help = f"{text} (default: the config's; --help with --preset/--checkpoint shows it)"
