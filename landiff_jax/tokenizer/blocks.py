@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from landiff_jax.nn import LayerNorm, Mlp, apply_rope, dense, dot_product_attention
 from landiff_jax.nn.mlp import gelu_erf
+from landiff_jax.tokenizer.masks import FrameMask, frame_attention
 
 
 def patchify(x, patch: int):
@@ -41,7 +42,7 @@ class TransformerBlock(nn.Module):
     """x + attn(ln_1(x)); then + mlp(ln_2(x)) with an exact-erf GELU MLP of ratio `mlp_dim/width`.
 
     Attention: separate q/k/v/o projections, optional interleaved RoPE on q and k after the head
-    split, optional boolean mask [S, S], softmax(q·kᵀ/√d). Returns (x, x or None) for `nn.scan`:
+    split, optional frame-group mask (`masks.FrameMask`), softmax(q·kᵀ/√d). Returns (x, x or None) for `nn.scan`:
     the per-layer output is kept only when `collect` is set (parity traces).
     """
 
@@ -55,8 +56,8 @@ class TransformerBlock(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, angles=None, mask=None):
-        # x: [b s d]; angles: [s d_head/2]; mask: [s s] bool
+    def __call__(self, x, angles=None, mask: FrameMask | None = None):
+        # x: [b s d]; angles: [s d_head/2]
         b, s, d = x.shape
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         h = LayerNorm(self.ln_eps, name="ln_1", **kw)(x)
@@ -68,8 +69,8 @@ class TransformerBlock(nn.Module):
         q, k, v = heads("wq"), heads("wk"), heads("wv")
         if angles is not None:
             q, k = apply_rope(q, angles), apply_rope(k, angles)
-        attn_mask = None if mask is None else mask[None, None]
-        out = dot_product_attention(q, k, v, mask=attn_mask, implementation=self.attention).reshape(b, s, d)
+        out = (dot_product_attention(q, k, v, implementation=self.attention) if mask is None
+               else frame_attention(q, k, v, mask, self.attention)).reshape(b, s, d)
         x = x + dense(d, ("heads", "embed"), use_bias=self.attn_bias, name="wo", **kw)(out)
         h = LayerNorm(self.ln_eps, name="ln_2", **kw)(x)
         x = x + Mlp(self.mlp_dim, act=gelu_erf, name="mlp", **kw)(h)

@@ -2,7 +2,7 @@
 
 Sequence of a clip of T frames: [visual tokens (t, h, w raster), latent tokens], the latent
 tokens being I learned I-frame queries then, for each frame after the first, P learned P-frame
-queries. Both use the frame-group masks and 3D RoPE of `masks.py`.
+queries. Both attend under the frame-group masks and 3D RoPE of `masks.py`.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class TiTokEncoder(nn.Module):
         visual = visual.reshape(b, -1, cfg.width)  # b (t h w) d
         x = jnp.concatenate([visual, jnp.broadcast_to(latent, (b, *latent.shape))], axis=1)
         x, aux = _Trunk(cfg, self.collect, name="trunk")(
-            x, masks.rope_angles(cfg, num_frames), masks.encoder_mask(cfg, num_frames)
+            x, masks.rope_angles(cfg, num_frames), masks.encoder_frames(cfg, num_frames)
         )
         latent = LayerNorm(cfg.ln_eps, name="ln_post", **kw)(x[:, visual.shape[1]:])
         return dense(cfg.token_size, ("embed", None), name="proj_out", **kw)(latent), aux
@@ -98,7 +98,7 @@ class TiTokDecoder(nn.Module):
         mask_token = _learned(self, "mask_token", (cfg.width,), cfg.width**-0.5).astype(cfg.dtype)
         x = jnp.concatenate([jnp.broadcast_to(mask_token, (b, num_visual, cfg.width)), latent], axis=1)
         x, aux = _Trunk(cfg, self.collect, name="trunk")(
-            x, masks.rope_angles(cfg, num_frames), masks.decoder_mask(cfg, num_frames)
+            x, masks.rope_angles(cfg, num_frames), masks.decoder_frames(cfg, num_frames)
         )
         aux["embed"] = latent
         visual = LayerNorm(cfg.ln_eps, name="ln_post", **kw)(x[:, :num_visual])

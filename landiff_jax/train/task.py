@@ -126,12 +126,13 @@ def lm_flops_per_sequence(cfg, seq: int) -> float:
 
 
 def _tokenizer_task(config: TrainConfig) -> Task:
-    from landiff_jax.tokenizer import abstract_params, losses
+    from landiff_jax.tokenizer import abstract_params, losses, masks
 
     cfg = dataclasses.replace(config.model, model=apply_policy(config.model.model, config))
     m, t = cfg.model, config.data.frames
     init = functools.partial(losses.init_train_state, cfg)
     seq = m.seq_len(t)  # the encoder's patches + latent tokens; the decoder's as many
+    attended = (masks.encoder_frames(m, t).pairs() + masks.decoder_frames(m, t).pairs()) / (2 * seq * seq)
     return Task(
         name="tokenizer",
         loss=functools.partial(losses.train_loss, cfg),
@@ -140,7 +141,7 @@ def _tokenizer_task(config: TrainConfig) -> Task:
         example={"features": jax.ShapeDtypeStruct((t, *m.image_size, m.image_channels), jnp.float32)},
         tokens_per_example=seq,
         flops_per_example=transformer_flops(2 * m.num_layers * _block_weights(m.width, 4 * m.width), seq,
-                                            2 * m.num_layers, m.width),
+                                            2 * m.num_layers, m.width, attended),
     )
 
 
@@ -177,7 +178,7 @@ def _diffusion_task(config: TrainConfig) -> Task:
     seq = c.num_video_tokens(t) + c.text_length
     weights = _block_weights(c.hidden_size, c.mlp_ratio * c.hidden_size)
     if cfg.mode == "base":  # the whole DiT trains: forward + both backward halves
-        flops = transformer_flops(c.num_layers * weights, seq, c.num_layers, c.hidden_size, causal=False)
+        flops = transformer_flops(c.num_layers * weights, seq, c.num_layers, c.hidden_size)
     else:  # the frozen main stack runs forward and passes gradients back
         flops = (transformer_flops(c.control_layers * weights, seq, c.control_layers, c.hidden_size)
                  + transformer_flops(c.num_layers * weights, seq, c.num_layers, c.hidden_size, weight_gradients=False))
@@ -267,15 +268,16 @@ def _block_weights(width: int, mlp_dim: int) -> int:
     return 4 * width * width + 2 * width * mlp_dim
 
 
-def transformer_flops(weights: int, seq: int, layers: int, width: int, causal: bool = False,
+def transformer_flops(weights: int, seq: int, layers: int, width: int, attended: float = 1.0,
                       weight_gradients: bool = True) -> float:
     """Training FLOPs (forward + backward) of `seq` positions through `weights` block weights:
-    6·N·S plus attention 12·L·S²·d (QKᵀ and AV, 2 FLOPs per MAC, ×3), halved when causal. A
+    6·N·S plus attention 12·L·S²·d (QKᵀ and AV, 2 FLOPs per MAC, ×3) times `attended`, the
+    fraction of (query, key) pairs the mask lets attend (work a mask rules out is not counted). A
     frozen stack that passes gradients back (weight_gradients False) skips the weights' own
     gradients, 4·N·S, but not any of attention's: it has no weights, and both its inputs need
     theirs."""
-    attention = 12.0 * layers * seq * seq * width
-    return (6.0 if weight_gradients else 4.0) * weights * seq + (attention / 2 if causal else attention)
+    attention = 12.0 * layers * seq * seq * width * attended
+    return (6.0 if weight_gradients else 4.0) * weights * seq + attention
 
 
 TASKS: dict[str, Callable[[TrainConfig], Task]] = {

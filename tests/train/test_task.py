@@ -23,6 +23,7 @@ from landiff_jax.train.task import (
     _block_weights,
     apply_policy,
     lm_flops_per_sequence,
+    make_task,
     transformer_flops,
     with_logical_axes,
 )
@@ -50,6 +51,19 @@ def test_lm_flops_count_the_block_and_head_weights():
     seq = 100
     attention = 6 * cfg.num_layers * seq * seq * cfg.hidden
     assert lm_flops_per_sequence(cfg, seq) == pytest.approx(6 * n * seq + attention)
+
+
+def test_tokenizer_flops_count_only_the_pairs_its_masks_let_attend():
+    """The attention term is the dense masks' share of the S² pairs (encoder and decoder alike)."""
+    from landiff_jax.tokenizer import decoder_mask, encoder_mask
+
+    config = config_file.load(REPO / "configs" / "tokenizer_tiny.py")
+    m, t = config.model.model, config.data.frames
+    seq, width, layers = m.seq_len(t), m.width, 2 * m.num_layers
+    attended = float((jnp.mean(encoder_mask(m, t)) + jnp.mean(decoder_mask(m, t))) / 2)
+    assert 0.3 < attended < 0.9
+    full = transformer_flops(layers * _block_weights(width, 4 * width), seq, layers, width)
+    assert make_task(config).flops_per_example == pytest.approx(full - (1 - attended) * 12 * layers * seq**2 * width)
 
 
 @dataclasses.dataclass(frozen=True)
