@@ -134,7 +134,13 @@ def decoder_frames(config: TokenizerConfig, num_frames: int) -> FrameMask:
 
 def frame_attention(q, k, v, frames: FrameMask, implementation: str | None = None):
     """softmax(q·kᵀ/√d) v [b S h d] under the mask `frames` stands for: one unmasked attention per
-    visual frame over its key prefix, one masked attention for the latent rows."""
+    visual frame over its key prefix, one masked attention for the latent rows.
+
+    'xla' (or None) runs them blockwise whatever their size: XLA keeps the score matrices of all
+    these calls alive together in the backward (one clip at full size: 6.3 GB against 0.8 GB for
+    one dense-masked call)."""
+    if implementation in (None, "xla"):
+        implementation = "blockwise"
     F = frames.frame_tokens
     V = F * len(frames.prefix)
 
