@@ -270,9 +270,13 @@ class StageExamples:
 
     def flops_per_batch(self) -> float | None:
         """The floating-point operations of one batch through the models, as XLA counts them in the
-        lowered computation (before fusion); None where the backend gives no count."""
+        computation lowered for the host CPU (before fusion; a GPU's lowering gives no count), from
+        the shapes alone; None where XLA gives no count."""
         inputs, _ = self._inputs([self.source.clip(0)])
-        cost = encode_batch.lower(self._params, *inputs, cfg=self.models.cfg, outputs=self.outputs).cost_analysis()
+        cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+        shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=cpu), (self._params, inputs))
+        traced = encode_batch.trace(shapes[0], *shapes[1], cfg=self.models.cfg, outputs=self.outputs)
+        cost = traced.lower().cost_analysis()
         return float(cost["flops"]) if cost and "flops" in cost else None
 
     def _inputs(self, clips: Sequence[Clip]) -> tuple[list, np.ndarray]:
