@@ -333,7 +333,9 @@ class LanDiff:
         self.tokenizers = tokenizers
         self.random_weights = random_weights
         self.mesh = mesh
-        self.restore_seconds: float | None = None  # from_checkpoint: the wall time of its restores
+        self.restore_seconds: float | None = None  # from_checkpoint: the wall time of its restores,
+        self.checks_seconds: float | None = None  # of what precedes them (config, tokenizers, stored shapes)
+        self.compile_seconds: float | None = None  # and of compiling ahead beside them (`compile_for`)
         self.lm_placement = runtime.lm_weights(cfg.lm, mesh.devices.size if mesh is not None else 1, lm_placement)
         self.shardings = component_shardings(cfg, mesh, self.lm_placement, job)
         self.params = {}
@@ -355,7 +357,9 @@ class LanDiff:
         (`checkpoint.load_components`; `restore_seconds`: the wall time of them all), each straight
         into its shardings and dtype; dit_attention, lm_placement: see `__init__`; verify: the checksum
         level of each component (`checkpoint.load_component`). compile_for: compile the stages of
-        that coming `generate` call in a thread while the weights load (`compile`)."""
+        that coming `generate` call in a thread while the weights load (`compile`). The start-up's
+        parts are timed: `checks_seconds`, `restore_seconds`, `compile_seconds`."""
+        begin = time.perf_counter()
         cfg = checkpoint.load_config(directory, dtype)
         try:
             check_memory(cfg, mesh, job, lm_placement)
@@ -374,6 +378,7 @@ class LanDiff:
         requests = {name: dict(abstract=tree, verify=verify, shardings=pipe.shardings[name],
                                dtype=COMPONENTS[name].config(pipe.cfg).param_dtype) for name, tree in trees.items()}
         start = time.perf_counter()
+        pipe.checks_seconds = start - begin
         try:
             for name, tree in checkpoint.load_components(directory, requests, failed=stop).items():
                 pipe.place(name, tree)
@@ -448,8 +453,10 @@ class LanDiff:
 
     def _compile_or_warn(self, plan: CompileFor, stop: threading.Event) -> None:
         """`compile`, for a thread: a failure only warns (generate then compiles, and reports it)."""
+        start = time.perf_counter()
         try:
             self.compile(plan, stop)
+            self.compile_seconds = time.perf_counter() - start
         except Exception as e:  # noqa: BLE001
             warnings.warn(f"compiling ahead failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                           "generate compiles instead", stacklevel=2)

@@ -239,8 +239,10 @@ def main(argv):
                           verify=FLAGS.verify_checkpoint, compile_for=plan)
     if pipe.restore_seconds is not None and not FLAGS.quiet:
         size = weight_bytes(pipe.cfg) / 1e9
+        compiled = "" if pipe.compile_seconds is None else f"; compiled ahead in {pipe.compile_seconds:.1f} s"
         print(f"restored {size:.2f} GB of weights in {pipe.restore_seconds:.1f} s "
-              f"({size / max(pipe.restore_seconds, 1e-9):.2f} GB/s)", flush=True)
+              f"({size / max(pipe.restore_seconds, 1e-9):.2f} GB/s) after {pipe.checks_seconds:.1f} s of checks"
+              f"{compiled}", flush=True)
     try:
         chunks = pipe.generate_stream(prompts, options, codes=codes, progress=None if FLAGS.quiet else Display())
     except ValueError as e:

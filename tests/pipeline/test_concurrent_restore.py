@@ -19,7 +19,7 @@ from landiff_jax.pipeline import COMPONENTS, CompileFor, LanDiff, abstract_param
 
 def test_concurrent_restore_gives_the_arrays_of_one_at_a_time():
     pipe = LanDiff.from_checkpoint(DEFAULT_CHECKPOINT)
-    assert pipe.restore_seconds > 0
+    assert pipe.restore_seconds > 0 and pipe.checks_seconds > 0 and pipe.compile_seconds is None  # nothing compiled
     trees = abstract_params(pipe.cfg)
     assert set(pipe.params) == set(trees)
     for name, tree in trees.items():

@@ -71,4 +71,5 @@ def test_compiled_while_loading_so_generate_compiles_no_stage(written):
     assert all(any(stage in name for name in ahead) for stage in stages), ahead
     assert not [name for name in compiles.names if any(stage in name for stage in stages)], compiles.names
     assert all(a.committed for a in jax.tree.leaves(pipe.params))
+    assert pipe.compile_seconds > 0 and pipe.restore_seconds > 0  # the start-up's parts, as generate.py prints them
     np.testing.assert_array_equal(out.videos, reference.generate(prompts, options).videos)

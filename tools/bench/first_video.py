@@ -111,6 +111,10 @@ def main(argv):
         if restored:
             figures.update(restore_gb=float(restored[1]), restore_s=float(restored[2]),
                            restore_gb_per_s=float(restored[3]))
+        for key, pattern in (("checks_s", r"after ([\d.]+) s of checks"),
+                             ("compile_ahead_s", r"compiled ahead in ([\d.]+) s")):
+            if found := re.search(pattern, output):
+                figures[key] = float(found[1])
         print(json.dumps(figures), flush=True)
 
 
