@@ -314,7 +314,7 @@ def config_from_original(config: Mapping[str, Any], t5_lm: Mapping[str, Any],
 
 
 def _convert_locked(paths: ReleasePaths, out: Path, cfg: LanDiffConfig, verify: bool,
-                    checksum_file: Path | None, flan_t5_checksums: Path | None,
+                    checksum_file: Path | None, flan_t5_checksums: Path | None, compress: bool,
                     progress: Callable[[str], None]) -> None:
     """convert_release's work under the lock: stale temporaries, md5 sums, headers, conversion."""
     for stale in stale_temporaries(out):
@@ -346,7 +346,7 @@ def _convert_locked(paths: ReleasePaths, out: Path, cfg: LanDiffConfig, verify: 
             progress(f"[{number}/{len(steps)}] converting {name}")
             params, report = convert(read(False))
             progress(f"  {report.summary()}")
-            checkpoint.save_component(tmp, name, params)
+            checkpoint.save_component(tmp, name, params, compress)
             del params
         for component, sub in checkpoint.TEXT_DIRS.items():
             src = paths.flan_t5 if component == "t5_lm" else paths.t5_v1_1
@@ -370,7 +370,8 @@ def _convert_locked(paths: ReleasePaths, out: Path, cfg: LanDiffConfig, verify: 
 
 def convert_release(release: Path, flan_t5: Path, out: Path, config: LanDiffConfig | Mapping[str, Any], *,
                     dtype: str = "float32", verify: bool = True, checksum_file: Path | None = None,
-                    flan_t5_checksums: Path | None = None, progress: Callable[[str], None] = print) -> Path:
+                    flan_t5_checksums: Path | None = None, compress: bool = False,
+                    progress: Callable[[str], None] = print) -> Path:
     """Convert a released tree (+ the Flan-T5 dir) into one converted checkpoint at `out`.
 
     `config`: our LanDiffConfig (a preset or `configs/*.py`), or the original's configuration
@@ -379,7 +380,8 @@ def convert_release(release: Path, flan_t5: Path, out: Path, config: LanDiffConf
     (shards included) is listed at once, then the md5 sums and the safetensors sizes (unless
     `verify` is False; `flan_t5_checksums`: an md5 list of the Flan-T5 directory). Components are
     converted and written one at a time into a temporary sibling directory that is renamed to
-    `out` only when all succeeded (see the module docstring).
+    `out` only when all succeeded (see the module docstring); `compress`: zstd-compressed
+    parameter files (smaller, slower to restore: `checkpoint.save_component`).
     """
     paths = ReleasePaths(Path(release), Path(flan_t5))
     out = Path(out)
@@ -410,7 +412,7 @@ def convert_release(release: Path, flan_t5: Path, out: Path, config: LanDiffConf
         made = ancestor
     try:
         with Lock(out):  # from here on, this process is the one writing `out`
-            _convert_locked(paths, out, cfg, verify, checksum_file, flan_t5_checksums, progress)
+            _convert_locked(paths, out, cfg, verify, checksum_file, flan_t5_checksums, compress, progress)
     finally:
         if made is not None and made.exists() and not out.exists() and not any(
                 p.is_file() for p in made.rglob("*")):

@@ -305,7 +305,7 @@ def write_checkpoint(out: Path, cfg, params: dict, dtype: str = "float32") -> No
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     for name in COMPONENTS:
-        checkpoint.save_component(tmp, name, params[name])
+        checkpoint.save_component(tmp, name, params[name], compress=True)  # the shipped one must stay small
     for component in checkpoint.TEXT_DIRS:
         checkpoint.write_byte_level_tokenizer(tmp, component)
     checkpoint.write_config(tmp, cfg, converted_from="tools/train_tiny.py (trained from scratch)")

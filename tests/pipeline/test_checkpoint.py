@@ -44,3 +44,20 @@ def test_partial_load_reads_only_the_given_subtree(tmp_path):
     assert set(whole) == {"encoder", "decoder"}
     with pytest.raises(CheckpointError, match="missing component 'lm'"):
         checkpoint.load_component(tmp_path, "lm")
+
+
+def test_parameters_stored_uncompressed_unless_asked(tmp_path):
+    """Uncompressed by default (a restore is CPU-bound, and decompressing doubles its CPU time);
+    `compress=True` (tools/convert.py --compress, train_tiny's shipped checkpoint) stores zstd.
+    Both read back the same arrays."""
+    tree = {"w": np.zeros((256, 1024), np.float32), "b": np.arange(8, dtype=np.float32)}
+    sizes = {}
+    for compress in (False, True):
+        directory = tmp_path / str(compress)
+        checkpoint.save_component(directory, "vae", tree, compress=compress)
+        sizes[compress] = sum(f.stat().st_size for f in (directory / "params" / "vae").rglob("*") if f.is_file())
+        back = checkpoint.load_component(directory, "vae", jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree))
+        for name in tree:
+            np.testing.assert_array_equal(np.asarray(back[name]), tree[name])
+    assert sizes[False] > 256 * 1024 * 4 > 100 * sizes[True]  # 1 MiB of zeros: stored whole vs compressed away
